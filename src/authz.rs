@@ -1,0 +1,1 @@
+//! Cedar authorization (stub; being written).

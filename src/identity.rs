@@ -1,0 +1,285 @@
+//! Caller identity: peer credentials and bearer tokens → one configured principal.
+//!
+//! Matching rule (documented in the README): a request that presents a
+//! bearer token is matched only against principals that have a
+//! `token_sha256` (and, if they also name a uid/gid, those must match too);
+//! a request without a token is matched only against principals without
+//! one, by uid and/or gid. Exactly one match is required; none or several
+//! is `401 unauthenticated`. A wrong token never falls back to uid matching.
+
+use std::fmt;
+
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::secret::ScopePath;
+
+/// The Cedar entity type of a principal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PrincipalKind {
+    /// A platform component (provisioner).
+    Component,
+    /// A task pod, confined to its scope.
+    Task,
+}
+
+impl PrincipalKind {
+    /// The entity type name inside the `SecretBroker` namespace.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Component => "Component",
+            Self::Task => "Task",
+        }
+    }
+}
+
+/// A resolved caller, as configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The configured name; also the Cedar entity id.
+    pub name: String,
+    /// Component or Task.
+    pub kind: PrincipalKind,
+    /// Role entity ids the principal is `in`.
+    pub roles: Vec<String>,
+    /// The task's scope (`Some` exactly for tasks).
+    pub scope: Option<ScopePath>,
+}
+
+/// Peer credentials of a Unix-socket connection (`SO_PEERCRED`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerCred {
+    /// Effective uid of the peer process.
+    pub uid: u32,
+    /// Effective gid of the peer process.
+    pub gid: u32,
+    /// Pid of the peer process, where the OS reports it.
+    pub pid: Option<i32>,
+}
+
+/// SHA-256 of a bearer token, as configured in `token_sha256`.
+#[derive(Clone)]
+pub struct TokenDigest([u8; 32]);
+
+impl TokenDigest {
+    /// Parses 64 hex characters.
+    pub fn from_hex(hex_str: &str) -> Option<Self> {
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(hex_str.trim(), &mut out).ok()?;
+        Some(Self(out))
+    }
+
+    /// Digests a presented token.
+    pub fn of_token(token: &[u8]) -> Self {
+        Self(Sha256::digest(token).into())
+    }
+
+    /// Lowercase hex, for generated configs.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// Constant-time equality.
+    fn matches(&self, other: &Self) -> bool {
+        self.0.ct_eq(&other.0).into()
+    }
+}
+
+impl fmt::Debug for TokenDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // SECURITY: a digest of a low-entropy token can be brute-forced; keep it out of logs.
+        f.write_str("TokenDigest([REDACTED])")
+    }
+}
+
+/// A principal and the proof a caller must give to be it.
+#[derive(Debug, Clone)]
+pub struct PrincipalSpec {
+    /// Who the caller becomes.
+    pub principal: Principal,
+    /// Required peer uid, if any.
+    pub uid: Option<u32>,
+    /// Required peer gid, if any.
+    pub gid: Option<u32>,
+    /// Required bearer token digest, if any.
+    pub token: Option<TokenDigest>,
+}
+
+impl PrincipalSpec {
+    fn matches(&self, peer: Option<&PeerCred>, token: Option<&TokenDigest>) -> bool {
+        let token_ok = match (&self.token, token) {
+            (Some(want), Some(got)) => want.matches(got),
+            (None, None) => true,
+            _ => false,
+        };
+        let uid_ok = self.uid.is_none_or(|u| peer.is_some_and(|p| p.uid == u));
+        let gid_ok = self.gid.is_none_or(|g| peer.is_some_and(|p| p.gid == g));
+        // INVARIANT: config validation guarantees every spec has at least one
+        // criterion, so a spec never matches everyone.
+        token_ok && uid_ok && gid_ok
+    }
+}
+
+/// Why a caller was not identified. Never carries the token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdentityError {
+    /// No principal matched.
+    #[error("the caller matches no configured principal")]
+    NoMatch,
+    /// Several principals matched.
+    #[error("the caller matches several principals ({0}); make the config unambiguous")]
+    Ambiguous(String),
+    /// The `Authorization` header is not a bearer token.
+    #[error("the `Authorization` header must be `Bearer <token>`")]
+    BadAuthorization,
+}
+
+/// Resolves callers to principals.
+#[derive(Debug, Clone)]
+pub struct Resolver {
+    specs: Vec<PrincipalSpec>,
+}
+
+impl Resolver {
+    /// A resolver over the configured principals.
+    pub fn new(specs: Vec<PrincipalSpec>) -> Self {
+        Self { specs }
+    }
+
+    /// The configured principals.
+    pub fn specs(&self) -> &[PrincipalSpec] {
+        &self.specs
+    }
+
+    /// Parses an `Authorization` header value into a token digest.
+    pub fn bearer_digest(header: &[u8]) -> Result<TokenDigest, IdentityError> {
+        let rest = header
+            .strip_prefix(b"Bearer ")
+            .or_else(|| header.strip_prefix(b"bearer "))
+            .ok_or(IdentityError::BadAuthorization)?;
+        let token = rest.trim_ascii();
+        if token.is_empty() {
+            return Err(IdentityError::BadAuthorization);
+        }
+        Ok(TokenDigest::of_token(token))
+    }
+
+    /// The one principal the caller proves to be.
+    pub fn resolve(
+        &self,
+        peer: Option<&PeerCred>,
+        token: Option<&TokenDigest>,
+    ) -> Result<&Principal, IdentityError> {
+        // SECURITY: evaluate every spec (no early exit) so timing does not
+        // reveal which token prefix or principal matched.
+        let mut found: Option<&PrincipalSpec> = None;
+        let mut names: Vec<&str> = Vec::new();
+        for spec in &self.specs {
+            if spec.matches(peer, token) {
+                names.push(&spec.principal.name);
+                found.get_or_insert(spec);
+            }
+        }
+        match (found, names.len()) {
+            (Some(spec), 1) => Ok(&spec.principal),
+            (None, _) => Err(IdentityError::NoMatch),
+            _ => Err(IdentityError::Ambiguous(names.join(", "))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn principal(name: &str, kind: PrincipalKind) -> Principal {
+        Principal {
+            name: name.into(),
+            kind,
+            roles: vec![],
+            scope: None,
+        }
+    }
+
+    fn peer(uid: u32, gid: u32) -> PeerCred {
+        PeerCred {
+            uid,
+            gid,
+            pid: Some(1),
+        }
+    }
+
+    fn resolver() -> Resolver {
+        Resolver::new(vec![
+            PrincipalSpec {
+                principal: principal("prov", PrincipalKind::Component),
+                uid: Some(1001),
+                gid: None,
+                token: None,
+            },
+            PrincipalSpec {
+                principal: principal("task", PrincipalKind::Task),
+                uid: Some(2000),
+                gid: None,
+                token: None,
+            },
+            PrincipalSpec {
+                principal: principal("grp", PrincipalKind::Task),
+                uid: None,
+                gid: Some(3000),
+                token: None,
+            },
+            PrincipalSpec {
+                principal: principal("tok", PrincipalKind::Component),
+                uid: None,
+                gid: None,
+                token: Some(TokenDigest::of_token(b"s3cret-token")),
+            },
+        ])
+    }
+
+    #[test]
+    fn matches_by_uid_gid_and_token() {
+        let r = resolver();
+        assert_eq!(r.resolve(Some(&peer(1001, 5)), None).unwrap().name, "prov");
+        assert_eq!(r.resolve(Some(&peer(2000, 5)), None).unwrap().name, "task");
+        assert_eq!(r.resolve(Some(&peer(7, 3000)), None).unwrap().name, "grp");
+        let t = Resolver::bearer_digest(b"Bearer s3cret-token").unwrap();
+        assert_eq!(
+            r.resolve(Some(&peer(2000, 5)), Some(&t)).unwrap().name,
+            "tok"
+        );
+        assert_eq!(r.resolve(None, Some(&t)).unwrap().name, "tok");
+    }
+
+    #[test]
+    fn refuses_unknown_wrong_token_and_ambiguity() {
+        let r = resolver();
+        assert_eq!(
+            r.resolve(Some(&peer(9, 9)), None),
+            Err(IdentityError::NoMatch)
+        );
+        let wrong = Resolver::bearer_digest(b"Bearer nope").unwrap();
+        // A wrong token does not fall back to uid matching.
+        assert_eq!(
+            r.resolve(Some(&peer(1001, 5)), Some(&wrong)),
+            Err(IdentityError::NoMatch)
+        );
+        assert!(matches!(
+            r.resolve(Some(&peer(2000, 3000)), None),
+            Err(IdentityError::Ambiguous(_))
+        ));
+        assert_eq!(
+            Resolver::bearer_digest(b"Basic abc").err(),
+            Some(IdentityError::BadAuthorization)
+        );
+    }
+
+    #[test]
+    fn digest_debug_and_errors_do_not_leak() {
+        let d = TokenDigest::of_token(b"canary-token-123");
+        assert!(!format!("{d:?}").contains(&d.to_hex()[..8]));
+        let e = Resolver::bearer_digest(b"Token canary-token-123").unwrap_err();
+        assert!(!format!("{e} {e:?}").contains("canary"));
+    }
+}

@@ -1,0 +1,247 @@
+//! The secret store abstraction: one async trait every backend implements,
+//! and the typed error whose `kind()` the API layer maps to status codes.
+//!
+//! Stores see only validated paths and never log or return values in errors.
+
+pub mod cache;
+pub mod embedded;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+
+use crate::secret::{ScopePath, SecretBytes, SecretPath};
+
+/// Labels attached to a secret: metadata, never secret.
+pub type Labels = BTreeMap<String, String>;
+
+/// Milliseconds since the Unix epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Timestamp(pub u64);
+
+impl Timestamp {
+    /// The current wall-clock time.
+    pub fn now() -> Self {
+        let ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
+        Self(u64::try_from(ms).unwrap_or(u64::MAX))
+    }
+
+    /// RFC 3339 in UTC with millisecond precision, e.g. `2026-11-22T01:02:03.456Z`.
+    pub fn to_rfc3339(self) -> String {
+        let secs = self.0 / 1000;
+        let ms = self.0 % 1000;
+        let days = i64::try_from(secs / 86_400).unwrap_or(0);
+        let rem = secs % 86_400;
+        let (y, m, d) = civil_from_days(days);
+        format!(
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+            rem / 3600,
+            (rem % 3600) / 60,
+            rem % 60
+        )
+    }
+}
+
+/// Howard Hinnant's days-to-civil algorithm (proleptic Gregorian, UTC).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = u32::try_from(doy - (153 * mp + 2) / 5 + 1).unwrap_or(1);
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let m = u32::try_from(m).unwrap_or(1);
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// What a write asks of the store.
+#[derive(Debug)]
+pub struct PutRequest {
+    /// The new value.
+    pub value: SecretBytes,
+    /// Labels to set on the secret (replace the previous labels).
+    pub labels: Labels,
+    /// `If-None-Match: *`: fail with [`StoreErrorKind::Exists`] if the path exists.
+    pub create_only: bool,
+}
+
+/// What a confirmed write produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PutOutcome {
+    /// The version just written (1 for a new secret).
+    pub version: u64,
+    /// Whether the secret did not exist before this write.
+    pub created: bool,
+    /// When this version was written.
+    pub created_at: Timestamp,
+}
+
+/// A secret's current value.
+#[derive(Debug)]
+pub struct StoredSecret {
+    /// The current version.
+    pub version: u64,
+    /// The value of that version.
+    pub value: SecretBytes,
+}
+
+/// A secret's metadata, as listed. Never a value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretMeta {
+    /// The broker path.
+    pub path: SecretPath,
+    /// The current version.
+    pub version: u64,
+    /// When the current version was written.
+    pub updated_at: Timestamp,
+    /// The secret's labels.
+    pub labels: Labels,
+}
+
+/// A backend that holds secret values.
+///
+/// Implementations must: acknowledge a `put` only once the value is durable
+/// in the store; number versions 1, 2, 3… per path (restarting at 1 after a
+/// delete); list recursively and segment-wise (`acme/t-4` never lists
+/// `acme/t-42/x`); and never place a value or credential in an error.
+#[async_trait]
+pub trait Store: Send + Sync + fmt::Debug {
+    /// The backend's name as in config (`embedded`, `vault`, …), for errors.
+    fn backend(&self) -> &'static str;
+
+    /// Creates the secret or adds a new version.
+    async fn put(&self, path: &SecretPath, req: PutRequest) -> Result<PutOutcome, StoreError>;
+
+    /// Reads the current version.
+    async fn get(&self, path: &SecretPath) -> Result<StoredSecret, StoreError>;
+
+    /// Lists, recursively, every secret inside `scope`, sorted by path.
+    async fn list(&self, scope: &ScopePath) -> Result<Vec<SecretMeta>, StoreError>;
+
+    /// Deletes every version of the secret.
+    async fn delete(&self, path: &SecretPath) -> Result<(), StoreError>;
+
+    /// Whether the store is reachable and usable.
+    async fn health(&self) -> Result<(), StoreError>;
+}
+
+/// The class of a store failure; only the API layer maps it to HTTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreErrorKind {
+    /// No such secret.
+    NotFound,
+    /// Create-only write, and the secret exists.
+    Exists,
+    /// The store refused the broker's credentials or permissions.
+    Denied,
+    /// The store cannot be reached.
+    Unavailable,
+    /// The store did not answer in time.
+    Timeout,
+    /// The store rejected the request as malformed (e.g. too large).
+    Invalid,
+    /// Anything else: corruption, failed decryption, unexpected answers.
+    Backend,
+}
+
+/// A store failure. Carries names and ids, never values or credentials.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No such secret.
+    #[error("secret `{path}` not found in store `{store}`")]
+    NotFound {
+        /// The backend name.
+        store: &'static str,
+        /// The secret path.
+        path: String,
+    },
+    /// Create-only write, and the secret exists.
+    #[error("secret `{path}` already exists in store `{store}`")]
+    Exists {
+        /// The backend name.
+        store: &'static str,
+        /// The secret path.
+        path: String,
+    },
+    /// The store refused the broker's credentials or permissions.
+    #[error("store `{store}` denied the broker: {detail}")]
+    Denied {
+        /// The backend name.
+        store: &'static str,
+        /// What to check.
+        detail: String,
+    },
+    /// The store cannot be reached.
+    #[error("store `{store}` is unavailable: {detail}")]
+    Unavailable {
+        /// The backend name.
+        store: &'static str,
+        /// What failed.
+        detail: String,
+    },
+    /// The store did not answer in time.
+    #[error("store `{store}` did not answer within {after:?}")]
+    Timeout {
+        /// The backend name.
+        store: &'static str,
+        /// The timeout that elapsed.
+        after: Duration,
+    },
+    /// The store rejected the request.
+    #[error("store `{store}` rejected the request: {detail}")]
+    Invalid {
+        /// The backend name.
+        store: &'static str,
+        /// Why.
+        detail: String,
+    },
+    /// Anything else.
+    #[error("store `{store}` failed: {detail}")]
+    Backend {
+        /// The backend name.
+        store: &'static str,
+        /// What failed (no values, no credentials).
+        detail: String,
+    },
+}
+
+impl StoreError {
+    /// The class of this failure.
+    pub fn kind(&self) -> StoreErrorKind {
+        match self {
+            Self::NotFound { .. } => StoreErrorKind::NotFound,
+            Self::Exists { .. } => StoreErrorKind::Exists,
+            Self::Denied { .. } => StoreErrorKind::Denied,
+            Self::Unavailable { .. } => StoreErrorKind::Unavailable,
+            Self::Timeout { .. } => StoreErrorKind::Timeout,
+            Self::Invalid { .. } => StoreErrorKind::Invalid,
+            Self::Backend { .. } => StoreErrorKind::Backend,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339() {
+        assert_eq!(Timestamp(0).to_rfc3339(), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            Timestamp(1_795_309_323_456).to_rfc3339(),
+            "2026-11-22T01:02:03.456Z"
+        );
+        assert_eq!(
+            Timestamp(951_782_400_000).to_rfc3339(),
+            "2000-02-29T00:00:00.000Z"
+        );
+    }
+}

@@ -1,0 +1,1 @@
+//! The read-through cache (stub; being written).

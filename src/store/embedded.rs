@@ -1,0 +1,1 @@
+//! The embedded encrypted store (stub; being written).
