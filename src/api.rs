@@ -1,0 +1,442 @@
+//! The HTTP API of the contract: route, identify, authorize, then touch the
+//! store; one audit line per request whatever happens.
+
+pub mod body;
+pub mod error;
+pub mod routes;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use http::header::{ACCEPT, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, IF_NONE_MATCH};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde::Serialize;
+use tokio::sync::Semaphore;
+
+use crate::audit::{AuditLog, AuditRecord, bounded_path, now_rfc3339};
+use crate::authz::{Denied, RequestContext, Transport};
+use crate::broker::Broker;
+use crate::config::Limits;
+use crate::identity::{PeerCred, Principal, Resolver};
+use crate::secret::{ScopePath, SecretPath};
+use crate::store::PutRequest;
+
+pub use body::{Body, ZeroizingBuf};
+pub use error::ApiError;
+use routes::Route;
+
+/// Everything a request handler needs, shared by all connections.
+#[derive(Debug)]
+pub struct AppState {
+    /// Authorizer and store.
+    pub broker: Broker,
+    /// Caller identification.
+    pub resolver: Resolver,
+    /// Where audit lines go.
+    pub audit: Arc<AuditLog>,
+    /// Request limits.
+    pub limits: Limits,
+    in_flight: Semaphore,
+    ids: RequestIds,
+}
+
+impl AppState {
+    /// Assembles the shared state.
+    pub fn new(broker: Broker, resolver: Resolver, audit: Arc<AuditLog>, limits: Limits) -> Self {
+        Self {
+            broker,
+            resolver,
+            audit,
+            in_flight: Semaphore::new(limits.max_in_flight),
+            limits,
+            ids: RequestIds::new(),
+        }
+    }
+
+    /// A fresh request id.
+    pub fn next_request_id(&self) -> String {
+        self.ids.next()
+    }
+}
+
+/// Request ids: a random per-process prefix and a counter, unique and cheap.
+#[derive(Debug)]
+struct RequestIds {
+    prefix: String,
+    counter: AtomicU64,
+}
+
+impl RequestIds {
+    fn new() -> Self {
+        let mut b = [0u8; 4];
+        // A failing RNG only weakens id uniqueness across restarts.
+        let _ = getrandom::fill(&mut b);
+        Self {
+            prefix: hex::encode(b),
+            counter: AtomicU64::new(1),
+        }
+    }
+
+    fn next(&self) -> String {
+        format!("{}-{:x}", self.prefix, self.counter.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// What is known about the connection a request came on.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    /// Peer credentials (Unix socket).
+    pub peer: Option<PeerCred>,
+    /// How the caller connected.
+    pub transport: Transport,
+}
+
+/// The audit fields a request fills in as it goes.
+#[derive(Debug, Default)]
+struct Trail {
+    principal: Option<String>,
+    action: Option<&'static str>,
+    path: Option<String>,
+    decision: Option<&'static str>,
+    policies: Vec<String>,
+}
+
+/// Cuts user input to `max` chars and replaces anything unprintable.
+pub(crate) fn printable(s: &str, max: usize) -> String {
+    s.chars()
+        .take(max)
+        .map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' })
+        .collect()
+}
+
+/// Handles one request; never fails (errors become contract error bodies).
+pub async fn handle(state: &AppState, conn: &ConnInfo, req: Request<Incoming>) -> Response<Body> {
+    let start = Instant::now();
+    let request_id = state.next_request_id();
+    let mut trail = Trail {
+        path: Some(bounded_path(req.uri().path()).to_owned()),
+        ..Trail::default()
+    };
+    let result = match state.in_flight.try_acquire() {
+        Ok(_permit) => dispatch(state, conn, req, &request_id, &mut trail).await,
+        Err(_) => Err(ApiError::Overloaded),
+    };
+    let response = match result {
+        Ok(r) => r,
+        Err(e) => error_response(&e, &request_id),
+    };
+    state.audit.record(&AuditRecord {
+        ts: now_rfc3339(),
+        request_id: &request_id,
+        principal: trail.principal.as_deref(),
+        peer: conn.peer.map(Into::into),
+        action: trail.action,
+        path: trail.path.as_deref(),
+        decision: trail.decision,
+        policies: &trail.policies,
+        status: response.status().as_u16(),
+        latency_us: u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX),
+    });
+    response
+}
+
+async fn dispatch(
+    state: &AppState,
+    conn: &ConnInfo,
+    req: Request<Incoming>,
+    request_id: &str,
+    trail: &mut Trail,
+) -> Result<Response<Body>, ApiError> {
+    let route = Route::parse(req.uri().path())?;
+    let method = req.method().clone();
+    let allowed = match (&route, &method) {
+        (Route::Secret(_), &Method::GET | &Method::PUT | &Method::DELETE) => true,
+        (_, &Method::GET) => true,
+        _ => false,
+    };
+    if !allowed {
+        return Err(ApiError::MethodNotAllowed {
+            method: printable(method.as_str(), 16),
+            allow: route.allow(),
+        });
+    }
+    let ctx = RequestContext {
+        transport: conn.transport,
+        peer: conn.peer,
+        request_id,
+    };
+    match route {
+        Route::Healthz => {
+            trail.action = Some("health");
+            Ok(json(StatusCode::OK, &serde_json::json!({"status": "ok"}), request_id))
+        }
+        Route::Readyz => {
+            trail.action = Some("ready");
+            state
+                .broker
+                .health()
+                .await
+                .map_err(|e| ApiError::Unavailable(format!("not ready: {e}")))?;
+            Ok(json(StatusCode::OK, &serde_json::json!({"status": "ready"}), request_id))
+        }
+        Route::Whoami => {
+            trail.action = Some("whoami");
+            let who = identify(state, conn, &req, trail)?;
+            Ok(json(
+                StatusCode::OK,
+                &serde_json::json!({
+                    "principal": who.name,
+                    "type": who.kind.as_str(),
+                    "scope": who.scope.as_ref().map(ScopePath::as_str),
+                    "roles": who.roles,
+                }),
+                request_id,
+            ))
+        }
+        Route::List(scope) => {
+            trail.action = Some("list");
+            trail.path = Some(scope.key_prefix());
+            list(state, &ctx, &req, conn, scope, trail).await
+        }
+        Route::Secret(path) => {
+            trail.path = Some(path.as_str().to_owned());
+            match method {
+                Method::PUT => {
+                    trail.action = Some("write");
+                    write(state, &ctx, conn, req, path, trail).await
+                }
+                Method::DELETE => {
+                    trail.action = Some("delete");
+                    delete(state, &ctx, conn, &req, path, trail).await
+                }
+                _ => {
+                    trail.action = Some("read");
+                    read(state, &ctx, conn, &req, path, trail).await
+                }
+            }
+        }
+    }
+}
+
+fn identify<'s>(
+    state: &'s AppState,
+    conn: &ConnInfo,
+    req: &Request<Incoming>,
+    trail: &mut Trail,
+) -> Result<&'s Principal, ApiError> {
+    let token = req
+        .headers()
+        .get(AUTHORIZATION)
+        .map(|v| Resolver::bearer_digest(v.as_bytes()))
+        .transpose()?;
+    let who = state.resolver.resolve(conn.peer.as_ref(), token.as_ref())?;
+    trail.principal = Some(who.name.clone());
+    Ok(who)
+}
+
+/// Records a decision in the trail; a denial becomes `403`.
+fn decided<T>(
+    result: Result<crate::authz::Permitted<T>, Denied>,
+    trail: &mut Trail,
+    action: &'static str,
+    target: &str,
+) -> Result<crate::authz::Permitted<T>, ApiError> {
+    match result {
+        Ok(p) => {
+            trail.decision = Some("allow");
+            trail.policies = p.policies().to_vec();
+            Ok(p)
+        }
+        Err(d) => {
+            trail.decision = Some("deny");
+            trail.policies = d.policies;
+            Err(ApiError::Forbidden {
+                action,
+                target: target.to_owned(),
+            })
+        }
+    }
+}
+
+async fn read(
+    state: &AppState,
+    ctx: &RequestContext<'_>,
+    conn: &ConnInfo,
+    req: &Request<Incoming>,
+    path: SecretPath,
+    trail: &mut Trail,
+) -> Result<Response<Body>, ApiError> {
+    let who = identify(state, conn, req, trail)?;
+    let permit = decided(state.broker.authorize_read(who, &path, ctx), trail, "read", path.as_str())?;
+    let secret = state.broker.read(&permit).await?;
+    let raw = req
+        .headers()
+        .get(ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/octet-stream"));
+    let (body, content_type) = if raw {
+        let mut v = zeroize::Zeroizing::new(Vec::with_capacity(secret.value.len()));
+        v.extend_from_slice(secret.value.expose_secret());
+        (v, "application/octet-stream")
+    } else {
+        (body::secret_json(path.as_str(), secret.version, &secret.value), "application/json")
+    };
+    let mut resp = response(StatusCode::OK, ZeroizingBuf::new(body), content_type, ctx.request_id);
+    if let Ok(v) = HeaderValue::from_str(&secret.version.to_string()) {
+        resp.headers_mut().insert("x-secret-version", v);
+    }
+    Ok(resp)
+}
+
+async fn write(
+    state: &AppState,
+    ctx: &RequestContext<'_>,
+    conn: &ConnInfo,
+    req: Request<Incoming>,
+    path: SecretPath,
+    trail: &mut Trail,
+) -> Result<Response<Body>, ApiError> {
+    let who = identify(state, conn, &req, trail)?;
+    let create_only = req
+        .headers()
+        .get(IF_NONE_MATCH)
+        .is_some_and(|v| v.as_bytes().trim_ascii() == b"*");
+    let (parts, incoming) = req.into_parts();
+    let raw = body::read_body(
+        incoming,
+        &parts.headers,
+        state.limits.max_body_bytes,
+        state.limits.body_timeout,
+    )
+    .await?;
+    let put = body::parse_put(&raw, state.limits.max_value_bytes)?;
+    drop(raw);
+    let permit = decided(
+        state.broker.authorize_write(who, &path, &put.labels, ctx),
+        trail,
+        "write",
+        path.as_str(),
+    )?;
+    let outcome = state
+        .broker
+        .write(
+            &permit,
+            PutRequest {
+                value: put.value,
+                labels: put.labels,
+                create_only,
+            },
+        )
+        .await?;
+    let status = if outcome.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(json(
+        status,
+        &serde_json::json!({
+            "path": path.as_str(),
+            "version": outcome.version,
+            "created_at": outcome.created_at.to_rfc3339(),
+        }),
+        ctx.request_id,
+    ))
+}
+
+async fn delete(
+    state: &AppState,
+    ctx: &RequestContext<'_>,
+    conn: &ConnInfo,
+    req: &Request<Incoming>,
+    path: SecretPath,
+    trail: &mut Trail,
+) -> Result<Response<Body>, ApiError> {
+    let who = identify(state, conn, req, trail)?;
+    let permit = decided(
+        state.broker.authorize_delete(who, &path, ctx),
+        trail,
+        "delete",
+        path.as_str(),
+    )?;
+    state.broker.delete(&permit).await?;
+    Ok(response(
+        StatusCode::NO_CONTENT,
+        ZeroizingBuf::default(),
+        "application/json",
+        ctx.request_id,
+    ))
+}
+
+#[derive(Serialize)]
+struct ListItem<'a> {
+    path: &'a str,
+    version: u64,
+    updated_at: String,
+    labels: &'a crate::store::Labels,
+}
+
+async fn list(
+    state: &AppState,
+    ctx: &RequestContext<'_>,
+    req: &Request<Incoming>,
+    conn: &ConnInfo,
+    scope: ScopePath,
+    trail: &mut Trail,
+) -> Result<Response<Body>, ApiError> {
+    let who = identify(state, conn, req, trail)?;
+    let target = scope.key_prefix();
+    let permit = decided(state.broker.authorize_list(who, &scope, ctx), trail, "list", &target)?;
+    let metas = state.broker.list(&permit).await?;
+    let items: Vec<ListItem<'_>> = metas
+        .iter()
+        .map(|m| ListItem {
+            path: m.path.as_str(),
+            version: m.version,
+            updated_at: m.updated_at.to_rfc3339(),
+            labels: &m.labels,
+        })
+        .collect();
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({ "secrets": items }),
+        ctx.request_id,
+    ))
+}
+
+fn response(
+    status: StatusCode,
+    body: ZeroizingBuf,
+    content_type: &'static str,
+    request_id: &str,
+) -> Response<Body> {
+    let mut resp = Response::new(Body::new(body));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        h.insert("x-request-id", v);
+    }
+    resp
+}
+
+fn json(status: StatusCode, value: &impl Serialize, request_id: &str) -> Response<Body> {
+    let bytes = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+    response(status, ZeroizingBuf::public(bytes), "application/json", request_id)
+}
+
+/// The contract's error body for `e`.
+pub fn error_response(e: &ApiError, request_id: &str) -> Response<Body> {
+    let body = serde_json::json!({
+        "error": {"code": e.code(), "message": e.to_string(), "request_id": request_id}
+    });
+    let mut resp = json(e.status(), &body, request_id);
+    if let ApiError::MethodNotAllowed { allow, .. } = e {
+        resp.headers_mut()
+            .insert(http::header::ALLOW, HeaderValue::from_static(allow));
+    }
+    resp
+}

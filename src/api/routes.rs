@@ -1,0 +1,95 @@
+//! Routing: the request path → one of the contract's routes, with secret
+//! paths and scopes parsed strictly before anything else happens.
+
+use super::error::ApiError;
+use crate::secret::{ScopePath, SecretPath};
+
+/// A recognized route.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Route {
+    /// `GET /healthz`.
+    Healthz,
+    /// `GET /readyz`.
+    Readyz,
+    /// `GET /v1/whoami`.
+    Whoami,
+    /// `/v1/secrets/{path}`.
+    Secret(SecretPath),
+    /// `/v1/secrets/{scope}/` or `/v1/secrets/`.
+    List(ScopePath),
+}
+
+const SECRETS: &str = "/v1/secrets/";
+
+impl Route {
+    /// Parses a request path (without the query). Unknown routes are
+    /// `404 not_found`; a bad secret path is `400 invalid_path`.
+    pub fn parse(path: &str) -> Result<Self, ApiError> {
+        match path {
+            "/healthz" => return Ok(Self::Healthz),
+            "/readyz" => return Ok(Self::Readyz),
+            "/v1/whoami" => return Ok(Self::Whoami),
+            _ => {}
+        }
+        let Some(rest) = path.strip_prefix(SECRETS) else {
+            return Err(ApiError::NotFound(format!(
+                "no route `{}`; see the API in the README",
+                super::printable(path, 128)
+            )));
+        };
+        // SECURITY: no percent-decoding at all: an encoded byte is refused
+        // rather than decoded, so `%2F` or `%2e%2e` can never change meaning.
+        if rest.contains('%') {
+            return Err(ApiError::InvalidPath(
+                "percent-encoded bytes are not allowed in a path".into(),
+            ));
+        }
+        if rest.is_empty() {
+            return Ok(Self::List(ScopePath::root()));
+        }
+        match rest.strip_suffix('/') {
+            Some(scope) => Ok(Self::List(ScopePath::parse(scope)?)),
+            None => Ok(Self::Secret(SecretPath::parse(rest)?)),
+        }
+    }
+
+    /// Methods this route answers, for `405` and `Allow`.
+    pub fn allow(&self) -> &'static str {
+        match self {
+            Self::Secret(_) => "GET, PUT, DELETE",
+            _ => "GET",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        assert_eq!(Route::parse("/healthz").unwrap(), Route::Healthz);
+        assert_eq!(Route::parse("/v1/secrets/").unwrap(), Route::List(ScopePath::root()));
+        assert_eq!(
+            Route::parse("/v1/secrets/acme/t-42/").unwrap(),
+            Route::List(ScopePath::parse("acme/t-42").unwrap())
+        );
+        assert_eq!(
+            Route::parse("/v1/secrets/acme/db").unwrap(),
+            Route::Secret(SecretPath::parse("acme/db").unwrap())
+        );
+        assert_eq!(Route::parse("/nope").unwrap_err().code(), "not_found");
+        for bad in [
+            "/v1/secrets//a/b",
+            "/v1/secrets/a/../b",
+            "/v1/secrets/a/%2e%2e/b",
+            "/v1/secrets/a%2Fb/c",
+            "/v1/secrets/a",
+            "/v1/secrets/a//",
+            "/v1/secrets/a/b//",
+            "/v1/secrets/./a",
+        ] {
+            assert_eq!(Route::parse(bad).unwrap_err().code(), "invalid_path", "{bad}");
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! The broker core: the authorizer and the store, joined so that the store
+//! is reachable only with a [`Permitted`] proof of the matching action.
+//!
+//! Each operation has its own subject type (`ReadSecret`, `WriteSecret`, …)
+//! that only this module can construct, always together with the Cedar
+//! action it stands for; so a proof obtained for `write` can never be
+//! spent on a `read`.
+
+use std::sync::Arc;
+
+use crate::authz::{Action, Authorizer, Denied, Permitted, RequestContext, Resource};
+use crate::identity::Principal;
+use crate::secret::{ScopePath, SecretPath};
+use crate::store::{
+    Labels, PutOutcome, PutRequest, SecretMeta, Store, StoreError, StoredSecret,
+};
+
+/// Subject of a permitted read.
+#[derive(Debug)]
+pub struct ReadSecret(SecretPath);
+/// Subject of a permitted write.
+#[derive(Debug)]
+pub struct WriteSecret(SecretPath);
+/// Subject of a permitted delete.
+#[derive(Debug)]
+pub struct DeleteSecret(SecretPath);
+/// Subject of a permitted list.
+#[derive(Debug)]
+pub struct ListScope(ScopePath);
+
+/// Authorizer plus store.
+#[derive(Debug)]
+pub struct Broker {
+    authz: Arc<Authorizer>,
+    // SECURITY: private; every path to it below takes a `Permitted` proof.
+    store: Arc<dyn Store>,
+}
+
+impl Broker {
+    /// Joins an authorizer and a store.
+    pub fn new(authz: Arc<Authorizer>, store: Arc<dyn Store>) -> Self {
+        Self { authz, store }
+    }
+
+    /// The authorizer (for reloads and explain).
+    pub fn authorizer(&self) -> &Arc<Authorizer> {
+        &self.authz
+    }
+
+    /// The configured backend's name.
+    pub fn backend(&self) -> &'static str {
+        self.store.backend()
+    }
+
+    /// Decides a read of `path`.
+    pub fn authorize_read(
+        &self,
+        who: &Principal,
+        path: &SecretPath,
+        ctx: &RequestContext<'_>,
+    ) -> Result<Permitted<ReadSecret>, Denied> {
+        let resource = Resource::Secret { path, labels: None };
+        self.authz
+            .authorize(who, Action::Read, resource, ctx, ReadSecret(path.clone()))
+    }
+
+    /// Decides a write of `path` with the labels the write would set.
+    pub fn authorize_write(
+        &self,
+        who: &Principal,
+        path: &SecretPath,
+        labels: &Labels,
+        ctx: &RequestContext<'_>,
+    ) -> Result<Permitted<WriteSecret>, Denied> {
+        let resource = Resource::Secret {
+            path,
+            labels: Some(labels),
+        };
+        self.authz
+            .authorize(who, Action::Write, resource, ctx, WriteSecret(path.clone()))
+    }
+
+    /// Decides a delete of `path`.
+    pub fn authorize_delete(
+        &self,
+        who: &Principal,
+        path: &SecretPath,
+        ctx: &RequestContext<'_>,
+    ) -> Result<Permitted<DeleteSecret>, Denied> {
+        let resource = Resource::Secret { path, labels: None };
+        self.authz
+            .authorize(who, Action::Delete, resource, ctx, DeleteSecret(path.clone()))
+    }
+
+    /// Decides a list of `scope`.
+    pub fn authorize_list(
+        &self,
+        who: &Principal,
+        scope: &ScopePath,
+        ctx: &RequestContext<'_>,
+    ) -> Result<Permitted<ListScope>, Denied> {
+        self.authz.authorize(
+            who,
+            Action::List,
+            Resource::Scope(scope),
+            ctx,
+            ListScope(scope.clone()),
+        )
+    }
+
+    /// Reads the current value.
+    pub async fn read(&self, p: &Permitted<ReadSecret>) -> Result<StoredSecret, StoreError> {
+        self.store.get(&p.get().0).await
+    }
+
+    /// Writes a new version.
+    pub async fn write(
+        &self,
+        p: &Permitted<WriteSecret>,
+        req: PutRequest,
+    ) -> Result<PutOutcome, StoreError> {
+        self.store.put(&p.get().0, req).await
+    }
+
+    /// Deletes every version.
+    pub async fn delete(&self, p: &Permitted<DeleteSecret>) -> Result<(), StoreError> {
+        self.store.delete(&p.get().0).await
+    }
+
+    /// Lists metadata under the scope.
+    pub async fn list(&self, p: &Permitted<ListScope>) -> Result<Vec<SecretMeta>, StoreError> {
+        self.store.list(&p.get().0).await
+    }
+
+    /// Store health, for `/readyz` (no secret is touched).
+    pub async fn health(&self) -> Result<(), StoreError> {
+        self.store.health().await
+    }
+}

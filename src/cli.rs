@@ -1,0 +1,103 @@
+//! The command line: argument types, exit codes, and dispatch to one module
+//! per subcommand.
+
+mod client;
+mod dev;
+mod get;
+mod ls;
+mod put;
+mod rm;
+mod serve;
+mod whoami;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+pub use client::ClientError;
+
+/// Process exit codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Exit {
+    /// Success.
+    Ok = 0,
+    /// The request failed (an API error, a failing check).
+    Failure = 1,
+    /// Bad usage.
+    Usage = 2,
+    /// The config is invalid (EX_CONFIG).
+    Config = 64,
+    /// The broker could not be reached (EX_UNAVAILABLE).
+    Unavailable = 69,
+    /// Startup failed for another reason (EX_SOFTWARE).
+    Software = 70,
+    /// Local I/O failed (EX_IOERR).
+    Io = 74,
+}
+
+/// secret-broker: platform components write secrets they can never read
+/// back; task pods read only their own scope.
+#[derive(Debug, Parser)]
+#[command(name = "secret-broker", version, about, max_term_width = 100)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the broker.
+    Serve(serve::ServeArgs),
+    /// Create a secret or add a version (platform).
+    Put(put::PutArgs),
+    /// Read a secret's value (task).
+    Get(get::GetArgs),
+    /// List secrets under a scope (names and metadata only).
+    Ls(ls::LsArgs),
+    /// Delete a secret and all its versions.
+    Rm(rm::RmArgs),
+    /// Show who the broker takes you for.
+    Whoami(whoami::WhoamiArgs),
+}
+
+/// Options shared by the client verbs.
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// The broker's socket [default: $SECRET_BROKER_SOCKET, else /run/secret-broker/api.sock]
+    #[arg(long, value_name = "S")]
+    socket: Option<PathBuf>,
+    /// Send `Authorization: Bearer` with the token in this file [default: $SECRET_BROKER_TOKEN]
+    #[arg(long, value_name = "F")]
+    token_file: Option<PathBuf>,
+    /// Print the API's JSON instead of text for people.
+    #[arg(long)]
+    json: bool,
+}
+
+impl Cli {
+    /// Runs the command and returns the exit code.
+    pub fn run(self) -> Exit {
+        let runtime = match tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("error: cannot start the async runtime: {e}");
+                return Exit::Software;
+            }
+        };
+        runtime.block_on(async {
+            match self.command {
+                Command::Serve(a) => serve::run(a).await,
+                Command::Put(a) => client::report(put::run(a).await),
+                Command::Get(a) => client::report(get::run(a).await),
+                Command::Ls(a) => client::report(ls::run(a).await),
+                Command::Rm(a) => client::report(rm::run(a).await),
+                Command::Whoami(a) => client::report(whoami::run(a).await),
+            }
+        })
+    }
+}

@@ -1,0 +1,152 @@
+//! `secret-broker serve [--config FILE] [--dev]`: assemble the broker from
+//! its config and run it until SIGTERM/SIGINT.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Args;
+
+use super::Exit;
+use crate::api::AppState;
+use crate::audit::AuditLog;
+use crate::authz::{Authorizer, AuthzError};
+use crate::broker::Broker;
+use crate::config::{Config, ConfigError, LogConfig, LogFormat, StoreConfig};
+use crate::identity::Resolver;
+use crate::server::{self, ServerError};
+use crate::store::cache::CachedStore;
+use crate::store::embedded::EmbeddedStore;
+use crate::store::{Store, StoreError};
+
+/// Default config file when `--config` is not given.
+const DEFAULT_CONFIG: &str = "/etc/secret-broker/config.toml";
+
+/// Arguments of `serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The config file [default: $SECRET_BROKER_CONFIG, else /etc/secret-broker/config.toml]
+    #[arg(long, value_name = "FILE", env = "SECRET_BROKER_CONFIG")]
+    config: Option<PathBuf>,
+    /// Development mode: a temp dir with a fresh key, the shipped policies,
+    /// you as a Task of scope `dev` and a printed platform token.
+    #[arg(long, conflicts_with = "config")]
+    dev: bool,
+}
+
+/// Why the broker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Bad config.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Bad policy set.
+    #[error(transparent)]
+    Policy(#[from] AuthzError),
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The audit sink could not be opened.
+    #[error("cannot open the audit sink: {0}")]
+    Audit(std::io::Error),
+    /// The listener failed.
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    /// Process hardening failed.
+    #[error("cannot disable core dumps: {0}")]
+    Hardening(std::io::Error),
+    /// Dev-mode setup failed.
+    #[error("cannot prepare dev mode: {0}")]
+    Dev(std::io::Error),
+}
+
+impl StartError {
+    fn exit(&self) -> Exit {
+        match self {
+            Self::Config(_) | Self::Policy(_) => Exit::Config,
+            Self::Store(_) => Exit::Unavailable,
+            Self::Audit(_) | Self::Dev(_) => Exit::Io,
+            Self::Server(_) | Self::Hardening(_) => Exit::Software,
+        }
+    }
+}
+
+/// Runs `serve`.
+pub async fn run(args: ServeArgs) -> Exit {
+    let result = if args.dev {
+        match super::dev::prepare() {
+            Ok(dev) => {
+                let r = start(dev.config.clone(), Some(&dev)).await;
+                drop(dev);
+                r
+            }
+            Err(e) => Err(e),
+        }
+    } else {
+        let path = args.config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+        match Config::load(&path) {
+            Ok(config) => start(config, None).await,
+            Err(e) => Err(e.into()),
+        }
+    };
+    match result {
+        Ok(()) => Exit::Ok,
+        Err(e) => {
+            tracing::error!(error = %e, "secret-broker could not start");
+            eprintln!("error: {e}");
+            e.exit()
+        }
+    }
+}
+
+fn init_tracing(log: &LogConfig) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&log.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second init (tests in one process) is harmless: keep the first.
+    let _ = match log.format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Pretty => builder.try_init(),
+    };
+}
+
+/// Builds every layer from the config and serves until a stop signal.
+async fn start(config: Config, dev: Option<&super::dev::DevEnv>) -> Result<(), StartError> {
+    init_tracing(&config.log);
+    crate::hardening::disable_core_dumps().map_err(StartError::Hardening)?;
+    let authz = Arc::new(Authorizer::load_dir(&config.policy_dir)?);
+    let store: Arc<dyn Store> = match &config.store {
+        StoreConfig::Embedded { path, key_file } => {
+            Arc::new(EmbeddedStore::open(path, key_file)?)
+        }
+    };
+    let cache = Arc::new(CachedStore::new(
+        store,
+        config.cache.ttl,
+        config.cache.stale_if_error,
+    ));
+    let _sweeper = cache.spawn_sweeper();
+    let audit = Arc::new(AuditLog::open(&config.audit).map_err(StartError::Audit)?);
+    let state = Arc::new(AppState::new(
+        Broker::new(authz, cache),
+        Resolver::new(config.principals.clone()),
+        audit,
+        config.limits,
+    ));
+    let (listener, guard) = server::bind(&config.listen)?;
+    tracing::info!(
+        socket = %guard.path().display(),
+        store = state.broker.backend(),
+        principals = config.principals.len(),
+        "secret-broker ready"
+    );
+    if let Some(dev) = dev {
+        dev.print_banner();
+    }
+    let result = server::run(listener, state).await;
+    drop(guard);
+    result.map_err(Into::into)
+}

@@ -1,0 +1,271 @@
+//! Configuration: a raw `deny_unknown_fields` TOML layer, then a validated,
+//! typed [`Config`]. Every key has a default; errors name the key and say
+//! what to write instead.
+
+mod duration;
+mod raw;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use duration::parse_duration;
+
+use crate::identity::{PrincipalKind, PrincipalSpec, TokenDigest};
+use crate::secret::ScopePath;
+
+/// Default socket path when neither config nor environment names one.
+pub const DEFAULT_SOCKET: &str = "/run/secret-broker/api.sock";
+
+/// A config that could not be loaded. Maps to exit code 64.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config `{path}`: {source}")]
+    Read {
+        /// The config path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or has unknown keys.
+    #[error("config `{path}` is not valid: {message}")]
+    Parse {
+        /// The config path.
+        path: String,
+        /// TOML's own message (with line and column).
+        message: String,
+    },
+    /// A key has a bad value.
+    #[error("config key `{key}`: {message}")]
+    Invalid {
+        /// The dotted key.
+        key: String,
+        /// What is wrong and what to write instead.
+        message: String,
+    },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// Where the API listens.
+#[derive(Debug, Clone)]
+pub struct ListenConfig {
+    /// The Unix socket path.
+    pub socket: PathBuf,
+    /// The socket file's mode (default 0660).
+    pub mode: u32,
+    /// The socket file's group, if not the broker's own.
+    pub group: Option<u32>,
+}
+
+/// Which store holds the values.
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    /// The embedded encrypted database.
+    Embedded {
+        /// The database file.
+        path: PathBuf,
+        /// The 32-byte AES-256-GCM key file.
+        key_file: PathBuf,
+    },
+}
+
+/// Read cache settings.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheConfig {
+    /// How long a read stays cached (0 disables the cache).
+    pub ttl: Duration,
+    /// How long past `ttl` a cached value may be served while the store fails.
+    pub stale_if_error: Duration,
+}
+
+/// Where audit lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditSink {
+    /// Standard output, one JSON line per request.
+    Stdout,
+    /// Appended to a file.
+    File(PathBuf),
+}
+
+/// Operational log format (logs go to stderr; audit goes to its sink).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Human-readable.
+    Pretty,
+}
+
+/// Operational logging.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// Output format.
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `secret_broker=debug`.
+    pub level: String,
+}
+
+/// Connection and request limits, enforced while reading.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Open connections at once; more are answered `429` and closed.
+    pub max_connections: usize,
+    /// Requests being handled at once; more are answered `429`.
+    pub max_in_flight: usize,
+    /// Largest secret value, in bytes.
+    pub max_value_bytes: usize,
+    /// Largest request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Largest request head (request line and headers), in bytes.
+    pub max_header_bytes: usize,
+    /// Time allowed to receive a request's head.
+    pub header_timeout: Duration,
+    /// Time allowed to receive a request's body.
+    pub body_timeout: Duration,
+    /// Time allowed for in-flight requests to finish on shutdown.
+    pub drain_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            max_in_flight: 256,
+            max_value_bytes: 64 * 1024,
+            max_body_bytes: 2 * 64 * 1024 + 16 * 1024,
+            max_header_bytes: 16 * 1024,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Listener settings.
+    pub listen: ListenConfig,
+    /// Store selection and settings.
+    pub store: StoreConfig,
+    /// Read cache.
+    pub cache: CacheConfig,
+    /// Directory with `schema.cedarschema` and `*.cedar`.
+    pub policy_dir: PathBuf,
+    /// Audit sink.
+    pub audit: AuditSink,
+    /// Operational logs.
+    pub log: LogConfig,
+    /// Limits.
+    pub limits: Limits,
+    /// Who may call, and how they prove it.
+    pub principals: Vec<PrincipalSpec>,
+}
+
+impl Config {
+    /// Reads and validates a config file. Relative paths inside it are
+    /// resolved against the file's directory.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::from_toml(&text, &path.display().to_string(), base)
+    }
+
+    /// Parses and validates config text; `name` is used in errors and
+    /// relative paths resolve against `base`.
+    pub fn from_toml(text: &str, name: &str, base: &Path) -> Result<Self, ConfigError> {
+        let raw: raw::RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: name.to_owned(),
+            message: e.to_string().trim().replace('\n', " "),
+        })?;
+        raw.validate(base)
+    }
+}
+
+/// Parses an octal file mode such as `"0660"`.
+fn parse_mode(s: &str) -> Result<u32, ConfigError> {
+    let digits = s.strip_prefix("0o").unwrap_or(s);
+    match u32::from_str_radix(digits, 8) {
+        Ok(m) if m <= 0o777 => Ok(m),
+        _ => Err(invalid(
+            "listen.mode",
+            format!("`{s}` is not an octal file mode such as \"0660\""),
+        )),
+    }
+}
+
+/// Resolves a group name or numeric gid via `/etc/group`.
+fn resolve_group(s: &str) -> Result<u32, ConfigError> {
+    if let Ok(gid) = s.parse::<u32>() {
+        return Ok(gid);
+    }
+    let groups = std::fs::read_to_string("/etc/group").unwrap_or_default();
+    groups
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split(':');
+            let name = f.next()?;
+            let gid = f.nth(1)?.parse::<u32>().ok()?;
+            (name == s).then_some(gid)
+        })
+        .next()
+        .ok_or_else(|| {
+            invalid(
+                "listen.group",
+                format!("no group `{s}` in /etc/group; give a numeric gid instead"),
+            )
+        })
+}
+
+fn resolve(base: &Path, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    if p.is_absolute() {
+        p.to_owned()
+    } else {
+        base.join(p)
+    }
+}
+
+fn valid_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':' | b'@'))
+}
+
+fn principal_kind(key: &str, s: &str) -> Result<PrincipalKind, ConfigError> {
+    match s {
+        "Component" => Ok(PrincipalKind::Component),
+        "Task" => Ok(PrincipalKind::Task),
+        other => Err(invalid(
+            key,
+            format!("`{other}` is not a principal type; use \"Component\" or \"Task\""),
+        )),
+    }
+}
+
+fn token_digest(key: &str, s: &str) -> Result<TokenDigest, ConfigError> {
+    if s.trim().len() != 64 {
+        return Err(invalid(
+            key,
+            "must be the 64 hex digits of a SHA-256 (e.g. `printf %s \"$TOKEN\" | sha256sum`)",
+        ));
+    }
+    TokenDigest::from_hex(s).ok_or_else(|| invalid(key, "is not hex"))
+}
+
+fn scope(key: &str, s: &str) -> Result<ScopePath, ConfigError> {
+    ScopePath::parse(s).map_err(|e| invalid(key, format!("`{s}` is not a valid scope: {e}")))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,276 @@
+//! The listener: socket creation and cleanup, the connection cap, hyper's
+//! per-connection limits, SIGHUP reloads and a graceful SIGTERM/SIGINT drain.
+
+use std::convert::Infallible;
+use std::io;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::Semaphore;
+
+use crate::api::{self, AppState, ConnInfo};
+use crate::audit::{AuditRecord, now_rfc3339};
+use crate::authz::Transport;
+use crate::config::ListenConfig;
+use crate::identity::PeerCred;
+
+/// Why the listener could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Another process is serving the socket path.
+    #[error("another broker is already serving `{0}`; stop it or choose another listen.socket")]
+    AlreadyServing(PathBuf),
+    /// Something that is not a socket is at the path.
+    #[error("`{0}` exists and is not a socket; refusing to replace it")]
+    NotASocket(PathBuf),
+    /// Binding or preparing the socket failed.
+    #[error("cannot create socket `{path}`: {source}")]
+    Bind {
+        /// The socket path.
+        path: PathBuf,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// Installing a signal handler failed.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(io::Error),
+}
+
+/// Removes the socket file when the server stops, if it is still ours.
+#[derive(Debug)]
+pub struct SocketGuard {
+    path: PathBuf,
+    inode: u64,
+}
+
+impl SocketGuard {
+    /// The socket path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for SocketGuard {
+    fn drop(&mut self) {
+        // Only remove the file we created: a successor broker may have
+        // replaced it after we stopped listening.
+        if std::fs::symlink_metadata(&self.path).is_ok_and(|m| m.ino() == self.inode) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Creates the listening socket: refuses a path that a live broker serves,
+/// removes a stale socket, and gives the socket its mode and group before it
+/// appears under its final name (bind to a temp name, chmod, rename).
+pub fn bind(cfg: &ListenConfig) -> Result<(UnixListener, SocketGuard), ServerError> {
+    let path = &cfg.socket;
+    let bind_err = |source| ServerError::Bind {
+        path: path.clone(),
+        source,
+    };
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => return Err(ServerError::AlreadyServing(path.clone())),
+            Err(_) => {
+                tracing::info!(socket = %path.display(), "removing stale socket");
+                std::fs::remove_file(path).map_err(bind_err)?;
+            }
+        },
+        Ok(_) => return Err(ServerError::NotASocket(path.clone())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(bind_err(e)),
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(bind_err)?;
+    }
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let listener = UnixListener::bind(&tmp).map_err(bind_err)?;
+    let prepared = (|| {
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(cfg.mode))?;
+        if let Some(gid) = cfg.group {
+            std::os::unix::fs::chown(&tmp, None, Some(gid))?;
+        }
+        std::fs::rename(&tmp, path)?;
+        std::fs::symlink_metadata(path).map(|m| m.ino())
+    })();
+    match prepared {
+        Ok(inode) => Ok((
+            listener,
+            SocketGuard {
+                path: path.clone(),
+                inode,
+            },
+        )),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(bind_err(e))
+        }
+    }
+}
+
+/// Serves until SIGTERM or SIGINT, then drains in-flight requests (up to
+/// the drain timeout) and returns.
+pub async fn run(listener: UnixListener, state: Arc<AppState>) -> Result<(), ServerError> {
+    let mut sigterm = signal(SignalKind::terminate()).map_err(ServerError::Signals)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(ServerError::Signals)?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(ServerError::Signals)?;
+    let limits = state.limits;
+    let conns = Arc::new(Semaphore::new(limits.max_connections));
+    let graceful = GracefulShutdown::new();
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_header_size(limits.max_header_bytes)
+        .keep_alive(true);
+
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((s, _)) => s,
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                        continue;
+                    }
+                };
+                let peer = stream.peer_cred().ok().map(|c| PeerCred {
+                    uid: c.uid(),
+                    gid: c.gid(),
+                    pid: c.pid(),
+                });
+                let Ok(permit) = Arc::clone(&conns).try_acquire_owned() else {
+                    tokio::spawn(refuse_overloaded(stream, Arc::clone(&state), peer));
+                    continue;
+                };
+                let info = ConnInfo { peer, transport: Transport::Unix };
+                let svc_state = Arc::clone(&state);
+                let service = hyper::service::service_fn(move |req| {
+                    let state = Arc::clone(&svc_state);
+                    async move { Ok::<_, Infallible>(api::handle(&state, &info, req).await) }
+                });
+                let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+                let conn_state = Arc::clone(&state);
+                tokio::spawn(async move {
+                    let started = Instant::now();
+                    if let Err(e) = conn.await {
+                        audit_connection_error(&conn_state, peer, &e, started);
+                    }
+                    drop(permit);
+                });
+            }
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
+            _ = sighup.recv() => reload(&state),
+        }
+    }
+    drop(listener);
+    tracing::info!(connections = graceful.count(), "shutting down; draining");
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("drained"),
+        () = tokio::time::sleep(limits.drain_timeout) => {
+            tracing::warn!(timeout = ?limits.drain_timeout, "drain timed out; closing remaining connections");
+        }
+    }
+    Ok(())
+}
+
+/// Reloads policies; a bad set is refused and the last good one stays.
+fn reload(state: &AppState) {
+    let started = Instant::now();
+    let request_id = state.next_request_id();
+    let (status, decision) = match state.broker.authorizer().reload() {
+        Ok(()) => {
+            tracing::info!("policies reloaded");
+            (200, Some("allow"))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "policy reload refused; the previous policy set stays in force");
+            (500, Some("deny"))
+        }
+    };
+    state.audit.record(&AuditRecord {
+        ts: now_rfc3339(),
+        request_id: &request_id,
+        principal: None,
+        peer: None,
+        action: Some("reload"),
+        path: None,
+        decision,
+        policies: &[],
+        status,
+        latency_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+    });
+}
+
+/// Audits a request that never reached the API (malformed or too slow).
+fn audit_connection_error(state: &AppState, peer: Option<PeerCred>, e: &hyper::Error, started: Instant) {
+    let status = if e.is_parse_too_large() {
+        431
+    } else if e.is_parse() || e.is_parse_status() {
+        400
+    } else if e.is_timeout() {
+        408
+    } else {
+        tracing::debug!(error = %e, "connection ended");
+        return;
+    };
+    let request_id = state.next_request_id();
+    state.audit.record(&AuditRecord {
+        ts: now_rfc3339(),
+        request_id: &request_id,
+        principal: None,
+        peer: peer.map(Into::into),
+        action: None,
+        path: None,
+        decision: None,
+        policies: &[],
+        status,
+        latency_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+    });
+}
+
+/// Answers a connection over the cap with `429 overloaded` and closes it.
+async fn refuse_overloaded(mut stream: UnixStream, state: Arc<AppState>, peer: Option<PeerCred>) {
+    let request_id = state.next_request_id();
+    let body = serde_json::json!({"error": {
+        "code": "overloaded",
+        "message": "too many connections; retry shortly",
+        "request_id": request_id,
+    }})
+    .to_string();
+    let head = format!(
+        "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\ncontent-length: {}\r\nx-request-id: {request_id}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(body.as_bytes()).await?;
+        stream.shutdown().await
+    })
+    .await;
+    state.audit.record(&AuditRecord {
+        ts: now_rfc3339(),
+        request_id: &request_id,
+        principal: None,
+        peer: peer.map(Into::into),
+        action: None,
+        path: None,
+        decision: None,
+        policies: &[],
+        status: 429,
+        latency_us: 0,
+    });
+}

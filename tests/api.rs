@@ -1,0 +1,299 @@
+//! End-to-end API tests against the real binary over its Unix socket: the
+//! authorization matrix, versions, listing, and every error of the contract.
+
+#[path = "common/broker.rs"]
+mod common;
+
+use common::{Broker, PLATFORM_TOKEN as P, TASK_TOKEN as T, default_principals};
+
+fn broker() -> Broker {
+    Broker::start(&default_principals())
+}
+
+#[test]
+fn platform_writes_lists_deletes_but_never_reads() {
+    let b = broker();
+    let r = b.put("acme/tasks/t-42/db", P, "hunter2");
+    assert_eq!(r.status, 201, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["path"], "acme/tasks/t-42/db");
+    assert_eq!(v["version"], 1);
+    assert!(v["created_at"].as_str().unwrap().ends_with('Z'));
+    assert!(v.get("value").is_none());
+
+    // Not even what it just wrote.
+    let r = b.get("acme/tasks/t-42/db", P);
+    assert_eq!((r.status, r.code()), (403, "forbidden".into()));
+    assert!(!r.text().contains("hunter2"));
+
+    let r = b.put("acme/tasks/t-42/db", P, "hunter3");
+    assert_eq!((r.status, r.json()["version"].as_i64()), (200, Some(2)));
+
+    let r = b.req("GET", "/v1/secrets/acme/", Some(P), None);
+    assert_eq!(r.status, 200);
+    let list = r.json();
+    assert_eq!(list["secrets"][0]["path"], "acme/tasks/t-42/db");
+    assert_eq!(list["secrets"][0]["version"], 2);
+    assert!(!r.text().contains("hunter"));
+    assert_eq!(b.req("GET", "/v1/secrets/", Some(P), None).status, 200);
+
+    let r = b.req("DELETE", "/v1/secrets/acme/tasks/t-42/db", Some(P), None);
+    assert_eq!(r.status, 204);
+    assert_eq!(b.get("acme/tasks/t-42/db", T).status, 404);
+    assert_eq!(b.req("DELETE", "/v1/secrets/acme/tasks/t-42/db", Some(P), None).status, 404);
+    // After delete, versions restart.
+    assert_eq!(b.put("acme/tasks/t-42/db", P, "x").json()["version"], 1);
+}
+
+#[test]
+fn task_reads_only_inside_its_scope() {
+    let b = broker();
+    for p in [
+        "acme/tasks/t-42/db",
+        "acme/tasks/t-42/nested/deep/x",
+        "acme/tasks/t-43/db",
+        "acme/tasks/t-4/db",
+        "acme/tasks/t-420/db",
+        "acme/x",
+    ] {
+        assert_eq!(b.put(p, P, &format!("v-{p}")).status, 201);
+    }
+    let r = b.get("acme/tasks/t-42/db", T);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["value"], "v-acme/tasks/t-42/db");
+    assert_eq!(r.json()["version"], 1);
+    assert_eq!(b.get("acme/tasks/t-42/nested/deep/x", T).status, 200);
+    for outside in ["acme/tasks/t-43/db", "acme/tasks/t-4/db", "acme/tasks/t-420/db", "acme/x"] {
+        let r = b.get(outside, T);
+        assert_eq!((r.status, r.code()), (403, "forbidden".into()), "{outside}");
+    }
+    // Same 403 for a missing secret outside the scope: existence is not revealed.
+    let missing = b.get("acme/tasks/t-43/nope", T);
+    let existing = b.get("acme/tasks/t-43/db", T);
+    assert_eq!(missing.status, existing.status);
+    assert_eq!(missing.code(), existing.code());
+    // Inside the scope, a missing secret is 404.
+    assert_eq!(b.get("acme/tasks/t-42/nope", T).code(), "not_found");
+
+    // Listing: own scope and nested yes; parent, sibling, root no.
+    let r = b.req("GET", "/v1/secrets/acme/tasks/t-42/", Some(T), None);
+    assert_eq!(r.status, 200);
+    let paths: Vec<String> = r.json()["secrets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["path"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(paths, ["acme/tasks/t-42/db", "acme/tasks/t-42/nested/deep/x"]);
+    assert_eq!(b.req("GET", "/v1/secrets/acme/tasks/t-42/nested/", Some(T), None).status, 200);
+    for denied in ["/v1/secrets/acme/tasks/", "/v1/secrets/acme/tasks/t-4/", "/v1/secrets/", "/v1/secrets/acme/"] {
+        assert_eq!(b.req("GET", denied, Some(T), None).status, 403, "{denied}");
+    }
+    // Platform listing of t-4 does not include t-42 or t-420.
+    let r = b.req("GET", "/v1/secrets/acme/tasks/t-4/", Some(P), None);
+    assert_eq!(r.json()["secrets"].as_array().unwrap().len(), 1);
+
+    // Tasks never write or delete, even in scope.
+    assert_eq!(b.put("acme/tasks/t-42/db", T, "evil").status, 403);
+    assert_eq!(b.req("DELETE", "/v1/secrets/acme/tasks/t-42/db", Some(T), None).status, 403);
+    assert_eq!(b.get("acme/tasks/t-42/db", T).json()["value"], "v-acme/tasks/t-42/db");
+}
+
+#[test]
+fn unknown_callers_are_401_and_audited() {
+    let b = broker();
+    // As root (or any uid not configured) without a token: no principal.
+    let r = b.req("GET", "/v1/secrets/acme/tasks/t-42/db", None, None);
+    assert_eq!((r.status, r.code()), (401, "unauthenticated".into()));
+    let r = b.req("GET", "/v1/secrets/acme/tasks/t-42/db", Some("wrong-token"), None);
+    assert_eq!(r.status, 401);
+    let r = b.try_request("GET", "/v1/whoami", &[("authorization", "Basic abc")], None).unwrap();
+    assert_eq!(r.status, 401);
+    let audit = b.audit_lines();
+    let unauth: Vec<_> = audit.iter().filter(|l| l["status"] == 401).collect();
+    assert_eq!(unauth.len(), 3);
+    assert!(unauth.iter().all(|l| l["principal"].is_null() && l["decision"].is_null()));
+}
+
+#[test]
+fn whoami_health_ready() {
+    let b = broker();
+    let r = b.req("GET", "/v1/whoami", Some(T), None);
+    assert_eq!(r.status, 200);
+    let v = r.json();
+    assert_eq!(v["principal"], "task-42");
+    assert_eq!(v["type"], "Task");
+    assert_eq!(v["scope"], "acme/tasks/t-42");
+    let v = b.req("GET", "/v1/whoami", Some(P), None).json();
+    assert_eq!((v["type"].as_str(), v["roles"][0].as_str()), (Some("Component"), Some("platform")));
+    assert_eq!(b.req("GET", "/healthz", None, None).status, 200);
+    assert_eq!(b.req("GET", "/readyz", None, None).status, 200);
+}
+
+#[test]
+fn versions_binary_octet_stream_and_create_only() {
+    let b = broker();
+    let path = "/v1/secrets/acme/tasks/t-42/bin";
+    let body = r#"{"value_base64":"AAECA/7/","labels":{"team":"core"}}"#;
+    assert_eq!(b.req("PUT", path, Some(P), Some(body)).status, 201);
+    let r = b.get("acme/tasks/t-42/bin", T);
+    assert_eq!(r.json()["value_base64"], "AAECA/7/");
+    assert!(r.json().get("value").is_none());
+    let raw = b
+        .try_request("GET", path, &[("authorization", &format!("Bearer {T}")), ("accept", "application/octet-stream")], None)
+        .unwrap();
+    assert_eq!(raw.status, 200);
+    assert_eq!(raw.body, [0, 1, 2, 3, 0xfe, 0xff]);
+    assert_eq!(raw.header("content-type"), Some("application/octet-stream"));
+    let list = b.req("GET", "/v1/secrets/acme/tasks/t-42/", Some(P), None).json();
+    assert_eq!(list["secrets"][0]["labels"]["team"], "core");
+
+    let auth = format!("Bearer {P}");
+    let h = [("authorization", auth.as_str()), ("content-type", "application/json"), ("if-none-match", "*")];
+    let r = b.try_request("PUT", path, &h, Some(br#"{"value":"again"}"#)).unwrap();
+    assert_eq!((r.status, r.code()), (412, "precondition_failed".into()));
+    let r = b.try_request("PUT", "/v1/secrets/acme/tasks/t-42/fresh", &h, Some(br#"{"value":"new"}"#)).unwrap();
+    assert_eq!(r.status, 201);
+    for n in 2..=5 {
+        assert_eq!(b.req("PUT", path, Some(P), Some(r#"{"value":"v"}"#)).json()["version"], n);
+    }
+    assert_eq!(b.get("acme/tasks/t-42/bin", T).json()["version"], 5);
+}
+
+#[test]
+fn every_bad_input_gets_its_status_and_code() {
+    let b = broker();
+    let auth = format!("Bearer {P}");
+    let a = auth.as_str();
+    let json = ("content-type", "application/json");
+    let cases: Vec<(&str, &str, Vec<(&str, &str)>, Option<&[u8]>, u16, &str)> = vec![
+        ("GET", "/v1/secrets/a/../b", vec![("authorization", a)], None, 400, "invalid_path"),
+        ("GET", "/v1/secrets/a/%2e%2e/b", vec![("authorization", a)], None, 400, "invalid_path"),
+        ("GET", "/v1/secrets/a%2Fb/c", vec![("authorization", a)], None, 400, "invalid_path"),
+        ("GET", "/v1/secrets//a/b", vec![("authorization", a)], None, 400, "invalid_path"),
+        ("GET", "/v1/secrets/a/./b", vec![("authorization", a)], None, 400, "invalid_path"),
+        ("GET", "/v1/secrets/onlyname", vec![("authorization", a)], None, 400, "invalid_path"),
+        ("GET", "/v1/secrets/a/b%00", vec![("authorization", a)], None, 400, "invalid_path"),
+        // invalid_path comes before authentication.
+        ("GET", "/v1/secrets/a/../b", vec![], None, 400, "invalid_path"),
+        ("PUT", "/v1/secrets/a/b", vec![("authorization", a), json], Some(b"{}"), 400, "invalid_body"),
+        ("PUT", "/v1/secrets/a/b", vec![("authorization", a), json], Some(br#"{"value":"x","value_base64":"eA=="}"#), 400, "invalid_body"),
+        ("PUT", "/v1/secrets/a/b", vec![("authorization", a), json], Some(br#"{"value":"x","bogus":1}"#), 400, "invalid_body"),
+        ("PUT", "/v1/secrets/a/b", vec![("authorization", a), json], Some(br#"{"value_base64":"!!"}"#), 400, "invalid_body"),
+        ("PUT", "/v1/secrets/a/b", vec![("authorization", a), json], Some(b"not json"), 400, "invalid_body"),
+        ("PUT", "/v1/secrets/a/b", vec![("authorization", a), ("content-type", "text/plain")], Some(br#"{"value":"x"}"#), 415, "unsupported_media_type"),
+        ("PUT", "/v1/secrets/a/b", vec![("authorization", a), json], None, 411, "length_required"),
+        ("POST", "/v1/secrets/a/b", vec![("authorization", a)], None, 405, "method_not_allowed"),
+        ("DELETE", "/v1/secrets/a/", vec![("authorization", a)], None, 405, "method_not_allowed"),
+        ("GET", "/v2/nothing", vec![], None, 404, "not_found"),
+    ];
+    for (method, path, headers, body, status, code) in cases {
+        let r = b.try_request(method, path, &headers, body).unwrap();
+        assert_eq!((r.status, r.code()), (status, code.to_owned()), "{method} {path} -> {}", r.text());
+        let e = &r.json()["error"];
+        assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()));
+        assert!(e["request_id"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    // 405 says what is allowed.
+    let r = b.try_request("POST", "/v1/secrets/a/b", &[("authorization", a)], None).unwrap();
+    assert_eq!(r.header("allow"), Some("GET, PUT, DELETE"));
+
+    // 413 from the declared length, before the body is read.
+    let r = b
+        .raw(format!("PUT /v1/secrets/a/b HTTP/1.1\r\nhost: x\r\nauthorization: {a}\r\ncontent-length: 99999999\r\n\r\n").as_bytes())
+        .unwrap();
+    assert_eq!(common::parse_response(&r).status, 413);
+    // 413 for a value over 64 KiB.
+    let big = serde_json::json!({ "value": "x".repeat(64 * 1024 + 1) }).to_string();
+    let r = b.req("PUT", "/v1/secrets/a/b", Some(P), Some(&big));
+    assert_eq!((r.status, r.code()), (413, "too_large".into()));
+    // Exactly 64 KiB is fine.
+    let max = serde_json::json!({ "value": "x".repeat(64 * 1024) }).to_string();
+    assert_eq!(b.req("PUT", "/v1/secrets/a/b", Some(P), Some(&max)).status, 201);
+    // 413 for a chunked body that grows past the limit while being read.
+    let mut chunked = format!("PUT /v1/secrets/a/c HTTP/1.1\r\nhost: x\r\nauthorization: {a}\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n").into_bytes();
+    for _ in 0..20 {
+        chunked.extend_from_slice(format!("{:x}\r\n{}\r\n", 8192, "y".repeat(8192)).as_bytes());
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let r = common::parse_response(&b.raw(&chunked).unwrap_or_default());
+    assert_eq!(r.status, 413);
+
+    // Still serving after all of it, and every request was audited.
+    assert_eq!(b.req("GET", "/healthz", None, None).status, 200);
+    assert!(b.audit_lines().len() >= 24);
+}
+
+#[test]
+fn survives_garbage_and_a_connection_flood() {
+    let b = Broker::start(&format!("{}\n[limits]\nmax_connections = 8\n", default_principals()));
+    for garbage in [
+        &b"\x00\x01\x02\xff\xfe garbage\r\n\r\n"[..],
+        b"GET / HTTP/9.9\r\n\r\n",
+        b"GET /v1/secrets/a/b HTTP/1.1\r\nbad header line\r\n\r\n",
+        b"\r\n\r\n\r\n",
+        b"PUT /v1/secrets/a/b HTTP/1.1\r\ncontent-length: -5\r\n\r\n",
+    ] {
+        let _ = b.raw(garbage);
+        assert_eq!(b.req("GET", "/healthz", None, None).status, 200);
+    }
+    // Hold more idle connections than the cap: extra ones get 429 and close.
+    let held: Vec<_> = (0..8).map(|_| std::os::unix::net::UnixStream::connect(&b.socket).unwrap()).collect();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let r = b.try_request("GET", "/healthz", &[], None).unwrap();
+    assert_eq!((r.status, r.code()), (429, "overloaded".into()));
+    drop(held);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(b.req("GET", "/healthz", None, None).status, 200);
+    // A burst of parallel requests all get answers.
+    let threads: Vec<_> = (0..32)
+        .map(|_| {
+            let sock = b.socket.clone();
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let mut s = std::os::unix::net::UnixStream::connect(sock).unwrap();
+                s.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").unwrap();
+                let mut out = Vec::new();
+                s.read_to_end(&mut out).unwrap();
+                common::parse_response(&out).status
+            })
+        })
+        .collect();
+    for t in threads {
+        assert!(matches!(t.join().unwrap(), 200 | 429));
+    }
+    assert_eq!(b.req("GET", "/healthz", None, None).status, 200);
+    let audit = b.audit_lines();
+    assert!(audit.iter().any(|l| l["status"] == 400 && l["action"].is_null()), "malformed requests are audited");
+}
+
+#[test]
+fn peer_credentials_identify_callers() {
+    if !common::is_root() {
+        eprintln!("SKIP peer_credentials_identify_callers: needs root to run clients under other uids");
+        return;
+    }
+    let b = broker();
+    // uid 2001 is the platform by peer credentials.
+    let (s, _) = b.curl_as(2001, 2001, "PUT", "/v1/secrets/acme/tasks/t-42/db", Some(r#"{"value":"by-uid"}"#));
+    assert_eq!(s, 201);
+    let (s, body) = b.curl_as(2001, 2001, "GET", "/v1/secrets/acme/tasks/t-42/db", None);
+    assert_eq!(s, 403);
+    assert!(!body.contains("by-uid"));
+    // uid 2000 is the task.
+    let (s, body) = b.curl_as(2000, 2000, "GET", "/v1/secrets/acme/tasks/t-42/db", None);
+    assert_eq!(s, 200, "{body}");
+    assert!(body.contains("by-uid"));
+    let (s, body) = b.curl_as(2000, 2000, "GET", "/v1/whoami", None);
+    assert_eq!(s, 200);
+    assert!(body.contains("task-uid"));
+    let (s, _) = b.curl_as(2000, 2000, "GET", "/v1/secrets/acme/tasks/t-43/db", None);
+    assert_eq!(s, 403);
+    // An unknown uid is 401.
+    let (s, _) = b.curl_as(3999, 3999, "GET", "/v1/secrets/acme/tasks/t-42/db", None);
+    assert_eq!(s, 401);
+    // The audit line carries the peer uid.
+    let audit = b.audit_lines();
+    assert!(audit.iter().any(|l| l["peer"]["uid"] == 2000 && l["principal"] == "task-uid" && l["decision"] == "allow"));
+    assert!(audit.iter().any(|l| l["peer"]["uid"] == 2001 && l["decision"] == "deny" && l["action"] == "read"));
+}

@@ -1,0 +1,232 @@
+//! Process lifecycle against the real binary: socket creation and cleanup,
+//! signals (drain, reload), crash safety under `kill -9`, and the store file
+//! never holding a plaintext value.
+
+#[path = "common/broker.rs"]
+mod common;
+
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::time::Duration;
+
+use common::{Broker, PLATFORM_TOKEN as P, TASK_TOKEN as T, default_principals};
+
+#[test]
+fn socket_mode_is_applied_and_removed_on_sigterm() {
+    let mut b = Broker::start(&default_principals());
+    let meta = std::fs::metadata(&b.socket).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o666);
+    b.signal("TERM");
+    assert_eq!(b.wait_exit(Duration::from_secs(15)), Some(0));
+    assert!(!b.socket.exists(), "socket removed on shutdown");
+}
+
+#[test]
+fn default_mode_is_0660_and_group_applies() {
+    let mut b = Broker::start(&default_principals());
+    b.signal("INT");
+    assert_eq!(b.wait_exit(Duration::from_secs(15)), Some(0));
+    let text = std::fs::read_to_string(&b.config).unwrap().replace("mode = \"0666\"", "group = 0");
+    std::fs::write(&b.config, text).unwrap();
+    b.spawn();
+    let mode = std::fs::metadata(&b.socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660);
+}
+
+#[test]
+fn refuses_a_live_socket_and_replaces_a_stale_one() {
+    let mut b = Broker::start(&default_principals());
+    // A second broker on the same config must refuse to start.
+    let out = std::process::Command::new(common::BIN)
+        .args(["serve", "--config"])
+        .arg(&b.config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already serving"));
+    assert_eq!(b.req("GET", "/healthz", None, None).status, 200, "first broker unharmed");
+
+    // After kill -9 the socket file is stale; a restart replaces it.
+    b.kill9();
+    assert!(b.socket.exists());
+    b.spawn();
+    assert_eq!(b.req("GET", "/healthz", None, None).status, 200);
+
+    // A regular file at the socket path is never deleted.
+    b.kill9();
+    std::fs::remove_file(&b.socket).unwrap();
+    std::fs::write(&b.socket, b"not a socket").unwrap();
+    let out = std::process::Command::new(common::BIN)
+        .args(["serve", "--config"])
+        .arg(&b.config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a socket"));
+    assert_eq!(std::fs::read(&b.socket).unwrap(), b"not a socket");
+}
+
+#[test]
+fn sigterm_drains_an_in_flight_request() {
+    use std::io::{Read, Write};
+    let mut b = Broker::start(&format!("{}\n[limits]\nbody_timeout = \"10s\"\n", default_principals()));
+    // Start a PUT whose body is still arriving when SIGTERM lands.
+    let mut s = std::os::unix::net::UnixStream::connect(&b.socket).unwrap();
+    let body = br#"{"value":"drained"}"#;
+    write!(
+        s,
+        "PUT /v1/secrets/acme/tasks/t-42/d HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {P}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    s.write_all(&body[..5]).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    b.signal("TERM");
+    std::thread::sleep(Duration::from_millis(200));
+    s.write_all(&body[5..]).unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    assert_eq!(common::parse_response(&out).status, 201);
+    assert_eq!(b.wait_exit(Duration::from_secs(15)), Some(0));
+    // The drained write is durable.
+    b.spawn();
+    assert_eq!(b.get("acme/tasks/t-42/d", T).json()["value"], "drained");
+}
+
+#[test]
+fn sighup_reloads_good_policies_and_keeps_the_last_good_set() {
+    let b = Broker::start(&default_principals());
+    assert_eq!(b.put("acme/tasks/t-42/db", P, "v").status, 201);
+    assert_eq!(b.get("acme/tasks/t-42/db", T).status, 200);
+    let pdir = b.dir.path().join("policies");
+    // A broken policy file: refused, old set stays.
+    std::fs::write(pdir.join("zz-broken.cedar"), "permit(principal, action, resource) when { nonsense").unwrap();
+    b.signal("HUP");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(b.get("acme/tasks/t-42/db", T).status, 200);
+    assert!(b.stderr_text().contains("zz-broken.cedar"), "error names the file: {}", b.stderr_text());
+    // A valid change: forbid tasks from reading `db`.
+    std::fs::remove_file(pdir.join("zz-broken.cedar")).unwrap();
+    std::fs::write(
+        pdir.join("zz-extra.cedar"),
+        "@id(\"no-db\")\nforbid(principal is SecretBroker::Task, action == SecretBroker::Action::\"read\", resource) when { resource.name == \"db\" };\n",
+    )
+    .unwrap();
+    b.signal("HUP");
+    std::thread::sleep(Duration::from_millis(500));
+    let r = b.get("acme/tasks/t-42/db", T);
+    assert_eq!(r.status, 403);
+    let audit = b.audit_lines();
+    let reloads: Vec<_> = audit.iter().filter(|l| l["action"] == "reload").collect();
+    assert_eq!(reloads.len(), 2);
+    assert_eq!(reloads[0]["status"], 500);
+    assert_eq!(reloads[1]["status"], 200);
+    let denied = audit.iter().rev().find(|l| l["action"] == "read").unwrap();
+    assert_eq!(denied["decision"], "deny");
+    assert!(denied["policies"].as_array().unwrap().iter().any(|p| p == "no-db"));
+}
+
+#[test]
+fn a_bad_policy_set_refuses_to_start_with_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    std::fs::copy(src.join("schema.cedarschema"), dir.path().join("schema.cedarschema")).unwrap();
+    std::fs::write(
+        dir.path().join("bad.cedar"),
+        "permit(principal, action, resource);\npermit(principal, action == SecretBroker::Action::\"read\", resource) when { resource.nope == 1 };\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(common::BIN)
+        .args(["serve", "--config"])
+        .arg(write_min_config(dir.path()))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.cedar:2:"), "{err}");
+}
+
+fn write_min_config(dir: &std::path::Path) -> std::path::PathBuf {
+    std::fs::write(dir.join("k"), [7u8; 32]).unwrap();
+    let p = dir.join("c.toml");
+    std::fs::write(
+        &p,
+        "[listen]\nsocket = \"s.sock\"\n[store]\npath = \"db\"\nkey_file = \"k\"\n[policy]\ndir = \".\"\n",
+    )
+    .unwrap();
+    p
+}
+
+#[test]
+fn bad_config_exits_64_with_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("c.toml");
+    std::fs::write(&p, "[listen]\nsokcet = \"x\"\n").unwrap();
+    let out = std::process::Command::new(common::BIN).args(["serve", "--config"]).arg(&p).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("sokcet"));
+    let missing = dir.path().join("missing.toml");
+    let out = std::process::Command::new(common::BIN).args(["serve", "--config"]).arg(&missing).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+}
+
+#[test]
+fn kill9_loses_no_acknowledged_write_and_store_has_no_plaintext() {
+    let mut b = Broker::start(&default_principals());
+    let canary = "plaintext-canary-5f1d2c";
+    let mut acked = Vec::new();
+    for round in 0..3 {
+        // Writers race a kill -9; every write that got a 2xx must survive.
+        let sock = b.socket.clone();
+        let writer = std::thread::spawn(move || {
+            let mut ok = Vec::new();
+            for i in 0..400 {
+                let path = format!("acme/tasks/t-42/k{round}-{}", i % 7);
+                let body = serde_json::json!({ "value": format!("{canary}-{round}-{i}") }).to_string();
+                let req = format!(
+                    "PUT /v1/secrets/{path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {P}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let Ok(mut s) = std::os::unix::net::UnixStream::connect(&sock) else { break };
+                use std::io::{Read, Write};
+                if s.write_all(req.as_bytes()).is_err() {
+                    break;
+                }
+                let mut out = Vec::new();
+                if s.read_to_end(&mut out).is_err() || out.is_empty() {
+                    break;
+                }
+                let r = common::parse_response(&out);
+                if r.status >= 300 {
+                    break;
+                }
+                ok.push((path, r.json()["version"].as_u64().unwrap(), format!("{canary}-{round}-{i}")));
+            }
+            ok
+        });
+        std::thread::sleep(Duration::from_millis(150 + 100 * round));
+        b.kill9();
+        acked.extend(writer.join().unwrap());
+        b.spawn();
+    }
+    assert!(!acked.is_empty());
+    // The last acknowledged version of each path is readable, with its value.
+    let mut last = std::collections::BTreeMap::new();
+    for (path, version, value) in &acked {
+        last.insert(path.clone(), (*version, value.clone()));
+    }
+    for (path, (version, value)) in &last {
+        let r = b.get(path, T);
+        assert_eq!(r.status, 200, "{path}");
+        let v = r.json();
+        assert!(v["version"].as_u64().unwrap() >= *version, "{path}: lost version {version}");
+        if v["version"].as_u64().unwrap() == *version {
+            assert_eq!(v["value"].as_str().unwrap(), value);
+        }
+    }
+    // The store file never holds a plaintext value.
+    b.kill9();
+    let db = std::fs::read(b.dir.path().join("store.redb")).unwrap();
+    assert!(db.len() > 0);
+    assert!(!db.windows(canary.len()).any(|w| w == canary.as_bytes()), "plaintext in store file");
+}
