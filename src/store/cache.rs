@@ -237,3 +237,352 @@ impl Store for CachedStore {
         self.inner.health().await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    use tokio::sync::Notify;
+
+    use super::*;
+    use crate::store::{Labels, Timestamp};
+
+    const CANARY: &[u8] = b"canary-c4c4e-value";
+
+    /// A pause point inside the inner `get`, after it read its value.
+    struct Pause {
+        reached: Arc<Notify>,
+        release: Arc<Notify>,
+    }
+
+    /// An in-memory store that counts reads and fails on demand.
+    #[derive(Default)]
+    struct MemStore {
+        values: Mutex<HashMap<String, (u64, Vec<u8>)>>,
+        gets: AtomicU64,
+        fail: Mutex<Option<StoreErrorKind>>,
+        pause: Mutex<Option<Pause>>,
+    }
+
+    impl fmt::Debug for MemStore {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_struct("MemStore").finish_non_exhaustive()
+        }
+    }
+
+    impl MemStore {
+        fn gets(&self) -> u64 {
+            self.gets.load(Ordering::SeqCst)
+        }
+
+        fn fail_with(&self, kind: Option<StoreErrorKind>) {
+            *self.fail.lock().unwrap() = kind;
+        }
+
+        fn check(&self, path: &str) -> Result<(), StoreError> {
+            let store = "mem";
+            let detail = "injected".to_owned();
+            match *self.fail.lock().unwrap() {
+                None => Ok(()),
+                Some(StoreErrorKind::Unavailable) => Err(StoreError::Unavailable { store, detail }),
+                Some(StoreErrorKind::Timeout) => Err(StoreError::Timeout {
+                    store,
+                    after: Duration::from_secs(5),
+                }),
+                Some(StoreErrorKind::Denied) => Err(StoreError::Denied { store, detail }),
+                Some(StoreErrorKind::NotFound) => Err(StoreError::NotFound {
+                    store,
+                    path: path.to_owned(),
+                }),
+                Some(_) => Err(StoreError::Backend { store, detail }),
+            }
+        }
+    }
+
+    #[async_trait]
+    impl Store for MemStore {
+        fn backend(&self) -> &'static str {
+            "mem"
+        }
+
+        async fn put(&self, path: &SecretPath, req: PutRequest) -> Result<PutOutcome, StoreError> {
+            self.check(path.as_str())?;
+            let mut values = self.values.lock().unwrap();
+            let slot = values
+                .entry(path.as_str().to_owned())
+                .or_insert((0, Vec::new()));
+            slot.0 += 1;
+            slot.1 = req.value.expose_secret().to_vec();
+            Ok(PutOutcome {
+                version: slot.0,
+                created: slot.0 == 1,
+                created_at: Timestamp::now(),
+            })
+        }
+
+        async fn get(&self, path: &SecretPath) -> Result<StoredSecret, StoreError> {
+            self.gets.fetch_add(1, Ordering::SeqCst);
+            self.check(path.as_str())?;
+            let snapshot = self.values.lock().unwrap().get(path.as_str()).cloned();
+            let pause = self.pause.lock().unwrap().take();
+            if let Some(p) = pause {
+                p.reached.notify_one();
+                p.release.notified().await;
+            }
+            let (version, value) = snapshot.ok_or_else(|| StoreError::NotFound {
+                store: "mem",
+                path: path.as_str().to_owned(),
+            })?;
+            Ok(StoredSecret {
+                version,
+                value: SecretBytes::new(value),
+            })
+        }
+
+        async fn list(&self, _scope: &ScopePath) -> Result<Vec<SecretMeta>, StoreError> {
+            Ok(Vec::new())
+        }
+
+        async fn delete(&self, path: &SecretPath) -> Result<(), StoreError> {
+            self.check(path.as_str())?;
+            match self.values.lock().unwrap().remove(path.as_str()) {
+                Some(_) => Ok(()),
+                None => Err(StoreError::NotFound {
+                    store: "mem",
+                    path: path.as_str().to_owned(),
+                }),
+            }
+        }
+
+        async fn health(&self) -> Result<(), StoreError> {
+            self.check("")
+        }
+    }
+
+    fn sp(raw: &str) -> SecretPath {
+        SecretPath::parse(raw).unwrap()
+    }
+
+    fn req(value: &[u8]) -> PutRequest {
+        PutRequest {
+            value: SecretBytes::copy_from(value),
+            labels: Labels::new(),
+            create_only: false,
+        }
+    }
+
+    fn setup(ttl_ms: u64, stale_ms: u64) -> (Arc<MemStore>, Arc<CachedStore>) {
+        let mem = Arc::new(MemStore::default());
+        let inner: Arc<dyn Store> = mem.clone();
+        let cache = CachedStore::new(
+            inner,
+            Duration::from_millis(ttl_ms),
+            Duration::from_millis(stale_ms),
+        );
+        (mem, Arc::new(cache))
+    }
+
+    async fn value(cache: &CachedStore, p: &SecretPath) -> Vec<u8> {
+        cache.get(p).await.unwrap().value.expose_secret().to_vec()
+    }
+
+    async fn sleep_ms(ms: u64) {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+
+    #[tokio::test]
+    async fn hit_avoids_the_inner_store() {
+        let (mem, cache) = setup(60_000, 0);
+        let p = sp("acme/a");
+        cache.put(&p, req(b"one")).await.unwrap();
+        assert_eq!(value(&cache, &p).await, b"one");
+        assert_eq!(value(&cache, &p).await, b"one");
+        let got = cache.get(&p).await.unwrap();
+        assert_eq!(got.version, 1);
+        assert_eq!(mem.gets(), 1);
+        assert_eq!(cache.stats(), CacheStats { hits: 2, misses: 1 });
+        assert_eq!(cache.backend(), "mem");
+        assert_eq!(cache.entry_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn put_and_delete_invalidate() {
+        let (mem, cache) = setup(60_000, 0);
+        let p = sp("acme/a");
+        cache.put(&p, req(b"one")).await.unwrap();
+        assert_eq!(value(&cache, &p).await, b"one");
+        cache.put(&p, req(b"two")).await.unwrap();
+        let got = cache.get(&p).await.unwrap();
+        assert_eq!((got.version, got.value.expose_secret()), (2, &b"two"[..]));
+        assert_eq!(mem.gets(), 2);
+        cache.delete(&p).await.unwrap();
+        assert_eq!(cache.entry_count(), 0);
+        assert_eq!(
+            cache.get(&p).await.unwrap_err().kind(),
+            StoreErrorKind::NotFound
+        );
+    }
+
+    #[tokio::test]
+    async fn failed_write_still_invalidates() {
+        let (mem, cache) = setup(60_000, 0);
+        let p = sp("acme/a");
+        cache.put(&p, req(b"one")).await.unwrap();
+        value(&cache, &p).await;
+        mem.fail_with(Some(StoreErrorKind::Timeout));
+        assert!(cache.put(&p, req(b"two")).await.is_err());
+        assert!(cache.delete(&p).await.is_err());
+        mem.fail_with(None);
+        assert_eq!(cache.entry_count(), 0);
+        value(&cache, &p).await;
+        assert_eq!(mem.gets(), 2);
+    }
+
+    #[tokio::test]
+    async fn zero_ttl_disables_caching() {
+        let (mem, cache) = setup(0, 60_000);
+        let p = sp("acme/a");
+        cache.put(&p, req(b"one")).await.unwrap();
+        value(&cache, &p).await;
+        value(&cache, &p).await;
+        assert_eq!(mem.gets(), 2);
+        assert_eq!(cache.entry_count(), 0);
+        // The sweeper of a disabled cache ends at once.
+        cache.spawn_sweeper().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn expired_entries_are_read_again() {
+        let (mem, cache) = setup(100, 0);
+        let p = sp("acme/a");
+        cache.put(&p, req(b"one")).await.unwrap();
+        value(&cache, &p).await;
+        value(&cache, &p).await;
+        assert_eq!(mem.gets(), 1);
+        sleep_ms(150).await;
+        value(&cache, &p).await;
+        assert_eq!(mem.gets(), 2);
+    }
+
+    #[tokio::test]
+    async fn stale_is_served_only_on_unavailable_or_timeout() {
+        let (mem, cache) = setup(50, 60_000);
+        let p = sp("acme/a");
+        cache.put(&p, req(b"one")).await.unwrap();
+        value(&cache, &p).await;
+        sleep_ms(80).await;
+        for kind in [StoreErrorKind::Unavailable, StoreErrorKind::Timeout] {
+            mem.fail_with(Some(kind));
+            assert_eq!(value(&cache, &p).await, b"one", "{kind:?}");
+        }
+        for kind in [StoreErrorKind::Denied, StoreErrorKind::Backend] {
+            mem.fail_with(Some(kind));
+            assert_eq!(cache.get(&p).await.unwrap_err().kind(), kind);
+        }
+        // A store that says the secret is gone is believed.
+        mem.fail_with(Some(StoreErrorKind::NotFound));
+        assert!(cache.get(&p).await.is_err());
+        assert_eq!(cache.entry_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn stale_is_served_only_within_the_window() {
+        let (mem, cache) = setup(50, 100);
+        let p = sp("acme/a");
+        cache.put(&p, req(b"one")).await.unwrap();
+        value(&cache, &p).await;
+        sleep_ms(200).await;
+        mem.fail_with(Some(StoreErrorKind::Unavailable));
+        let e = cache.get(&p).await.unwrap_err();
+        assert_eq!(e.kind(), StoreErrorKind::Unavailable);
+        // Past all use, the entry was dropped on access.
+        assert_eq!(cache.entry_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn no_stale_window_means_errors_pass_through() {
+        let (mem, cache) = setup(50, 0);
+        let p = sp("acme/a");
+        cache.put(&p, req(b"one")).await.unwrap();
+        value(&cache, &p).await;
+        sleep_ms(80).await;
+        mem.fail_with(Some(StoreErrorKind::Unavailable));
+        assert_eq!(
+            cache.get(&p).await.unwrap_err().kind(),
+            StoreErrorKind::Unavailable
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn read_racing_a_write_leaves_no_stale_value() {
+        let (mem, cache) = setup(60_000, 0);
+        let p = sp("acme/a");
+        cache.put(&p, req(b"old")).await.unwrap();
+        let reached = Arc::new(Notify::new());
+        let release = Arc::new(Notify::new());
+        *mem.pause.lock().unwrap() = Some(Pause {
+            reached: Arc::clone(&reached),
+            release: Arc::clone(&release),
+        });
+        let reader = {
+            let cache = Arc::clone(&cache);
+            let p = p.clone();
+            tokio::spawn(async move { value(&cache, &p).await })
+        };
+        // The reader has read `old` from the store and not yet returned.
+        reached.notified().await;
+        cache.put(&p, req(b"new")).await.unwrap();
+        release.notify_one();
+        assert_eq!(reader.await.unwrap(), b"old");
+        // The late `old` must not have been cached over the write.
+        assert_eq!(value(&cache, &p).await, b"new");
+        assert_eq!(mem.gets(), 2);
+        assert_eq!(value(&cache, &p).await, b"new");
+        assert_eq!(mem.gets(), 2);
+    }
+
+    #[tokio::test]
+    async fn sweeper_evicts_and_ends_with_the_cache() {
+        let (_mem, cache) = setup(30, 0);
+        let handle = cache.spawn_sweeper();
+        for i in 0..5 {
+            let p = sp(&format!("acme/s{i}"));
+            cache.put(&p, req(b"v")).await.unwrap();
+            value(&cache, &p).await;
+        }
+        assert_eq!(cache.entry_count(), 5);
+        sleep_ms(200).await;
+        assert_eq!(cache.entry_count(), 0);
+        drop(cache);
+        tokio::time::timeout(Duration::from_secs(5), handle)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn sweeper_keeps_entries_inside_the_stale_window() {
+        let (_mem, cache) = setup(30, 60_000);
+        let _sweeper = cache.spawn_sweeper();
+        let p = sp("acme/a");
+        cache.put(&p, req(b"v")).await.unwrap();
+        value(&cache, &p).await;
+        sleep_ms(150).await;
+        assert_eq!(cache.entry_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn debug_and_errors_show_no_values() {
+        let (mem, cache) = setup(60_000, 0);
+        let p = sp("acme/a");
+        cache.put(&p, req(CANARY)).await.unwrap();
+        let got = cache.get(&p).await.unwrap();
+        let shown = format!("{cache:?} {:?} {got:?}", cache.get(&p).await.unwrap());
+        assert!(!shown.contains("canary"), "{shown}");
+        assert!(shown.contains("entries: 1"), "{shown}");
+        mem.fail_with(Some(StoreErrorKind::Backend));
+        let e = cache.get(&sp("acme/b")).await.unwrap_err();
+        assert!(!format!("{e} {e:?}").contains("canary"));
+    }
+}
