@@ -169,6 +169,19 @@ impl CachedStore {
     }
 }
 
+/// Invalidates a path when dropped, so that a write's invalidation also
+/// happens when its future is cancelled.
+struct InvalidateOnDrop<'a> {
+    cache: &'a CachedStore,
+    path: &'a SecretPath,
+}
+
+impl Drop for InvalidateOnDrop<'_> {
+    fn drop(&mut self) {
+        self.cache.invalidate(self.path);
+    }
+}
+
 #[async_trait]
 impl Store for CachedStore {
     fn backend(&self) -> &'static str {
@@ -176,10 +189,11 @@ impl Store for CachedStore {
     }
 
     async fn put(&self, path: &SecretPath, req: PutRequest) -> Result<PutOutcome, StoreError> {
-        let result = self.inner.put(path, req).await;
-        // Also on error: a failed or timed-out write may still have landed.
-        self.invalidate(path);
-        result
+        // Invalidates however this ends: success, error (a failed or
+        // timed-out write may still have landed) or the caller dropping us
+        // mid-write (the inner store may finish the write anyway).
+        let _invalidate = InvalidateOnDrop { cache: self, path };
+        self.inner.put(path, req).await
     }
 
     async fn get(&self, path: &SecretPath) -> Result<StoredSecret, StoreError> {
@@ -228,9 +242,8 @@ impl Store for CachedStore {
     }
 
     async fn delete(&self, path: &SecretPath) -> Result<(), StoreError> {
-        let result = self.inner.delete(path).await;
-        self.invalidate(path);
-        result
+        let _invalidate = InvalidateOnDrop { cache: self, path };
+        self.inner.delete(path).await
     }
 
     async fn health(&self) -> Result<(), StoreError> {
@@ -263,6 +276,7 @@ mod tests {
         gets: AtomicU64,
         fail: Mutex<Option<StoreErrorKind>>,
         pause: Mutex<Option<Pause>>,
+        hang_puts: Mutex<bool>,
     }
 
     impl fmt::Debug for MemStore {
@@ -308,6 +322,9 @@ mod tests {
 
         async fn put(&self, path: &SecretPath, req: PutRequest) -> Result<PutOutcome, StoreError> {
             self.check(path.as_str())?;
+            if *self.hang_puts.lock().unwrap() {
+                std::future::pending::<()>().await;
+            }
             let mut values = self.values.lock().unwrap();
             let slot = values
                 .entry(path.as_str().to_owned())
@@ -440,6 +457,22 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn cancelled_write_still_invalidates() {
+        let (mem, cache) = setup(60_000, 0);
+        let p = sp("acme/a");
+        cache.put(&p, req(b"one")).await.unwrap();
+        value(&cache, &p).await;
+        *mem.hang_puts.lock().unwrap() = true;
+        let put = cache.put(&p, req(b"two"));
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), put)
+                .await
+                .is_err()
+        );
+        assert_eq!(cache.entry_count(), 0);
+    }
+
+    #[tokio::test]
     async fn zero_ttl_disables_caching() {
         let (mem, cache) = setup(0, 60_000);
         let p = sp("acme/a");
@@ -454,13 +487,13 @@ mod tests {
 
     #[tokio::test]
     async fn expired_entries_are_read_again() {
-        let (mem, cache) = setup(100, 0);
+        let (mem, cache) = setup(300, 0);
         let p = sp("acme/a");
         cache.put(&p, req(b"one")).await.unwrap();
         value(&cache, &p).await;
         value(&cache, &p).await;
         assert_eq!(mem.gets(), 1);
-        sleep_ms(150).await;
+        sleep_ms(400).await;
         value(&cache, &p).await;
         assert_eq!(mem.gets(), 2);
     }
@@ -544,7 +577,7 @@ mod tests {
 
     #[tokio::test]
     async fn sweeper_evicts_and_ends_with_the_cache() {
-        let (_mem, cache) = setup(30, 0);
+        let (_mem, cache) = setup(200, 0);
         let handle = cache.spawn_sweeper();
         for i in 0..5 {
             let p = sp(&format!("acme/s{i}"));
@@ -552,7 +585,7 @@ mod tests {
             value(&cache, &p).await;
         }
         assert_eq!(cache.entry_count(), 5);
-        sleep_ms(200).await;
+        sleep_ms(700).await;
         assert_eq!(cache.entry_count(), 0);
         drop(cache);
         tokio::time::timeout(Duration::from_secs(5), handle)

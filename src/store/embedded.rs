@@ -285,6 +285,9 @@ impl Store for EmbeddedStore {
     }
 
     async fn health(&self) -> Result<(), StoreError> {
+        if !self.writer.is_running() {
+            return Err(unavailable("the writer thread has stopped"));
+        }
         self.blocking(|db| {
             let txn = db
                 .begin_read()

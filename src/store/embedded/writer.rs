@@ -93,6 +93,14 @@ impl Writer {
     }
 }
 
+impl Writer {
+    /// Whether the thread is still taking writes (it ends only on drop, or
+    /// if redb panicked inside it).
+    pub(super) fn is_running(&self) -> bool {
+        self.tx.is_some() && self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+}
+
 impl Drop for Writer {
     fn drop(&mut self) {
         // Closing the queue ends the thread's loop once it drained the queue;
