@@ -541,3 +541,66 @@ async fn bench_group_commit_throughput() {
         done as f64 / elapsed.as_secs_f64()
     );
 }
+
+/// The child half of `kill_9_loses_no_acknowledged_write`: writes until
+/// killed, printing each acknowledged version.
+#[tokio::test]
+#[ignore = "run only as the child of kill_9_loses_no_acknowledged_write"]
+async fn crash_child_writes_until_killed() {
+    use std::io::Write as _;
+    let Ok(dir) = std::env::var("STORE_CRASH_DIR") else {
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    let store = EmbeddedStore::open(&dir.join("store.redb"), &dir.join("store.key")).unwrap();
+    let mut out = std::io::stdout();
+    for i in 0u64.. {
+        let o = store
+            .put(&sp("crash/a"), req(format!("v{i}").as_bytes()))
+            .await
+            .unwrap();
+        writeln!(out, "acked {}", o.version).unwrap();
+        out.flush().unwrap();
+    }
+}
+
+#[tokio::test]
+async fn kill_9_loses_no_acknowledged_write() {
+    use std::io::BufRead as _;
+    use std::process::{Command, Stdio};
+    let fx = Fixture::new();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "store::embedded::tests::crash_child_writes_until_killed",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("STORE_CRASH_DIR", fx.dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut last_acked = 0;
+    let lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    for line in lines {
+        if let Some(v) = line.unwrap().strip_prefix("acked ") {
+            last_acked = v.parse().unwrap();
+            if last_acked >= 30 {
+                break;
+            }
+        }
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(last_acked >= 30, "the child stopped early");
+    let store = fx.open();
+    let got = store.get(&sp("crash/a")).await.unwrap();
+    assert!(
+        got.version >= last_acked,
+        "acknowledged version {last_acked} lost (store has {})",
+        got.version
+    );
+    store.health().await.unwrap();
+}
