@@ -147,6 +147,18 @@ fn line_col(text: &str, offset: usize) -> (u32, u32, String) {
     )
 }
 
+/// An error and its causes, on one line (`outer: inner: …`).
+fn with_causes(err: &dyn std::error::Error) -> String {
+    let mut out = one_line(&err.to_string());
+    let mut next = err.source();
+    while let Some(cause) = next {
+        out.push_str(": ");
+        out.push_str(&one_line(&cause.to_string()));
+        next = cause.source();
+    }
+    out
+}
+
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
@@ -226,6 +238,56 @@ fn file_name(name: &str) -> &str {
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or(name)
+}
+
+/// Refuses a schema that does not describe the entities the broker builds.
+///
+/// SECURITY: policies are validated against the schema, but evaluated
+/// against our entities. If an operator's schema declared, say, a required
+/// attribute we never set, a policy reading it would error at runtime and be
+/// skipped, silently disabling a forbid. Checking representative entities
+/// once here keeps the two in step.
+fn check_entity_shapes(schema: &Schema, schema_src: &PolicySource) -> Result<(), AuthzError> {
+    use super::{Resource, entities};
+    use crate::identity::{Principal, PrincipalKind};
+    use crate::secret::{ScopePath, SecretPath};
+    use crate::store::Labels;
+
+    let refuse = |message: String| {
+        AuthzError::InvalidSchema(Diagnostics(vec![diagnostic_at(schema_src, 0, message)]))
+    };
+    let internal = |e: &dyn fmt::Display| AuthzError::Internal(e.to_string());
+    let scope = ScopePath::parse("acme/tasks").map_err(|e| internal(&e))?;
+    let path = SecretPath::parse("acme/tasks/db").map_err(|e| internal(&e))?;
+    let labels = Labels::from([("team".to_owned(), "db".to_owned())]);
+    let mut reps = Vec::new();
+    for (kind, scope) in [
+        (PrincipalKind::Component, None),
+        (PrincipalKind::Task, Some(scope.clone())),
+    ] {
+        let p = Principal {
+            name: "shape-check".to_owned(),
+            kind,
+            roles: vec!["platform".to_owned()],
+            scope,
+        };
+        // Component and Task share a uid only if their types match; they
+        // do not, so one store holds both.
+        reps.extend(entities::principal_entities(&p).map_err(|e| internal(&e))?);
+    }
+    let secret = Resource::Secret {
+        path: &path,
+        labels: Some(&labels),
+    };
+    reps.extend(entities::resource_entities(secret).map_err(|e| internal(&e))?);
+    reps.extend(entities::resource_entities(Resource::Scope(&scope)).map_err(|e| internal(&e))?);
+    Entities::from_entities(reps, Some(schema)).map_err(|e| {
+        refuse(format!(
+            "the schema does not describe the entities the broker builds: {}",
+            with_causes(&e)
+        ))
+    })?;
+    Ok(())
 }
 
 /// Parses, names, validates (strictly) and assembles a policy set.
@@ -344,6 +406,7 @@ pub(crate) fn compile(
     if !errors.is_empty() {
         return Err(AuthzError::InvalidPolicySet(Diagnostics(errors)));
     }
+    check_entity_shapes(&schema, schema_src)?;
     let actions = schema
         .action_entities()
         .map_err(|e| AuthzError::Internal(format!("cannot build action entities: {e}")))?;

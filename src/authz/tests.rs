@@ -532,6 +532,26 @@ fn bad_schema_is_located() {
     );
 }
 
+#[test]
+fn schema_must_describe_our_entities() {
+    // A required attribute the broker never sets would make policies that
+    // read it error, and an erroring forbid is skipped: refuse the schema.
+    let text = schema()
+        .text
+        .replace("scope: Scope,", "scope: Scope,\n    team: String,");
+    let msg = Authorizer::from_sources(src("s.cedarschema", &text), vec![])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.starts_with("invalid schema:\ns.cedarschema:1:1: the schema does not describe the entities the broker builds:"),
+        "{msg}"
+    );
+    assert!(msg.contains("team"), "{msg}");
+    // Labels are tags: a schema without them is refused too.
+    let text = schema().text.replace("} tags String;", "};");
+    assert!(Authorizer::from_sources(src("s.cedarschema", &text), vec![]).is_err());
+}
+
 // --- Loading and reloading a directory --------------------------------------
 
 fn write(dir: &Path, name: &str, text: &str) {
