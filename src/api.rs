@@ -80,7 +80,11 @@ impl RequestIds {
     }
 
     fn next(&self) -> String {
-        format!("{}-{:x}", self.prefix, self.counter.fetch_add(1, Ordering::Relaxed))
+        format!(
+            "{}-{:x}",
+            self.prefix,
+            self.counter.fetch_add(1, Ordering::Relaxed)
+        )
     }
 }
 
@@ -107,7 +111,13 @@ struct Trail {
 pub(crate) fn printable(s: &str, max: usize) -> String {
     s.chars()
         .take(max)
-        .map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' })
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
         .collect()
 }
 
@@ -151,11 +161,13 @@ async fn dispatch(
 ) -> Result<Response<Body>, ApiError> {
     let route = Route::parse(req.uri().path())?;
     let method = req.method().clone();
-    let allowed = match (&route, &method) {
-        (Route::Secret(_), &Method::GET | &Method::PUT | &Method::DELETE) => true,
-        (_, &Method::GET) => true,
-        _ => false,
-    };
+    let allowed = matches!(
+        (&route, &method),
+        (
+            Route::Secret(_),
+            &Method::GET | &Method::PUT | &Method::DELETE
+        ) | (_, &Method::GET)
+    );
     if !allowed {
         return Err(ApiError::MethodNotAllowed {
             method: printable(method.as_str(), 16),
@@ -170,7 +182,11 @@ async fn dispatch(
     match route {
         Route::Healthz => {
             trail.action = Some("health");
-            Ok(json(StatusCode::OK, &serde_json::json!({"status": "ok"}), request_id))
+            Ok(json(
+                StatusCode::OK,
+                &serde_json::json!({"status": "ok"}),
+                request_id,
+            ))
         }
         Route::Readyz => {
             trail.action = Some("ready");
@@ -179,7 +195,11 @@ async fn dispatch(
                 .health()
                 .await
                 .map_err(|e| ApiError::Unavailable(format!("not ready: {e}")))?;
-            Ok(json(StatusCode::OK, &serde_json::json!({"status": "ready"}), request_id))
+            Ok(json(
+                StatusCode::OK,
+                &serde_json::json!({"status": "ready"}),
+                request_id,
+            ))
         }
         Route::Whoami => {
             trail.action = Some("whoami");
@@ -269,7 +289,12 @@ async fn read(
     trail: &mut Trail,
 ) -> Result<Response<Body>, ApiError> {
     let who = identify(state, conn, req, trail)?;
-    let permit = decided(state.broker.authorize_read(who, &path, ctx), trail, "read", path.as_str())?;
+    let permit = decided(
+        state.broker.authorize_read(who, &path, ctx),
+        trail,
+        "read",
+        path.as_str(),
+    )?;
     let secret = state.broker.read(&permit).await?;
     let raw = req
         .headers()
@@ -281,9 +306,17 @@ async fn read(
         v.extend_from_slice(secret.value.expose_secret());
         (v, "application/octet-stream")
     } else {
-        (body::secret_json(path.as_str(), secret.version, &secret.value), "application/json")
+        (
+            body::secret_json(path.as_str(), secret.version, &secret.value),
+            "application/json",
+        )
     };
-    let mut resp = response(StatusCode::OK, ZeroizingBuf::new(body), content_type, ctx.request_id);
+    let mut resp = response(
+        StatusCode::OK,
+        ZeroizingBuf::new(body),
+        content_type,
+        ctx.request_id,
+    );
     if let Ok(v) = HeaderValue::from_str(&secret.version.to_string()) {
         resp.headers_mut().insert("x-secret-version", v);
     }
@@ -388,7 +421,12 @@ async fn list(
 ) -> Result<Response<Body>, ApiError> {
     let who = identify(state, conn, req, trail)?;
     let target = scope.key_prefix();
-    let permit = decided(state.broker.authorize_list(who, &scope, ctx), trail, "list", &target)?;
+    let permit = decided(
+        state.broker.authorize_list(who, &scope, ctx),
+        trail,
+        "list",
+        &target,
+    )?;
     let metas = state.broker.list(&permit).await?;
     let items: Vec<ListItem<'_>> = metas
         .iter()
@@ -425,7 +463,12 @@ fn response(
 
 fn json(status: StatusCode, value: &impl Serialize, request_id: &str) -> Response<Body> {
     let bytes = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
-    response(status, ZeroizingBuf::public(bytes), "application/json", request_id)
+    response(
+        status,
+        ZeroizingBuf::public(bytes),
+        "application/json",
+        request_id,
+    )
 }
 
 /// The contract's error body for `e`.

@@ -195,8 +195,16 @@ mod tests {
         assert_eq!(lines.len(), 2);
         let v: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
         for key in [
-            "ts", "request_id", "principal", "peer", "action", "path", "decision", "policies",
-            "status", "latency_us",
+            "ts",
+            "request_id",
+            "principal",
+            "peer",
+            "action",
+            "path",
+            "decision",
+            "policies",
+            "status",
+            "latency_us",
         ] {
             assert!(v.get(key).is_some(), "missing {key}");
         }

@@ -11,9 +11,7 @@ use std::sync::Arc;
 use crate::authz::{Action, Authorizer, Denied, Permitted, RequestContext, Resource};
 use crate::identity::Principal;
 use crate::secret::{ScopePath, SecretPath};
-use crate::store::{
-    Labels, PutOutcome, PutRequest, SecretMeta, Store, StoreError, StoredSecret,
-};
+use crate::store::{Labels, PutOutcome, PutRequest, SecretMeta, Store, StoreError, StoredSecret};
 
 /// Subject of a permitted read.
 #[derive(Debug)]
@@ -88,8 +86,13 @@ impl Broker {
         ctx: &RequestContext<'_>,
     ) -> Result<Permitted<DeleteSecret>, Denied> {
         let resource = Resource::Secret { path, labels: None };
-        self.authz
-            .authorize(who, Action::Delete, resource, ctx, DeleteSecret(path.clone()))
+        self.authz.authorize(
+            who,
+            Action::Delete,
+            resource,
+            ctx,
+            DeleteSecret(path.clone()),
+        )
     }
 
     /// Decides a list of `scope`.

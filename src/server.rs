@@ -216,7 +216,12 @@ fn reload(state: &AppState) {
 }
 
 /// Audits a request that never reached the API (malformed or too slow).
-fn audit_connection_error(state: &AppState, peer: Option<PeerCred>, e: &hyper::Error, started: Instant) {
+fn audit_connection_error(
+    state: &AppState,
+    peer: Option<PeerCred>,
+    e: &hyper::Error,
+    started: Instant,
+) {
     let status = if e.is_parse_too_large() {
         431
     } else if e.is_parse() || e.is_parse_status() {
@@ -255,10 +260,23 @@ async fn refuse_overloaded(mut stream: UnixStream, state: Arc<AppState>, peer: O
         "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\ncontent-length: {}\r\nx-request-id: {request_id}\r\nconnection: close\r\n\r\n",
         body.len()
     );
+    // Half-close after the answer, then drain what the client sent: closing
+    // a Unix socket with unread input resets it, and the client would lose
+    // the 429 it was about to read. Bounded in time and bytes.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+        use tokio::io::AsyncReadExt;
         stream.write_all(head.as_bytes()).await?;
         stream.write_all(body.as_bytes()).await?;
-        stream.shutdown().await
+        stream.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        let mut drained = 0usize;
+        while drained < 64 * 1024 {
+            match stream.read(&mut sink).await? {
+                0 => break,
+                n => drained += n,
+            }
+        }
+        Ok::<(), std::io::Error>(())
     })
     .await;
     state.audit.record(&AuditRecord {

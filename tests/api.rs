@@ -1,5 +1,6 @@
 //! End-to-end API tests against the real binary over its Unix socket: the
 //! authorization matrix, versions, listing, and every error of the contract.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "common/broker.rs"]
 mod common;
@@ -40,7 +41,11 @@ fn platform_writes_lists_deletes_but_never_reads() {
     let r = b.req("DELETE", "/v1/secrets/acme/tasks/t-42/db", Some(P), None);
     assert_eq!(r.status, 204);
     assert_eq!(b.get("acme/tasks/t-42/db", T).status, 404);
-    assert_eq!(b.req("DELETE", "/v1/secrets/acme/tasks/t-42/db", Some(P), None).status, 404);
+    assert_eq!(
+        b.req("DELETE", "/v1/secrets/acme/tasks/t-42/db", Some(P), None)
+            .status,
+        404
+    );
     // After delete, versions restart.
     assert_eq!(b.put("acme/tasks/t-42/db", P, "x").json()["version"], 1);
 }
@@ -63,7 +68,12 @@ fn task_reads_only_inside_its_scope() {
     assert_eq!(r.json()["value"], "v-acme/tasks/t-42/db");
     assert_eq!(r.json()["version"], 1);
     assert_eq!(b.get("acme/tasks/t-42/nested/deep/x", T).status, 200);
-    for outside in ["acme/tasks/t-43/db", "acme/tasks/t-4/db", "acme/tasks/t-420/db", "acme/x"] {
+    for outside in [
+        "acme/tasks/t-43/db",
+        "acme/tasks/t-4/db",
+        "acme/tasks/t-420/db",
+        "acme/x",
+    ] {
         let r = b.get(outside, T);
         assert_eq!((r.status, r.code()), (403, "forbidden".into()), "{outside}");
     }
@@ -84,9 +94,21 @@ fn task_reads_only_inside_its_scope() {
         .iter()
         .map(|s| s["path"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(paths, ["acme/tasks/t-42/db", "acme/tasks/t-42/nested/deep/x"]);
-    assert_eq!(b.req("GET", "/v1/secrets/acme/tasks/t-42/nested/", Some(T), None).status, 200);
-    for denied in ["/v1/secrets/acme/tasks/", "/v1/secrets/acme/tasks/t-4/", "/v1/secrets/", "/v1/secrets/acme/"] {
+    assert_eq!(
+        paths,
+        ["acme/tasks/t-42/db", "acme/tasks/t-42/nested/deep/x"]
+    );
+    assert_eq!(
+        b.req("GET", "/v1/secrets/acme/tasks/t-42/nested/", Some(T), None)
+            .status,
+        200
+    );
+    for denied in [
+        "/v1/secrets/acme/tasks/",
+        "/v1/secrets/acme/tasks/t-4/",
+        "/v1/secrets/",
+        "/v1/secrets/acme/",
+    ] {
         assert_eq!(b.req("GET", denied, Some(T), None).status, 403, "{denied}");
     }
     // Platform listing of t-4 does not include t-42 or t-420.
@@ -95,8 +117,15 @@ fn task_reads_only_inside_its_scope() {
 
     // Tasks never write or delete, even in scope.
     assert_eq!(b.put("acme/tasks/t-42/db", T, "evil").status, 403);
-    assert_eq!(b.req("DELETE", "/v1/secrets/acme/tasks/t-42/db", Some(T), None).status, 403);
-    assert_eq!(b.get("acme/tasks/t-42/db", T).json()["value"], "v-acme/tasks/t-42/db");
+    assert_eq!(
+        b.req("DELETE", "/v1/secrets/acme/tasks/t-42/db", Some(T), None)
+            .status,
+        403
+    );
+    assert_eq!(
+        b.get("acme/tasks/t-42/db", T).json()["value"],
+        "v-acme/tasks/t-42/db"
+    );
 }
 
 #[test]
@@ -105,14 +134,25 @@ fn unknown_callers_are_401_and_audited() {
     // As root (or any uid not configured) without a token: no principal.
     let r = b.req("GET", "/v1/secrets/acme/tasks/t-42/db", None, None);
     assert_eq!((r.status, r.code()), (401, "unauthenticated".into()));
-    let r = b.req("GET", "/v1/secrets/acme/tasks/t-42/db", Some("wrong-token"), None);
+    let r = b.req(
+        "GET",
+        "/v1/secrets/acme/tasks/t-42/db",
+        Some("wrong-token"),
+        None,
+    );
     assert_eq!(r.status, 401);
-    let r = b.try_request("GET", "/v1/whoami", &[("authorization", "Basic abc")], None).unwrap();
+    let r = b
+        .try_request("GET", "/v1/whoami", &[("authorization", "Basic abc")], None)
+        .unwrap();
     assert_eq!(r.status, 401);
     let audit = b.audit_lines();
     let unauth: Vec<_> = audit.iter().filter(|l| l["status"] == 401).collect();
     assert_eq!(unauth.len(), 3);
-    assert!(unauth.iter().all(|l| l["principal"].is_null() && l["decision"].is_null()));
+    assert!(
+        unauth
+            .iter()
+            .all(|l| l["principal"].is_null() && l["decision"].is_null())
+    );
 }
 
 #[test]
@@ -125,7 +165,10 @@ fn whoami_health_ready() {
     assert_eq!(v["type"], "Task");
     assert_eq!(v["scope"], "acme/tasks/t-42");
     let v = b.req("GET", "/v1/whoami", Some(P), None).json();
-    assert_eq!((v["type"].as_str(), v["roles"][0].as_str()), (Some("Component"), Some("platform")));
+    assert_eq!(
+        (v["type"].as_str(), v["roles"][0].as_str()),
+        (Some("Component"), Some("platform"))
+    );
     assert_eq!(b.req("GET", "/healthz", None, None).status, 200);
     assert_eq!(b.req("GET", "/readyz", None, None).status, 200);
 }
@@ -140,22 +183,48 @@ fn versions_binary_octet_stream_and_create_only() {
     assert_eq!(r.json()["value_base64"], "AAECA/7/");
     assert!(r.json().get("value").is_none());
     let raw = b
-        .try_request("GET", path, &[("authorization", &format!("Bearer {T}")), ("accept", "application/octet-stream")], None)
+        .try_request(
+            "GET",
+            path,
+            &[
+                ("authorization", &format!("Bearer {T}")),
+                ("accept", "application/octet-stream"),
+            ],
+            None,
+        )
         .unwrap();
     assert_eq!(raw.status, 200);
     assert_eq!(raw.body, [0, 1, 2, 3, 0xfe, 0xff]);
     assert_eq!(raw.header("content-type"), Some("application/octet-stream"));
-    let list = b.req("GET", "/v1/secrets/acme/tasks/t-42/", Some(P), None).json();
+    let list = b
+        .req("GET", "/v1/secrets/acme/tasks/t-42/", Some(P), None)
+        .json();
     assert_eq!(list["secrets"][0]["labels"]["team"], "core");
 
     let auth = format!("Bearer {P}");
-    let h = [("authorization", auth.as_str()), ("content-type", "application/json"), ("if-none-match", "*")];
-    let r = b.try_request("PUT", path, &h, Some(br#"{"value":"again"}"#)).unwrap();
+    let h = [
+        ("authorization", auth.as_str()),
+        ("content-type", "application/json"),
+        ("if-none-match", "*"),
+    ];
+    let r = b
+        .try_request("PUT", path, &h, Some(br#"{"value":"again"}"#))
+        .unwrap();
     assert_eq!((r.status, r.code()), (412, "precondition_failed".into()));
-    let r = b.try_request("PUT", "/v1/secrets/acme/tasks/t-42/fresh", &h, Some(br#"{"value":"new"}"#)).unwrap();
+    let r = b
+        .try_request(
+            "PUT",
+            "/v1/secrets/acme/tasks/t-42/fresh",
+            &h,
+            Some(br#"{"value":"new"}"#),
+        )
+        .unwrap();
     assert_eq!(r.status, 201);
     for n in 2..=5 {
-        assert_eq!(b.req("PUT", path, Some(P), Some(r#"{"value":"v"}"#)).json()["version"], n);
+        assert_eq!(
+            b.req("PUT", path, Some(P), Some(r#"{"value":"v"}"#)).json()["version"],
+            n
+        );
     }
     assert_eq!(b.get("acme/tasks/t-42/bin", T).json()["version"], 5);
 }
@@ -166,36 +235,170 @@ fn every_bad_input_gets_its_status_and_code() {
     let auth = format!("Bearer {P}");
     let a = auth.as_str();
     let json = ("content-type", "application/json");
-    let cases: Vec<(&str, &str, Vec<(&str, &str)>, Option<&[u8]>, u16, &str)> = vec![
-        ("GET", "/v1/secrets/a/../b", vec![("authorization", a)], None, 400, "invalid_path"),
-        ("GET", "/v1/secrets/a/%2e%2e/b", vec![("authorization", a)], None, 400, "invalid_path"),
-        ("GET", "/v1/secrets/a%2Fb/c", vec![("authorization", a)], None, 400, "invalid_path"),
-        ("GET", "/v1/secrets//a/b", vec![("authorization", a)], None, 400, "invalid_path"),
-        ("GET", "/v1/secrets/a/./b", vec![("authorization", a)], None, 400, "invalid_path"),
-        ("GET", "/v1/secrets/onlyname", vec![("authorization", a)], None, 400, "invalid_path"),
-        ("GET", "/v1/secrets/a/b%00", vec![("authorization", a)], None, 400, "invalid_path"),
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        Vec<(&'a str, &'a str)>,
+        Option<&'a [u8]>,
+        u16,
+        &'a str,
+    );
+    let cases: Vec<Case<'_>> = vec![
+        (
+            "GET",
+            "/v1/secrets/a/../b",
+            vec![("authorization", a)],
+            None,
+            400,
+            "invalid_path",
+        ),
+        (
+            "GET",
+            "/v1/secrets/a/%2e%2e/b",
+            vec![("authorization", a)],
+            None,
+            400,
+            "invalid_path",
+        ),
+        (
+            "GET",
+            "/v1/secrets/a%2Fb/c",
+            vec![("authorization", a)],
+            None,
+            400,
+            "invalid_path",
+        ),
+        (
+            "GET",
+            "/v1/secrets//a/b",
+            vec![("authorization", a)],
+            None,
+            400,
+            "invalid_path",
+        ),
+        (
+            "GET",
+            "/v1/secrets/a/./b",
+            vec![("authorization", a)],
+            None,
+            400,
+            "invalid_path",
+        ),
+        (
+            "GET",
+            "/v1/secrets/onlyname",
+            vec![("authorization", a)],
+            None,
+            400,
+            "invalid_path",
+        ),
+        (
+            "GET",
+            "/v1/secrets/a/b%00",
+            vec![("authorization", a)],
+            None,
+            400,
+            "invalid_path",
+        ),
         // invalid_path comes before authentication.
-        ("GET", "/v1/secrets/a/../b", vec![], None, 400, "invalid_path"),
-        ("PUT", "/v1/secrets/a/b", vec![("authorization", a), json], Some(b"{}"), 400, "invalid_body"),
-        ("PUT", "/v1/secrets/a/b", vec![("authorization", a), json], Some(br#"{"value":"x","value_base64":"eA=="}"#), 400, "invalid_body"),
-        ("PUT", "/v1/secrets/a/b", vec![("authorization", a), json], Some(br#"{"value":"x","bogus":1}"#), 400, "invalid_body"),
-        ("PUT", "/v1/secrets/a/b", vec![("authorization", a), json], Some(br#"{"value_base64":"!!"}"#), 400, "invalid_body"),
-        ("PUT", "/v1/secrets/a/b", vec![("authorization", a), json], Some(b"not json"), 400, "invalid_body"),
-        ("PUT", "/v1/secrets/a/b", vec![("authorization", a), ("content-type", "text/plain")], Some(br#"{"value":"x"}"#), 415, "unsupported_media_type"),
-        ("PUT", "/v1/secrets/a/b", vec![("authorization", a), json], None, 411, "length_required"),
-        ("POST", "/v1/secrets/a/b", vec![("authorization", a)], None, 405, "method_not_allowed"),
-        ("DELETE", "/v1/secrets/a/", vec![("authorization", a)], None, 405, "method_not_allowed"),
+        (
+            "GET",
+            "/v1/secrets/a/../b",
+            vec![],
+            None,
+            400,
+            "invalid_path",
+        ),
+        (
+            "PUT",
+            "/v1/secrets/a/b",
+            vec![("authorization", a), json],
+            Some(b"{}"),
+            400,
+            "invalid_body",
+        ),
+        (
+            "PUT",
+            "/v1/secrets/a/b",
+            vec![("authorization", a), json],
+            Some(br#"{"value":"x","value_base64":"eA=="}"#),
+            400,
+            "invalid_body",
+        ),
+        (
+            "PUT",
+            "/v1/secrets/a/b",
+            vec![("authorization", a), json],
+            Some(br#"{"value":"x","bogus":1}"#),
+            400,
+            "invalid_body",
+        ),
+        (
+            "PUT",
+            "/v1/secrets/a/b",
+            vec![("authorization", a), json],
+            Some(br#"{"value_base64":"!!"}"#),
+            400,
+            "invalid_body",
+        ),
+        (
+            "PUT",
+            "/v1/secrets/a/b",
+            vec![("authorization", a), json],
+            Some(b"not json"),
+            400,
+            "invalid_body",
+        ),
+        (
+            "PUT",
+            "/v1/secrets/a/b",
+            vec![("authorization", a), ("content-type", "text/plain")],
+            Some(br#"{"value":"x"}"#),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "PUT",
+            "/v1/secrets/a/b",
+            vec![("authorization", a), json],
+            None,
+            411,
+            "length_required",
+        ),
+        (
+            "POST",
+            "/v1/secrets/a/b",
+            vec![("authorization", a)],
+            None,
+            405,
+            "method_not_allowed",
+        ),
+        (
+            "DELETE",
+            "/v1/secrets/a/",
+            vec![("authorization", a)],
+            None,
+            405,
+            "method_not_allowed",
+        ),
         ("GET", "/v2/nothing", vec![], None, 404, "not_found"),
     ];
     for (method, path, headers, body, status, code) in cases {
         let r = b.try_request(method, path, &headers, body).unwrap();
-        assert_eq!((r.status, r.code()), (status, code.to_owned()), "{method} {path} -> {}", r.text());
+        assert_eq!(
+            (r.status, r.code()),
+            (status, code.to_owned()),
+            "{method} {path} -> {}",
+            r.text()
+        );
         let e = &r.json()["error"];
         assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()));
         assert!(e["request_id"].as_str().is_some_and(|m| !m.is_empty()));
     }
     // 405 says what is allowed.
-    let r = b.try_request("POST", "/v1/secrets/a/b", &[("authorization", a)], None).unwrap();
+    let r = b
+        .try_request("POST", "/v1/secrets/a/b", &[("authorization", a)], None)
+        .unwrap();
     assert_eq!(r.header("allow"), Some("GET, PUT, DELETE"));
 
     // 413 from the declared length, before the body is read.
@@ -209,7 +412,10 @@ fn every_bad_input_gets_its_status_and_code() {
     assert_eq!((r.status, r.code()), (413, "too_large".into()));
     // Exactly 64 KiB is fine.
     let max = serde_json::json!({ "value": "x".repeat(64 * 1024) }).to_string();
-    assert_eq!(b.req("PUT", "/v1/secrets/a/b", Some(P), Some(&max)).status, 201);
+    assert_eq!(
+        b.req("PUT", "/v1/secrets/a/b", Some(P), Some(&max)).status,
+        201
+    );
     // 413 for a chunked body that grows past the limit while being read.
     let mut chunked = format!("PUT /v1/secrets/a/c HTTP/1.1\r\nhost: x\r\nauthorization: {a}\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n").into_bytes();
     for _ in 0..20 {
@@ -226,7 +432,10 @@ fn every_bad_input_gets_its_status_and_code() {
 
 #[test]
 fn survives_garbage_and_a_connection_flood() {
-    let b = Broker::start(&format!("{}\n[limits]\nmax_connections = 8\n", default_principals()));
+    let b = Broker::start(&format!(
+        "{}\n[limits]\nmax_connections = 8\n",
+        default_principals()
+    ));
     for garbage in [
         &b"\x00\x01\x02\xff\xfe garbage\r\n\r\n"[..],
         b"GET / HTTP/9.9\r\n\r\n",
@@ -238,7 +447,9 @@ fn survives_garbage_and_a_connection_flood() {
         assert_eq!(b.req("GET", "/healthz", None, None).status, 200);
     }
     // Hold more idle connections than the cap: extra ones get 429 and close.
-    let held: Vec<_> = (0..8).map(|_| std::os::unix::net::UnixStream::connect(&b.socket).unwrap()).collect();
+    let held: Vec<_> = (0..8)
+        .map(|_| std::os::unix::net::UnixStream::connect(&b.socket).unwrap())
+        .collect();
     std::thread::sleep(std::time::Duration::from_millis(200));
     let r = b.try_request("GET", "/healthz", &[], None).unwrap();
     assert_eq!((r.status, r.code()), (429, "overloaded".into()));
@@ -252,7 +463,8 @@ fn survives_garbage_and_a_connection_flood() {
             std::thread::spawn(move || {
                 use std::io::{Read, Write};
                 let mut s = std::os::unix::net::UnixStream::connect(sock).unwrap();
-                s.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").unwrap();
+                s.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+                    .unwrap();
                 let mut out = Vec::new();
                 s.read_to_end(&mut out).unwrap();
                 common::parse_response(&out).status
@@ -264,18 +476,31 @@ fn survives_garbage_and_a_connection_flood() {
     }
     assert_eq!(b.req("GET", "/healthz", None, None).status, 200);
     let audit = b.audit_lines();
-    assert!(audit.iter().any(|l| l["status"] == 400 && l["action"].is_null()), "malformed requests are audited");
+    assert!(
+        audit
+            .iter()
+            .any(|l| l["status"] == 400 && l["action"].is_null()),
+        "malformed requests are audited"
+    );
 }
 
 #[test]
 fn peer_credentials_identify_callers() {
     if !common::is_root() {
-        eprintln!("SKIP peer_credentials_identify_callers: needs root to run clients under other uids");
+        eprintln!(
+            "SKIP peer_credentials_identify_callers: needs root to run clients under other uids"
+        );
         return;
     }
     let b = broker();
     // uid 2001 is the platform by peer credentials.
-    let (s, _) = b.curl_as(2001, 2001, "PUT", "/v1/secrets/acme/tasks/t-42/db", Some(r#"{"value":"by-uid"}"#));
+    let (s, _) = b.curl_as(
+        2001,
+        2001,
+        "PUT",
+        "/v1/secrets/acme/tasks/t-42/db",
+        Some(r#"{"value":"by-uid"}"#),
+    );
     assert_eq!(s, 201);
     let (s, body) = b.curl_as(2001, 2001, "GET", "/v1/secrets/acme/tasks/t-42/db", None);
     assert_eq!(s, 403);
@@ -294,6 +519,12 @@ fn peer_credentials_identify_callers() {
     assert_eq!(s, 401);
     // The audit line carries the peer uid.
     let audit = b.audit_lines();
-    assert!(audit.iter().any(|l| l["peer"]["uid"] == 2000 && l["principal"] == "task-uid" && l["decision"] == "allow"));
-    assert!(audit.iter().any(|l| l["peer"]["uid"] == 2001 && l["decision"] == "deny" && l["action"] == "read"));
+    assert!(audit.iter().any(|l| l["peer"]["uid"] == 2000
+        && l["principal"] == "task-uid"
+        && l["decision"] == "allow"));
+    assert!(
+        audit
+            .iter()
+            .any(|l| l["peer"]["uid"] == 2001 && l["decision"] == "deny" && l["action"] == "read")
+    );
 }

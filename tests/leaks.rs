@@ -1,5 +1,6 @@
 //! Leak tests: a canary value and a canary token never appear in audit
 //! lines, operational logs, error bodies or the store file.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "common/broker.rs"]
 mod common;
@@ -11,15 +12,15 @@ fn canary_value_and_token_never_leak() {
     let b = Broker::start(&default_principals());
     let value = "VALUE-CANARY-9d8c7b6a";
     let bad_token = "TOKEN-CANARY-1a2b3c4d";
-    let mut bodies = Vec::new();
-
-    // Happy paths.
-    bodies.push(b.put("acme/tasks/t-42/c", P, value).text());
-    bodies.push(b.req("GET", "/v1/secrets/acme/", Some(P), None).text());
-    // Denied read by the platform, wrong tokens, malformed bodies that carry the value.
-    bodies.push(b.get("acme/tasks/t-42/c", P).text());
-    bodies.push(b.get("acme/tasks/t-42/c", bad_token).text());
-    bodies.push(b.req("GET", "/v1/whoami", Some(bad_token), None).text());
+    // Happy paths; a denied read by the platform; wrong tokens.
+    let mut bodies = vec![
+        b.put("acme/tasks/t-42/c", P, value).text(),
+        b.req("GET", "/v1/secrets/acme/", Some(P), None).text(),
+        b.get("acme/tasks/t-42/c", P).text(),
+        b.get("acme/tasks/t-42/c", bad_token).text(),
+        b.req("GET", "/v1/whoami", Some(bad_token), None).text(),
+    ];
+    // Malformed bodies that carry the value.
     for body in [
         format!(r#"{{"value":"{value}","value_base64":"{value}"}}"#),
         format!(r#"{{"value_base64":"{value}"}}"#),
@@ -28,10 +29,21 @@ fn canary_value_and_token_never_leak() {
         format!(r#"{{"value":"{value}""#),
         format!(r#"{{"value":"{value}","labels":{{"k":["{value}"]}}}}"#),
     ] {
-        bodies.push(b.req("PUT", "/v1/secrets/acme/tasks/t-42/c", Some(P), Some(&body)).text());
+        bodies.push(
+            b.req("PUT", "/v1/secrets/acme/tasks/t-42/c", Some(P), Some(&body))
+                .text(),
+        );
     }
     let r = b
-        .try_request("PUT", "/v1/secrets/acme/tasks/t-42/c", &[("authorization", &format!("Bearer {P}")), ("content-type", value)], Some(value.as_bytes()))
+        .try_request(
+            "PUT",
+            "/v1/secrets/acme/tasks/t-42/c",
+            &[
+                ("authorization", &format!("Bearer {P}")),
+                ("content-type", value),
+            ],
+            Some(value.as_bytes()),
+        )
         .unwrap();
     bodies.push(r.text());
     // Reading it (allowed) does carry the value, in the response only.
@@ -39,14 +51,30 @@ fn canary_value_and_token_never_leak() {
 
     for body in &bodies {
         assert!(!body.contains(value), "value in error body: {body}");
-        assert!(!body.contains(bad_token) && !body.contains(P), "token in body: {body}");
+        assert!(
+            !body.contains(bad_token) && !body.contains(P),
+            "token in body: {body}"
+        );
     }
     let audit = std::fs::read_to_string(&b.audit).unwrap();
     assert!(!audit.is_empty());
-    assert!(!audit.contains(value) && !audit.contains(bad_token) && !audit.contains(P) && !audit.contains(T));
+    assert!(
+        !audit.contains(value)
+            && !audit.contains(bad_token)
+            && !audit.contains(P)
+            && !audit.contains(T)
+    );
     let logs = b.stderr_text();
-    assert!(!logs.contains(value) && !logs.contains(bad_token) && !logs.contains(P) && !logs.contains(T));
-    assert!(!logs.contains(&common::sha256_hex(P)), "token digest in logs");
+    assert!(
+        !logs.contains(value)
+            && !logs.contains(bad_token)
+            && !logs.contains(P)
+            && !logs.contains(T)
+    );
+    assert!(
+        !logs.contains(&common::sha256_hex(P)),
+        "token digest in logs"
+    );
 }
 
 #[test]
@@ -65,15 +93,47 @@ fn one_audit_line_per_request_with_contract_keys() {
     let audit = b.audit_lines();
     let tail = &audit[audit.len() - n..];
     for line in tail {
-        for key in ["ts", "request_id", "principal", "peer", "action", "path", "decision", "policies", "status", "latency_us"] {
+        for key in [
+            "ts",
+            "request_id",
+            "principal",
+            "peer",
+            "action",
+            "path",
+            "decision",
+            "policies",
+            "status",
+            "latency_us",
+        ] {
             assert!(line.get(key).is_some(), "missing {key} in {line}");
         }
     }
-    let ids: std::collections::HashSet<_> = audit.iter().map(|l| l["request_id"].as_str().unwrap().to_owned()).collect();
+    let ids: std::collections::HashSet<_> = audit
+        .iter()
+        .map(|l| l["request_id"].as_str().unwrap().to_owned())
+        .collect();
     assert_eq!(ids.len(), audit.len(), "request ids are unique");
-    assert_eq!(tail.iter().filter(|l| l["action"] == "write" && l["decision"] == "allow").count(), 5);
-    assert_eq!(tail.iter().filter(|l| l["action"] == "read" && l["decision"] == "deny").count(), 5);
-    assert_eq!(tail.iter().filter(|l| l["status"] == 400 && l["decision"].is_null()).count(), 5);
+    assert_eq!(
+        tail.iter()
+            .filter(|l| l["action"] == "write" && l["decision"] == "allow")
+            .count(),
+        5
+    );
+    assert_eq!(
+        tail.iter()
+            .filter(|l| l["action"] == "read" && l["decision"] == "deny")
+            .count(),
+        5
+    );
+    assert_eq!(
+        tail.iter()
+            .filter(|l| l["status"] == 400 && l["decision"].is_null())
+            .count(),
+        5
+    );
     let deny = tail.iter().find(|l| l["decision"] == "deny").unwrap();
-    assert!(!deny["policies"].as_array().unwrap().is_empty(), "a deny names the forbid that decided");
+    assert!(
+        !deny["policies"].as_array().unwrap().is_empty(),
+        "a deny names the forbid that decided"
+    );
 }

@@ -1,6 +1,7 @@
 //! Process lifecycle against the real binary: socket creation and cleanup,
 //! signals (drain, reload), crash safety under `kill -9`, and the store file
 //! never holding a plaintext value.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "common/broker.rs"]
 mod common;
@@ -26,7 +27,9 @@ fn default_mode_is_0660_and_group_applies() {
     let mut b = Broker::start(&default_principals());
     b.signal("INT");
     assert_eq!(b.wait_exit(Duration::from_secs(15)), Some(0));
-    let text = std::fs::read_to_string(&b.config).unwrap().replace("mode = \"0666\"", "group = 0");
+    let text = std::fs::read_to_string(&b.config)
+        .unwrap()
+        .replace("mode = \"0666\"", "group = 0");
     std::fs::write(&b.config, text).unwrap();
     b.spawn();
     let mode = std::fs::metadata(&b.socket).unwrap().permissions().mode() & 0o777;
@@ -44,7 +47,11 @@ fn refuses_a_live_socket_and_replaces_a_stale_one() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("already serving"));
-    assert_eq!(b.req("GET", "/healthz", None, None).status, 200, "first broker unharmed");
+    assert_eq!(
+        b.req("GET", "/healthz", None, None).status,
+        200,
+        "first broker unharmed"
+    );
 
     // After kill -9 the socket file is stale; a restart replaces it.
     b.kill9();
@@ -69,7 +76,10 @@ fn refuses_a_live_socket_and_replaces_a_stale_one() {
 #[test]
 fn sigterm_drains_an_in_flight_request() {
     use std::io::{Read, Write};
-    let mut b = Broker::start(&format!("{}\n[limits]\nbody_timeout = \"10s\"\n", default_principals()));
+    let mut b = Broker::start(&format!(
+        "{}\n[limits]\nbody_timeout = \"10s\"\n",
+        default_principals()
+    ));
     // Start a PUT whose body is still arriving when SIGTERM lands.
     let mut s = std::os::unix::net::UnixStream::connect(&b.socket).unwrap();
     let body = br#"{"value":"drained"}"#;
@@ -100,11 +110,19 @@ fn sighup_reloads_good_policies_and_keeps_the_last_good_set() {
     assert_eq!(b.get("acme/tasks/t-42/db", T).status, 200);
     let pdir = b.dir.path().join("policies");
     // A broken policy file: refused, old set stays.
-    std::fs::write(pdir.join("zz-broken.cedar"), "permit(principal, action, resource) when { nonsense").unwrap();
+    std::fs::write(
+        pdir.join("zz-broken.cedar"),
+        "permit(principal, action, resource) when { nonsense",
+    )
+    .unwrap();
     b.signal("HUP");
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(b.get("acme/tasks/t-42/db", T).status, 200);
-    assert!(b.stderr_text().contains("zz-broken.cedar"), "error names the file: {}", b.stderr_text());
+    assert!(
+        b.stderr_text().contains("zz-broken.cedar"),
+        "error names the file: {}",
+        b.stderr_text()
+    );
     // A valid change: forbid tasks from reading `db`.
     std::fs::remove_file(pdir.join("zz-broken.cedar")).unwrap();
     std::fs::write(
@@ -123,14 +141,24 @@ fn sighup_reloads_good_policies_and_keeps_the_last_good_set() {
     assert_eq!(reloads[1]["status"], 200);
     let denied = audit.iter().rev().find(|l| l["action"] == "read").unwrap();
     assert_eq!(denied["decision"], "deny");
-    assert!(denied["policies"].as_array().unwrap().iter().any(|p| p == "no-db"));
+    assert!(
+        denied["policies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p == "no-db")
+    );
 }
 
 #[test]
 fn a_bad_policy_set_refuses_to_start_with_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
     let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
-    std::fs::copy(src.join("schema.cedarschema"), dir.path().join("schema.cedarschema")).unwrap();
+    std::fs::copy(
+        src.join("schema.cedarschema"),
+        dir.path().join("schema.cedarschema"),
+    )
+    .unwrap();
     std::fs::write(
         dir.path().join("bad.cedar"),
         "permit(principal, action, resource);\npermit(principal, action == SecretBroker::Action::\"read\", resource) when { resource.nope == 1 };\n",
@@ -162,11 +190,19 @@ fn bad_config_exits_64_with_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("c.toml");
     std::fs::write(&p, "[listen]\nsokcet = \"x\"\n").unwrap();
-    let out = std::process::Command::new(common::BIN).args(["serve", "--config"]).arg(&p).output().unwrap();
+    let out = std::process::Command::new(common::BIN)
+        .args(["serve", "--config"])
+        .arg(&p)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("sokcet"));
     let missing = dir.path().join("missing.toml");
-    let out = std::process::Command::new(common::BIN).args(["serve", "--config"]).arg(&missing).output().unwrap();
+    let out = std::process::Command::new(common::BIN)
+        .args(["serve", "--config"])
+        .arg(&missing)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(64));
 }
 
@@ -182,12 +218,15 @@ fn kill9_loses_no_acknowledged_write_and_store_has_no_plaintext() {
             let mut ok = Vec::new();
             for i in 0..400 {
                 let path = format!("acme/tasks/t-42/k{round}-{}", i % 7);
-                let body = serde_json::json!({ "value": format!("{canary}-{round}-{i}") }).to_string();
+                let body =
+                    serde_json::json!({ "value": format!("{canary}-{round}-{i}") }).to_string();
                 let req = format!(
                     "PUT /v1/secrets/{path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {P}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                     body.len()
                 );
-                let Ok(mut s) = std::os::unix::net::UnixStream::connect(&sock) else { break };
+                let Ok(mut s) = std::os::unix::net::UnixStream::connect(&sock) else {
+                    break;
+                };
                 use std::io::{Read, Write};
                 if s.write_all(req.as_bytes()).is_err() {
                     break;
@@ -200,7 +239,11 @@ fn kill9_loses_no_acknowledged_write_and_store_has_no_plaintext() {
                 if r.status >= 300 {
                     break;
                 }
-                ok.push((path, r.json()["version"].as_u64().unwrap(), format!("{canary}-{round}-{i}")));
+                ok.push((
+                    path,
+                    r.json()["version"].as_u64().unwrap(),
+                    format!("{canary}-{round}-{i}"),
+                ));
             }
             ok
         });
@@ -219,7 +262,10 @@ fn kill9_loses_no_acknowledged_write_and_store_has_no_plaintext() {
         let r = b.get(path, T);
         assert_eq!(r.status, 200, "{path}");
         let v = r.json();
-        assert!(v["version"].as_u64().unwrap() >= *version, "{path}: lost version {version}");
+        assert!(
+            v["version"].as_u64().unwrap() >= *version,
+            "{path}: lost version {version}"
+        );
         if v["version"].as_u64().unwrap() == *version {
             assert_eq!(v["value"].as_str().unwrap(), value);
         }
@@ -227,6 +273,9 @@ fn kill9_loses_no_acknowledged_write_and_store_has_no_plaintext() {
     // The store file never holds a plaintext value.
     b.kill9();
     let db = std::fs::read(b.dir.path().join("store.redb")).unwrap();
-    assert!(db.len() > 0);
-    assert!(!db.windows(canary.len()).any(|w| w == canary.as_bytes()), "plaintext in store file");
+    assert!(!db.is_empty());
+    assert!(
+        !db.windows(canary.len()).any(|w| w == canary.as_bytes()),
+        "plaintext in store file"
+    );
 }

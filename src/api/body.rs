@@ -12,8 +12,8 @@ use base64::engine::general_purpose::STANDARD as B64;
 use bytes::Buf;
 use http::HeaderMap;
 use http_body_util::BodyExt as _;
-use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
 use zeroize::Zeroizing;
 
 use super::error::ApiError;
@@ -74,10 +74,11 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
     if mime.eq_ignore_ascii_case("application/json") {
         Ok(())
     } else {
-        Err(ApiError::UnsupportedMediaType(format!(
-            "content type `{}` is not supported; send `application/json`",
-            super::printable(mime, 64)
-        )))
+        // SECURITY: the header is not echoed; a misdirected value must not
+        // come back in an error body.
+        Err(ApiError::UnsupportedMediaType(
+            "this content type is not supported; send `application/json`".into(),
+        ))
     }
 }
 
@@ -109,7 +110,8 @@ pub async fn read_body(
     let collect = async {
         let mut body = body;
         while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| ApiError::InvalidBody(format!("cannot read body: {e}")))?;
+            let frame =
+                frame.map_err(|e| ApiError::InvalidBody(format!("cannot read body: {e}")))?;
             if let Ok(data) = frame.into_data() {
                 if buf.len() + data.len() > buf.capacity().min(max_bytes) {
                     return Err(too_large());
@@ -196,7 +198,9 @@ const MAX_LABELS: usize = 64;
 
 fn check_labels(labels: &Labels) -> Result<(), ApiError> {
     if labels.len() > MAX_LABELS {
-        return Err(ApiError::InvalidBody(format!("more than {MAX_LABELS} labels")));
+        return Err(ApiError::InvalidBody(format!(
+            "more than {MAX_LABELS} labels"
+        )));
     }
     for (k, v) in labels {
         let key_ok = !k.is_empty()
@@ -300,7 +304,10 @@ pub fn secret_json(path: &str, version: u64, value: &SecretBytes) -> Zeroizing<V
     let version = version.to_string();
     let (key, text_len) = match std::str::from_utf8(bytes) {
         Ok(s) => ("value", escaped_len(s)),
-        Err(_) => ("value_base64", base64::encoded_len(bytes.len(), true).unwrap_or(0)),
+        Err(_) => (
+            "value_base64",
+            base64::encoded_len(bytes.len(), true).unwrap_or(0),
+        ),
     };
     let cap = 32 + escaped_len(path) + version.len() + key.len() + text_len;
     // INVARIANT: `cap` bounds everything pushed below, so no reallocation.
@@ -325,7 +332,10 @@ pub fn put_json(value: &SecretBytes, labels: &Labels) -> Zeroizing<Vec<u8>> {
     let labels = serde_json::to_vec(labels).unwrap_or_else(|_| b"{}".to_vec());
     let (key, text_len) = match std::str::from_utf8(bytes) {
         Ok(s) => ("value", escaped_len(s)),
-        Err(_) => ("value_base64", base64::encoded_len(bytes.len(), true).unwrap_or(0)),
+        Err(_) => (
+            "value_base64",
+            base64::encoded_len(bytes.len(), true).unwrap_or(0),
+        ),
     };
     let cap = 24 + key.len() + text_len + labels.len();
     // INVARIANT: `cap` bounds everything pushed below, so no reallocation.
@@ -377,7 +387,10 @@ mod tests {
             let e = parse_put(bad, 100).unwrap_err();
             assert_eq!(e.code(), "invalid_body", "{}", String::from_utf8_lossy(bad));
         }
-        assert_eq!(parse_put(br#"{"value":"abcdef"}"#, 5).unwrap_err().code(), "too_large");
+        assert_eq!(
+            parse_put(br#"{"value":"abcdef"}"#, 5).unwrap_err().code(),
+            "too_large"
+        );
     }
 
     #[test]
@@ -391,7 +404,10 @@ mod tests {
         ] {
             let e = parse_put(body, 100).unwrap_err();
             let text = format!("{e} {e:?}");
-            assert!(!text.contains("canary") && !text.contains("99887766"), "{text}");
+            assert!(
+                !text.contains("canary") && !text.contains("99887766"),
+                "{text}"
+            );
         }
     }
 

@@ -144,16 +144,54 @@ mod tests {
     fn store_kinds_map_to_contract_codes() {
         let s = "embedded";
         let cases = [
-            (StoreError::NotFound { store: s, path: "a/b".into() }, 404, "not_found"),
-            (StoreError::Exists { store: s, path: "a/b".into() }, 412, "precondition_failed"),
-            (StoreError::Unavailable { store: s, detail: "x".into() }, 503, "unavailable"),
             (
-                StoreError::Timeout { store: s, after: std::time::Duration::from_secs(5) },
+                StoreError::NotFound {
+                    store: s,
+                    path: "a/b".into(),
+                },
+                404,
+                "not_found",
+            ),
+            (
+                StoreError::Exists {
+                    store: s,
+                    path: "a/b".into(),
+                },
+                412,
+                "precondition_failed",
+            ),
+            (
+                StoreError::Unavailable {
+                    store: s,
+                    detail: "x".into(),
+                },
+                503,
+                "unavailable",
+            ),
+            (
+                StoreError::Timeout {
+                    store: s,
+                    after: std::time::Duration::from_secs(5),
+                },
                 504,
                 "backend_timeout",
             ),
-            (StoreError::Denied { store: s, detail: "x".into() }, 502, "backend_error"),
-            (StoreError::Backend { store: s, detail: "x".into() }, 502, "backend_error"),
+            (
+                StoreError::Denied {
+                    store: s,
+                    detail: "x".into(),
+                },
+                502,
+                "backend_error",
+            ),
+            (
+                StoreError::Backend {
+                    store: s,
+                    detail: "x".into(),
+                },
+                502,
+                "backend_error",
+            ),
         ];
         for (err, status, code) in cases {
             let api = ApiError::from(err);

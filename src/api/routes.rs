@@ -69,7 +69,10 @@ mod tests {
     #[test]
     fn routes() {
         assert_eq!(Route::parse("/healthz").unwrap(), Route::Healthz);
-        assert_eq!(Route::parse("/v1/secrets/").unwrap(), Route::List(ScopePath::root()));
+        assert_eq!(
+            Route::parse("/v1/secrets/").unwrap(),
+            Route::List(ScopePath::root())
+        );
         assert_eq!(
             Route::parse("/v1/secrets/acme/t-42/").unwrap(),
             Route::List(ScopePath::parse("acme/t-42").unwrap())
@@ -89,7 +92,11 @@ mod tests {
             "/v1/secrets/a/b//",
             "/v1/secrets/./a",
         ] {
-            assert_eq!(Route::parse(bad).unwrap_err().code(), "invalid_path", "{bad}");
+            assert_eq!(
+                Route::parse(bad).unwrap_err().code(),
+                "invalid_path",
+                "{bad}"
+            );
         }
     }
 }

@@ -29,7 +29,9 @@ pub enum ClientError {
         request_id: String,
     },
     /// The socket could not be reached.
-    #[error("cannot reach the broker at `{socket}`: {source} (is it running? set --socket or $SECRET_BROKER_SOCKET)")]
+    #[error(
+        "cannot reach the broker at `{socket}`: {source} (is it running? set --socket or $SECRET_BROKER_SOCKET)"
+    )]
     Connect {
         /// The socket path.
         socket: PathBuf,

@@ -27,7 +27,12 @@ pub async fn run(args: GetArgs) -> Result<(), ClientError> {
         return write_stdout(&reply.body);
     }
     let reply = client
-        .send(Method::GET, &path, None, &[("accept", "application/octet-stream")])
+        .send(
+            Method::GET,
+            &path,
+            None,
+            &[("accept", "application/octet-stream")],
+        )
         .await?;
     write_stdout(&reply.body)?;
     if std::io::stdout().is_terminal() {

@@ -32,7 +32,11 @@ pub async fn run(args: LsArgs) -> Result<(), ClientError> {
     }
     let v = reply.json()?;
     let mut out = String::new();
-    for s in v["secrets"].as_array().map(Vec::as_slice).unwrap_or_default() {
+    for s in v["secrets"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
         let labels: Vec<String> = s["labels"]
             .as_object()
             .map(|m| {

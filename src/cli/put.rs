@@ -89,6 +89,10 @@ pub async fn run(args: PutArgs) -> Result<(), ClientError> {
         return write_stdout(&reply.body);
     }
     let v = reply.json()?;
-    let what = if reply.status == 201 { "created" } else { "new version" };
+    let what = if reply.status == 201 {
+        "created"
+    } else {
+        "new version"
+    };
     write_stdout(format!("wrote {} version {} ({what})\n", args.path, v["version"]).as_bytes())
 }

@@ -118,10 +118,11 @@ async fn start(config: Config, dev: Option<&super::dev::DevEnv>) -> Result<(), S
     init_tracing(&config.log);
     crate::hardening::disable_core_dumps().map_err(StartError::Hardening)?;
     let authz = Arc::new(Authorizer::load_dir(&config.policy_dir)?);
+    // Bind before opening the store, so a second broker on the same config
+    // is told the socket is served rather than that the store is locked.
+    let (listener, guard) = server::bind(&config.listen)?;
     let store: Arc<dyn Store> = match &config.store {
-        StoreConfig::Embedded { path, key_file } => {
-            Arc::new(EmbeddedStore::open(path, key_file)?)
-        }
+        StoreConfig::Embedded { path, key_file } => Arc::new(EmbeddedStore::open(path, key_file)?),
     };
     let cache = Arc::new(CachedStore::new(
         store,
@@ -136,7 +137,6 @@ async fn start(config: Config, dev: Option<&super::dev::DevEnv>) -> Result<(), S
         audit,
         config.limits,
     ));
-    let (listener, guard) = server::bind(&config.listen)?;
     tracing::info!(
         socket = %guard.path().display(),
         store = state.broker.backend(),

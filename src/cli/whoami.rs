@@ -30,7 +30,11 @@ pub async fn run(args: WhoamiArgs) -> Result<(), ClientError> {
         v["principal"].as_str().unwrap_or("?"),
         v["type"].as_str().unwrap_or("?"),
         v["scope"].as_str().unwrap_or("-"),
-        if roles.is_empty() { "-".to_owned() } else { roles.join(", ") },
+        if roles.is_empty() {
+            "-".to_owned()
+        } else {
+            roles.join(", ")
+        },
     );
     write_stdout(text.as_bytes())
 }

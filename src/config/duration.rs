@@ -20,7 +20,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "s" => n.checked_mul(1000),
         "m" => n.checked_mul(60_000),
         "h" => n.checked_mul(3_600_000),
-        _ => return Err(format!("`{s}` has unknown unit `{unit}`; use ms, s, m or h")),
+        _ => {
+            return Err(format!(
+                "`{s}` has unknown unit `{unit}`; use ms, s, m or h"
+            ));
+        }
     };
     ms.map(Duration::from_millis)
         .ok_or_else(|| format!("`{s}` is too long"))

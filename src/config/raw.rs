@@ -178,9 +178,9 @@ impl RawListen {
         }
         let group = match self.group {
             None => None,
-            Some(toml::Value::Integer(g)) => Some(
-                u32::try_from(g).map_err(|_| invalid("listen.group", "gid out of range"))?,
-            ),
+            Some(toml::Value::Integer(g)) => {
+                Some(u32::try_from(g).map_err(|_| invalid("listen.group", "gid out of range"))?)
+            }
             Some(toml::Value::String(s)) => Some(resolve_group(&s)?),
             Some(_) => return Err(invalid("listen.group", "must be a group name or a gid")),
         };
@@ -258,7 +258,11 @@ impl RawLimits {
             max_value_bytes,
             max_body_bytes,
             max_header_bytes,
-            header_timeout: duration("limits.header_timeout", self.header_timeout.as_deref(), "10s")?,
+            header_timeout: duration(
+                "limits.header_timeout",
+                self.header_timeout.as_deref(),
+                "10s",
+            )?,
             body_timeout: duration("limits.body_timeout", self.body_timeout.as_deref(), "10s")?,
             drain_timeout: duration("limits.drain_timeout", self.drain_timeout.as_deref(), "10s")?,
         })

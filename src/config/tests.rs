@@ -72,8 +72,14 @@ fn bad_configs_are_refused_with_the_key() {
         ("[store]\nbackend = \"s3\"", "store.backend"),
         ("[cache]\nttl = \"5 minutes\"", "cache.ttl"),
         ("[audit]\nsink = \"syslog\"", "audit.sink"),
-        ("[[principal]]\nname = \"a\"\ntype = \"Task\"\nuid = 1", "scope"),
-        ("[[principal]]\nname = \"a\"\ntype = \"Robot\"\nuid = 1", "type"),
+        (
+            "[[principal]]\nname = \"a\"\ntype = \"Task\"\nuid = 1",
+            "scope",
+        ),
+        (
+            "[[principal]]\nname = \"a\"\ntype = \"Robot\"\nuid = 1",
+            "type",
+        ),
         ("[[principal]]\nname = \"a\"\ntype = \"Component\"", "uid"),
         (
             "[[principal]]\nname = \"a\"\ntype = \"Task\"\nscope = \"../x\"\nuid = 1",

@@ -1,6 +1,6 @@
 //! Test harness: starts the real `secret-broker` binary with a config in a
 //! temp dir and speaks raw HTTP/1.1 to it over its Unix socket.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -73,11 +73,18 @@ pub struct Resp {
 impl Resp {
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!("status {} body not JSON ({e}): {}", self.status, String::from_utf8_lossy(&self.body))
+            panic!(
+                "status {} body not JSON ({e}): {}",
+                self.status,
+                String::from_utf8_lossy(&self.body)
+            )
         })
     }
     pub fn code(&self) -> String {
-        self.json()["error"]["code"].as_str().unwrap_or("").to_owned()
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
     }
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
@@ -93,12 +100,22 @@ impl Resp {
 impl Broker {
     /// Starts a broker with the shipped policies and `extra` appended to the config.
     pub fn start(extra: &str) -> Self {
-        Self::start_with_policies(extra, &Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"))
+        Self::start_with_policies(
+            extra,
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"),
+        )
     }
 
     pub fn start_with_policies(extra: &str, policies: &Path) -> Self {
-        let dir = tempfile::Builder::new().prefix("sb-test.").tempdir().unwrap();
-        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("sb-test.")
+            .tempdir()
+            .unwrap();
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
         let pdir = dir.path().join("policies");
         std::fs::create_dir(&pdir).unwrap();
         for e in std::fs::read_dir(policies).unwrap() {
@@ -149,7 +166,11 @@ level = "debug"
 
     /// (Re)starts the process on the same dir and waits for `/healthz`.
     pub fn spawn(&mut self) {
-        let stderr = std::fs::OpenOptions::new().create(true).append(true).open(&self.stderr).unwrap();
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.stderr)
+            .unwrap();
         let child = Command::new(BIN)
             .args(["serve", "--config"])
             .arg(&self.config)
@@ -173,7 +194,11 @@ level = "debug"
                     return;
                 }
             }
-            assert!(Instant::now() < deadline, "broker not ready: {}", self.stderr_text());
+            assert!(
+                Instant::now() < deadline,
+                "broker not ready: {}",
+                self.stderr_text()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -183,7 +208,10 @@ level = "debug"
     }
 
     pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill").args(["-s", sig, &self.pid().to_string()]).status().unwrap();
+        let ok = Command::new("kill")
+            .args(["-s", sig, &self.pid().to_string()])
+            .status()
+            .unwrap();
         assert!(ok.success());
     }
 
@@ -213,11 +241,19 @@ level = "debug"
         std::fs::read_to_string(&self.audit)
             .unwrap_or_default()
             .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad audit line {l:?}: {e}")))
+            .map(|l| {
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("bad audit line {l:?}: {e}"))
+            })
             .collect()
     }
 
-    pub fn try_request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> std::io::Result<Resp> {
+    pub fn try_request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> std::io::Result<Resp> {
         let mut raw = format!("{method} {path} HTTP/1.1\r\nhost: sb\r\nconnection: close\r\n");
         for (k, v) in headers {
             raw.push_str(&format!("{k}: {v}\r\n"));
@@ -255,12 +291,18 @@ level = "debug"
         if body.is_some() {
             headers.push(("content-type", "application/json"));
         }
-        self.try_request(method, path, &headers, body.map(str::as_bytes)).unwrap()
+        self.try_request(method, path, &headers, body.map(str::as_bytes))
+            .unwrap()
     }
 
     pub fn put(&self, path: &str, token: &str, value: &str) -> Resp {
         let body = serde_json::json!({ "value": value }).to_string();
-        self.req("PUT", &format!("/v1/secrets/{path}"), Some(token), Some(&body))
+        self.req(
+            "PUT",
+            &format!("/v1/secrets/{path}"),
+            Some(token),
+            Some(&body),
+        )
     }
 
     pub fn get(&self, path: &str, token: &str) -> Resp {
@@ -268,7 +310,14 @@ level = "debug"
     }
 
     /// Runs `curl` against the socket as another uid/gid (root only).
-    pub fn curl_as(&self, uid: u32, gid: u32, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    pub fn curl_as(
+        &self,
+        uid: u32,
+        gid: u32,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> (u16, String) {
         use std::os::unix::process::CommandExt;
         let mut cmd = Command::new("curl");
         cmd.args(["-s", "-o", "-", "-w", "\n%{http_code}", "--unix-socket"])
@@ -277,7 +326,7 @@ level = "debug"
         if let Some(b) = body {
             cmd.args(["-H", "content-type: application/json", "--data-binary", b]);
         }
-        cmd.arg(format!("http://sb{path}")).uid(uid).gid(gid).groups(&[]);
+        cmd.arg(format!("http://sb{path}")).uid(uid).gid(gid);
         let out = cmd.output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
@@ -290,7 +339,11 @@ level = "debug"
         cmd.args(args)
             .env("SECRET_BROKER_SOCKET", &self.socket)
             .env_remove("SECRET_BROKER_TOKEN")
-            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         for (k, v) in env {
@@ -320,22 +373,38 @@ pub fn parse_response(out: &[u8]) -> Resp {
         .unwrap_or_else(|| panic!("no response head in {:?}", String::from_utf8_lossy(out)));
     let head = String::from_utf8_lossy(&out[..split]).into_owned();
     let mut lines = head.split("\r\n");
-    let status: u16 = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let status: u16 = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
     let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
     let mut body = out[split + 4..].to_vec();
-    if headers.iter().any(|(k, v)| k == "transfer-encoding" && v.contains("chunked")) {
+    if headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"))
+    {
         body = dechunk(&body);
     }
-    Resp { status, headers, body }
+    Resp {
+        status,
+        headers,
+        body,
+    }
 }
 
 fn dechunk(mut b: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     loop {
-        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else { return out };
+        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else {
+            return out;
+        };
         let n = usize::from_str_radix(std::str::from_utf8(&b[..eol]).unwrap().trim(), 16).unwrap();
         if n == 0 {
             return out;
