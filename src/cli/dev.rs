@@ -108,22 +108,23 @@ impl DevEnv {
         let s = self.socket.display();
         let t = self.token.as_str();
         let d = self.dir.path().display();
-        let banner = format!(
-            "\n\
-secret-broker --dev: temporary broker in {d} (deleted on exit)\n\
-  you (uid {uid}) are the Task `dev-task`, scope `dev`\n\
-  the platform Component `dev-platform` authenticates with a bearer token\n\
-\n\
-  export SECRET_BROKER_SOCKET={s}\n\
-  export PLATFORM_TOKEN={t}\n\
-\n\
-  SECRET_BROKER_TOKEN=$PLATFORM_TOKEN secret-broker put dev/db --value hunter2   # platform writes: ok\n\
-  SECRET_BROKER_TOKEN=$PLATFORM_TOKEN secret-broker get dev/db                   # platform reads: 403\n\
-  secret-broker get dev/db                                                       # the task reads: hunter2\n\
-  curl -s --unix-socket {s} http://sb/v1/secrets/dev/db                          # same, over HTTP\n\
-\n",
-            uid = self.uid,
-        );
+        let uid = self.uid;
+        let lines = [
+            String::new(),
+            format!("secret-broker --dev: temporary broker in {d} (deleted on exit)"),
+            format!("  you (uid {uid}) are the Task `dev-task`, scope `dev`"),
+            "  the platform Component `dev-platform` authenticates with a bearer token".into(),
+            String::new(),
+            format!("  export SECRET_BROKER_SOCKET={s}"),
+            format!("  export PLATFORM_TOKEN={t}"),
+            String::new(),
+            "  SECRET_BROKER_TOKEN=$PLATFORM_TOKEN secret-broker put dev/db --value hunter2   # platform writes: ok".into(),
+            "  SECRET_BROKER_TOKEN=$PLATFORM_TOKEN secret-broker get dev/db                   # platform reads: 403".into(),
+            "  secret-broker get dev/db                                                       # the task reads: hunter2".into(),
+            "  curl -s --unix-socket $SECRET_BROKER_SOCKET http://sb/v1/secrets/dev/db        # the same over HTTP".into(),
+            String::new(),
+        ];
+        let banner = lines.join("\n") + "\n";
         let mut err = std::io::stderr().lock();
         let _ = err.write_all(banner.as_bytes());
     }
