@@ -17,7 +17,7 @@ use tokio::sync::Semaphore;
 
 use crate::audit::{AuditLog, AuditRecord, bounded_path, now_rfc3339};
 use crate::authz::{Denied, RequestContext, Transport};
-use crate::broker::Broker;
+use crate::broker::{Broker, ReadError};
 use crate::config::Limits;
 use crate::identity::{PeerCred, Principal, Resolver};
 use crate::secret::{ScopePath, SecretPath};
@@ -269,14 +269,17 @@ fn decided<T>(
             trail.policies = p.policies().to_vec();
             Ok(p)
         }
-        Err(d) => {
-            trail.decision = Some("deny");
-            trail.policies = d.policies;
-            Err(ApiError::Forbidden {
-                action,
-                target: target.to_owned(),
-            })
-        }
+        Err(d) => Err(denied(d, trail, action, target)),
+    }
+}
+
+/// Records a denial in the trail and turns it into `403 forbidden`.
+fn denied(d: Denied, trail: &mut Trail, action: &'static str, target: &str) -> ApiError {
+    trail.decision = Some("deny");
+    trail.policies = d.policies;
+    ApiError::Forbidden {
+        action,
+        target: target.to_owned(),
     }
 }
 
@@ -295,7 +298,14 @@ async fn read(
         "read",
         path.as_str(),
     )?;
-    let secret = state.broker.read(&permit).await?;
+    let secret = match state.broker.read(&permit, who, ctx).await {
+        Ok((secret, policies)) => {
+            trail.policies = policies;
+            secret
+        }
+        Err(ReadError::Store(e)) => return Err(e.into()),
+        Err(ReadError::Denied(d)) => return Err(denied(d, trail, "read", path.as_str())),
+    };
     let raw = req
         .headers()
         .get(ACCEPT)

@@ -26,6 +26,17 @@ pub struct DeleteSecret(SecretPath);
 #[derive(Debug)]
 pub struct ListScope(ScopePath);
 
+/// Why a permitted read did not release a value.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The policy denies once the secret's labels are known.
+    #[error("the policy denies reading this secret given its labels")]
+    Denied(Denied),
+}
+
 /// Authorizer plus store.
 #[derive(Debug)]
 pub struct Broker {
@@ -111,9 +122,36 @@ impl Broker {
         )
     }
 
-    /// Reads the current value.
-    pub async fn read(&self, p: &Permitted<ReadSecret>) -> Result<StoredSecret, StoreError> {
-        self.store.get(&p.get().0).await
+    /// Reads the current value, then decides again with the secret's labels
+    /// before releasing it, so label-based read policies (e.g. a `forbid`
+    /// on `classification=restricted`) hold. The first decision, made
+    /// without labels before the store was asked, already allowed this
+    /// caller in this scope, so the second one reveals nothing new to it.
+    pub async fn read(
+        &self,
+        p: &Permitted<ReadSecret>,
+        who: &Principal,
+        ctx: &RequestContext<'_>,
+    ) -> Result<(StoredSecret, Vec<String>), ReadError> {
+        let path = &p.get().0;
+        let secret = self.store.get(path).await?;
+        if secret.labels.is_empty() {
+            return Ok((secret, p.policies().to_vec()));
+        }
+        let resource = Resource::Secret {
+            path,
+            labels: Some(&secret.labels),
+        };
+        let decision = self.authz.decide(who, Action::Read, resource, ctx);
+        if decision.allowed {
+            Ok((secret, decision.policies))
+        } else {
+            // SECURITY: `secret` is dropped (and zeroized) here, unreleased.
+            Err(ReadError::Denied(Denied {
+                policies: decision.policies,
+                errors: decision.errors,
+            }))
+        }
     }
 
     /// Writes a new version.

@@ -91,6 +91,9 @@ pub struct StoredSecret {
     pub version: u64,
     /// The value of that version.
     pub value: SecretBytes,
+    /// The secret's labels, so read policies can use them before the value
+    /// is released.
+    pub labels: Labels,
 }
 
 /// A secret's metadata, as listed. Never a value.

@@ -528,3 +528,84 @@ fn peer_credentials_identify_callers() {
             .any(|l| l["peer"]["uid"] == 2001 && l["decision"] == "deny" && l["action"] == "read")
     );
 }
+
+#[test]
+fn label_based_forbid_holds_on_reads_even_from_cache() {
+    let pdir = tempfile::tempdir().unwrap();
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    for f in ["schema.cedarschema", "broker.cedar"] {
+        std::fs::copy(shipped.join(f), pdir.path().join(f)).unwrap();
+    }
+    std::fs::write(
+        pdir.path().join("restricted.cedar"),
+        r#"@id("restricted-never-read")
+forbid (principal is SecretBroker::Task, action == SecretBroker::Action::"read", resource)
+when { resource.hasTag("classification") && resource.getTag("classification") == "restricted" };
+"#,
+    )
+    .unwrap();
+    let b = Broker::start_with_policies(&default_principals(), pdir.path());
+    let restricted = r#"{"value":"top","labels":{"classification":"restricted"}}"#;
+    let path = "/v1/secrets/acme/tasks/t-42/r";
+    assert_eq!(b.req("PUT", path, Some(P), Some(restricted)).status, 201);
+    assert_eq!(b.put("acme/tasks/t-42/open", P, "fine").status, 201);
+    assert_eq!(b.get("acme/tasks/t-42/open", T).status, 200);
+    for _ in 0..2 {
+        let r = b.get("acme/tasks/t-42/r", T);
+        assert_eq!((r.status, r.code()), (403, "forbidden".into()));
+        assert!(!r.text().contains("top"));
+    }
+    let audit = b.audit_lines();
+    let last = audit.iter().rev().find(|l| l["action"] == "read").unwrap();
+    assert_eq!(last["decision"], "deny");
+    assert_eq!(last["policies"][0], "restricted-never-read");
+    // Relabelled (a PUT replaces labels), it is readable again.
+    assert_eq!(b.put("acme/tasks/t-42/r", P, "now-open").status, 200);
+    assert_eq!(b.get("acme/tasks/t-42/r", T).json()["value"], "now-open");
+}
+
+#[test]
+fn gid_principals_and_socket_permissions() {
+    if !common::is_root() {
+        eprintln!("SKIP gid_principals_and_socket_permissions: needs root");
+        return;
+    }
+    let extra = format!(
+        "{}\n[[principal]]\nname = \"by-group\"\ntype = \"Task\"\nscope = \"acme/g\"\ngid = 3000\n",
+        default_principals()
+    );
+    let b = Broker::start(&extra);
+    assert_eq!(b.put("acme/g/x", P, "for-the-group").status, 201);
+    let (s, body) = b.curl_as(3999, 3000, "GET", "/v1/secrets/acme/g/x", None);
+    assert_eq!(s, 200, "{body}");
+    let (s, body) = b.curl_as(3999, 3000, "GET", "/v1/whoami", None);
+    assert!(s == 200 && body.contains("by-group"), "{body}");
+    // uid 2000 (task-uid) in gid 3000 matches two principals: refused.
+    let (s, _) = b.curl_as(2000, 3000, "GET", "/v1/whoami", None);
+    assert_eq!(s, 401);
+}
+
+#[test]
+fn slow_request_heads_are_cut_off() {
+    use std::io::{Read, Write};
+    let b = Broker::start(&format!(
+        "{}\n[limits]\nheader_timeout = \"1s\"\n",
+        default_principals()
+    ));
+    let mut s = std::os::unix::net::UnixStream::connect(&b.socket).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n")
+        .unwrap();
+    let mut out = Vec::new();
+    // The server must end the connection (EOF); our own read timeout firing
+    // first would be an error here.
+    let closed = s.read_to_end(&mut out);
+    assert!(
+        closed.is_ok(),
+        "the server kept a half-sent head open: {closed:?}"
+    );
+    assert!(!String::from_utf8_lossy(&out).contains("200 OK"));
+    // A well-behaved client is unaffected.
+    assert_eq!(b.req("GET", "/healthz", None, None).status, 200);
+}

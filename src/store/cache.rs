@@ -33,6 +33,7 @@ pub struct CacheStats {
 struct Entry {
     version: u64,
     value: SecretBytes,
+    labels: crate::store::Labels,
     /// When the read that produced it started (so age is never understated).
     fetched_at: Instant,
 }
@@ -150,6 +151,7 @@ impl CachedStore {
             return entries.get(path).map(|e| StoredSecret {
                 version: e.version,
                 value: e.value.duplicate(),
+                labels: e.labels.clone(),
             });
         }
         if age >= self.keep_for() {
@@ -165,6 +167,7 @@ impl CachedStore {
         (now.saturating_duration_since(entry.fetched_at) < self.keep_for()).then(|| StoredSecret {
             version: entry.version,
             value: entry.value.duplicate(),
+            labels: entry.labels.clone(),
         })
     }
 }
@@ -217,6 +220,7 @@ impl Store for CachedStore {
                         Entry {
                             version: secret.version,
                             value: secret.value.duplicate(),
+                            labels: secret.labels.clone(),
                             fetched_at: started,
                         },
                     );
@@ -354,6 +358,7 @@ mod tests {
             Ok(StoredSecret {
                 version,
                 value: SecretBytes::new(value),
+                labels: Labels::new(),
             })
         }
 

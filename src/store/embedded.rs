@@ -225,6 +225,7 @@ impl Store for EmbeddedStore {
             Ok(StoredSecret {
                 version: record.version,
                 value,
+                labels: record.labels,
             })
         })
         .await
