@@ -19,7 +19,7 @@ use tokio::sync::Semaphore;
 use crate::api::{self, AppState, ConnInfo};
 use crate::audit::{AuditRecord, now_rfc3339};
 use crate::authz::Transport;
-use crate::config::ListenConfig;
+use crate::config::{Limits, ListenConfig};
 use crate::identity::PeerCred;
 
 /// Why the listener could not start.
@@ -127,12 +127,7 @@ pub async fn run(listener: UnixListener, state: Arc<AppState>) -> Result<(), Ser
     let limits = state.limits;
     let conns = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout)
-        .max_header_size(limits.max_header_bytes)
-        .keep_alive(true);
+    let builder = http1_builder(&limits);
 
     loop {
         tokio::select! {
@@ -156,12 +151,7 @@ pub async fn run(listener: UnixListener, state: Arc<AppState>) -> Result<(), Ser
                     continue;
                 };
                 let info = ConnInfo { peer, transport: Transport::Unix };
-                let svc_state = Arc::clone(&state);
-                let service = hyper::service::service_fn(move |req| {
-                    let state = Arc::clone(&svc_state);
-                    async move { Ok::<_, Infallible>(api::handle(&state, &info, req).await) }
-                });
-                let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+                let conn = graceful.watch(connection(&builder, stream, Arc::clone(&state), info));
                 let conn_state = Arc::clone(&state);
                 tokio::spawn(async move {
                     let started = Instant::now();
@@ -185,6 +175,53 @@ pub async fn run(listener: UnixListener, state: Arc<AppState>) -> Result<(), Ser
         }
     }
     Ok(())
+}
+
+/// The HTTP/1.1 settings every connection gets: header timeout and size
+/// limits enforced by hyper while it reads.
+fn http1_builder(limits: &Limits) -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_header_size(limits.max_header_bytes)
+        .keep_alive(true);
+    builder
+}
+
+/// One connection served by the API, over any byte stream.
+fn connection<I>(
+    builder: &http1::Builder,
+    io: I,
+    state: Arc<AppState>,
+    info: ConnInfo,
+) -> http1::Connection<
+    TokioIo<I>,
+    impl hyper::service::HttpService<hyper::body::Incoming, ResBody = api::Body, Future: Send>
+    + Send
+    + use<I>,
+>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let state = Arc::clone(&state);
+        async move { Ok::<_, Infallible>(api::handle(&state, &info, req).await) }
+    });
+    builder.serve_connection(TokioIo::new(io), service)
+}
+
+/// Serves one connection over any byte stream (an in-memory duplex in the
+/// fuzz target and benches) exactly as the listener would, audit included.
+pub async fn serve_io<I>(io: I, state: Arc<AppState>, info: ConnInfo)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let started = Instant::now();
+    let builder = http1_builder(&state.limits);
+    if let Err(e) = connection(&builder, io, Arc::clone(&state), info).await {
+        audit_connection_error(&state, info.peer, &e, started);
+    }
 }
 
 /// Reloads policies; a bad set is refused and the last good one stays.
