@@ -8,6 +8,7 @@
 //! with one. Entity and context building live in [`entities`] and
 //! [`context`] so that the server and the `policy` CLI decide alike.
 
+mod cache;
 pub mod context;
 pub mod entities;
 pub mod policies;
@@ -219,6 +220,7 @@ pub struct Authorizer {
     cedar: cedar_policy::Authorizer,
     // Serializes reloads so generations are handed out one at a time.
     reloading: Mutex<()>,
+    decisions: cache::DecisionCache,
 }
 
 impl std::fmt::Debug for Authorizer {
@@ -256,6 +258,7 @@ impl Authorizer {
             dir,
             cedar: cedar_policy::Authorizer::new(),
             reloading: Mutex::new(()),
+            decisions: cache::DecisionCache::default(),
         }
     }
 
@@ -273,6 +276,7 @@ impl Authorizer {
         let next = self.current.load().generation + 1;
         let snap = policies::compile(&schema, &policies, next)?;
         self.current.store(Arc::new(snap));
+        self.decisions.clear();
         Ok(())
     }
 
@@ -298,8 +302,10 @@ impl Authorizer {
         self.current.load().warnings.clone()
     }
 
-    /// Decides one request. Never panics: anything that goes wrong is a
-    /// deny with the reason in [`Decision::errors`].
+    /// Decides one request, from the decision cache when the same inputs
+    /// were decided under the same policy generation. Never panics:
+    /// anything that goes wrong is a deny with the reason in
+    /// [`Decision::errors`].
     pub fn decide(
         &self,
         principal: &Principal,
@@ -308,7 +314,48 @@ impl Authorizer {
         ctx: &RequestContext<'_>,
     ) -> Decision {
         let snap = self.current.load();
-        let (request, entities) = match build(&snap, principal, action, resource, ctx) {
+        let key = cache::DecisionKey::new(
+            snap.generation,
+            principal,
+            action,
+            resource,
+            ctx,
+            snap.reads_request_id,
+        );
+        if let Some(hit) = self.decisions.get(&key) {
+            return hit;
+        }
+        let decision = self.evaluate(&snap, principal, action, resource, ctx);
+        self.decisions.insert(key, decision.clone());
+        decision
+    }
+
+    /// Decisions currently cached (for metrics and tests).
+    pub fn cached_decisions(&self) -> usize {
+        self.decisions.len()
+    }
+
+    /// Decides one request with Cedar, bypassing the cache: the reference
+    /// the cache is proven against (and the cold path in benches).
+    pub fn decide_uncached(
+        &self,
+        principal: &Principal,
+        action: Action,
+        resource: Resource<'_>,
+        ctx: &RequestContext<'_>,
+    ) -> Decision {
+        self.evaluate(&self.current.load(), principal, action, resource, ctx)
+    }
+
+    fn evaluate(
+        &self,
+        snap: &PolicySnapshot,
+        principal: &Principal,
+        action: Action,
+        resource: Resource<'_>,
+        ctx: &RequestContext<'_>,
+    ) -> Decision {
+        let (request, entities) = match build(snap, principal, action, resource, ctx) {
             Ok(built) => built,
             Err(error) => {
                 // SECURITY: fail closed; a request we cannot express is denied.

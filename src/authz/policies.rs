@@ -80,6 +80,10 @@ pub(crate) struct PolicySnapshot {
     /// Validator and schema warnings (not fatal).
     pub(crate) warnings: Vec<Diagnostic>,
     pub(crate) generation: u64,
+    /// Whether any policy text mentions `request_id`. If none does, the
+    /// request id cannot affect a decision and the decision cache may
+    /// leave it out of its key (conservative: comments count too).
+    pub(crate) reads_request_id: bool,
 }
 
 /// Reads `dir/schema.cedarschema` and every `dir/*.cedar` (not recursive,
@@ -410,6 +414,7 @@ pub(crate) fn compile(
     let actions = schema
         .action_entities()
         .map_err(|e| AuthzError::Internal(format!("cannot build action entities: {e}")))?;
+    let reads_request_id = sources.iter().any(|p| p.text.contains("request_id"));
     Ok(PolicySnapshot {
         schema,
         policies: set,
@@ -417,6 +422,7 @@ pub(crate) fn compile(
         locations,
         warnings,
         generation,
+        reads_request_id,
     })
 }
 

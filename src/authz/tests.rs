@@ -715,6 +715,117 @@ proptest! {
     }
 }
 
+// --- Decision cache -----------------------------------------------------------
+
+/// The shipped set plus policies that read every context field and labels,
+/// so that every part of the cache key can change a decision.
+fn context_sensitive() -> Authorizer {
+    let (schema, mut policies) = shipped_sources();
+    policies.push(src(
+        "extra.cedar",
+        r#"@id("uid-7-reads-all")
+permit (principal is SecretBroker::Task, action == SecretBroker::Action::"read", resource)
+when { context has peer_uid && context.peer_uid == 7 };
+@id("no-tls-restricted")
+forbid (principal, action, resource is SecretBroker::Secret)
+when { context.transport == "tls" || (resource.hasTag("c") && resource.getTag("c") == "r") };
+@id("pid-1-never")
+forbid (principal, action, resource) when { context has peer_pid && context.peer_pid == 1 };
+@id("rid-x-never")
+forbid (principal, action, resource) when { context.request_id == "x" };
+"#,
+    ));
+    Authorizer::from_sources(schema, policies).unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    /// Every cached decision equals the plain Cedar call, across repeated
+    /// and varied inputs (principal, action, resource, labels, context).
+    #[test]
+    fn cached_decisions_equal_plain_cedar(
+        requests in prop::collection::vec((
+            prop::collection::vec(segment(), 1..3),
+            prop::collection::vec(segment(), 0..4),
+            prop::sample::select(Action::ALL.to_vec()),
+            0..3u8,
+            prop::option::of(prop::sample::select(vec![7u32, 8])),
+            prop::sample::select(vec![None, Some(1i32), Some(2)]),
+            any::<bool>(),
+            any::<bool>(),
+            prop::sample::select(vec!["x", "y"]),
+        ), 1..12),
+    ) {
+        let a = context_sensitive();
+        // Replay the batch twice so the second pass is served from the cache.
+        for _ in 0..2 {
+            for (scope, target, action, kind, uid, pid, tls, restricted, rid) in &requests {
+                let principal = match kind {
+                    0 => task("t", &scope.join("/")),
+                    1 => platform(),
+                    _ => component("c", &["ops"]),
+                };
+                let ctx = RequestContext {
+                    transport: if *tls { Transport::Tls } else { Transport::Unix },
+                    peer: uid.map(|u| PeerCred { uid: u, gid: u, pid: *pid }),
+                    request_id: rid,
+                };
+                let mut labels = Labels::new();
+                if *restricted {
+                    labels.insert("c".into(), "r".into());
+                }
+                let scope_path;
+                let secret_path;
+                let resource = if *action == Action::List || target.len() < 2 {
+                    scope_path = if target.is_empty() { ScopePath::root() } else { ScopePath::parse(&target.join("/")).unwrap() };
+                    Resource::Scope(&scope_path)
+                } else {
+                    secret_path = SecretPath::parse(&target.join("/")).unwrap();
+                    Resource::Secret { path: &secret_path, labels: Some(&labels) }
+                };
+                let cached = a.decide(&principal, *action, resource, &ctx);
+                let plain = a.decide_uncached(&principal, *action, resource, &ctx);
+                prop_assert_eq!(&cached, &plain, "{:?} {:?} {:?}", principal, action, ctx);
+            }
+        }
+        prop_assert!(a.cached_decisions() > 0);
+    }
+}
+
+#[test]
+fn reload_clears_cached_decisions() {
+    let dir = shipped_dir();
+    let a = Authorizer::load_dir(dir.path()).unwrap();
+    let t = task("t", "acme/t-42");
+    let path = SecretPath::parse("acme/t-42/db").unwrap();
+    let read = |a: &Authorizer| {
+        a.decide(
+            &t,
+            Action::Read,
+            Resource::Secret {
+                path: &path,
+                labels: None,
+            },
+            &CTX,
+        )
+        .allowed
+    };
+    assert!(read(&a));
+    assert!(read(&a), "served from the cache");
+    assert_eq!(a.cached_decisions(), 1);
+    write(
+        dir.path(),
+        "deny.cedar",
+        "@id(\"no-db\")\nforbid(principal, action, resource) when { resource is SecretBroker::Secret && resource.name == \"db\" };\n",
+    );
+    a.reload().unwrap();
+    assert!(
+        !read(&a),
+        "a reload must not be answered by a stale cached allow"
+    );
+}
+
 // --- Cost ---------------------------------------------------------------------
 
 /// `cargo test --release --lib decision_cost -- --ignored --nocapture`
