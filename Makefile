@@ -1,5 +1,5 @@
 # Developer entry points; .ci/run and the README call the same targets.
-.PHONY: fmt lint test dev build release
+.PHONY: fmt lint test dev build release bench fuzz-smoke
 
 fmt:
 	cargo fmt --all
@@ -19,3 +19,9 @@ build:
 
 release:
 	cargo build --locked --release
+
+bench:
+	scripts/bench
+
+fuzz-smoke:
+	scripts/fuzz-smoke
