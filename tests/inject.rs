@@ -504,3 +504,126 @@ fn injected_platform_pod_writes_but_never_reads() {
     assert_eq!(s, 200);
     assert!(b.contains("\"provisioner\""), "{b}");
 }
+
+// ---------------------------------------------------------------------------
+// deploy/: every manifest, rendered overlays, and the injected examples.
+
+fn deploy_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy")
+}
+
+fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            yaml_files(&p, out);
+        } else if p.extension().and_then(|x| x.to_str()) == Some("yaml") {
+            out.push(p);
+        }
+    }
+}
+
+/// `kubectl kustomize` with files allowed from `policies/` (outside deploy/).
+fn kustomize(dir: &Path) -> Option<String> {
+    let out = Command::new("kubectl")
+        .args(["kustomize", "--load-restrictor", "LoadRestrictionsNone"])
+        .arg(dir)
+        .output()
+        .ok()?;
+    assert!(
+        out.status.success(),
+        "kubectl kustomize {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(String::from_utf8(out.stdout).unwrap())
+}
+
+#[test]
+fn deploy_manifests_validate_and_render() {
+    let Some(tool) = kubernetes_validate() else {
+        if std::env::var_os("CI").is_some() {
+            panic!("kubernetes-validate is missing; scripts/test installs it");
+        }
+        eprintln!("skipped: kubernetes-validate not installed (scripts/test installs it)");
+        return;
+    };
+    let mut files = Vec::new();
+    yaml_files(&deploy_dir(), &mut files);
+    files.retain(|p| p.file_name().unwrap() != "kustomization.yaml");
+    assert!(files.len() >= 10, "deploy/ manifests not found");
+    validate_schema(&tool, &files);
+
+    let mut kustomizations = Vec::new();
+    yaml_files(&deploy_dir(), &mut kustomizations);
+    kustomizations.retain(|p| p.file_name().unwrap() == "kustomization.yaml");
+    if Command::new("kubectl")
+        .arg("version")
+        .arg("--client")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped rendering: kubectl not found");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    for k in &kustomizations {
+        let dir = k.parent().unwrap();
+        let rendered = kustomize(dir).unwrap();
+        let name = dir
+            .strip_prefix(deploy_dir())
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .replace('/', "-");
+        let raw = tmp.path().join(format!("{name}.yaml"));
+        std::fs::write(&raw, &rendered).unwrap();
+        // What the webhook would make of it, injected here by the CLI.
+        let injected = inject(rendered.as_bytes(), &[]);
+        assert!(
+            injected.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&injected.stderr)
+        );
+        let out = tmp.path().join(format!("{name}.injected.yaml"));
+        std::fs::write(&out, &injected.stdout).unwrap();
+        validate_schema(&tool, &[raw, out]);
+    }
+
+    // The policy ConfigMap holds exactly the shipped policies.
+    let rendered = kustomize(&deploy_dir().join("policies")).unwrap();
+    let cm: serde_json::Value = serde_yaml_ng::from_str(&rendered).unwrap();
+    assert_eq!(cm["metadata"]["name"], "secret-broker-policies");
+    for f in ["schema.cedarschema", "broker.cedar"] {
+        let want = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("policies")
+                .join(f),
+        )
+        .unwrap();
+        assert_eq!(cm["data"][f].as_str().unwrap(), want, "{f}");
+    }
+    // The examples are injected where annotated.
+    let examples = kustomize(&deploy_dir().join("examples")).unwrap();
+    let injected = String::from_utf8(inject(examples.as_bytes(), &[]).stdout).unwrap();
+    assert_eq!(injected.matches("secret-broker.io/config:").count(), 2);
+}
+
+/// The image cannot be built here (no container engine); check that it
+/// puts the binary where the injected probes call it and runs as the
+/// broker's uid.
+#[test]
+fn containerfile_matches_what_injection_expects() {
+    use secret_broker::inject::{BINARY, BROKER_GID, BROKER_UID};
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Containerfile"))
+        .unwrap();
+    assert!(
+        text.contains(&format!("/secret-broker {BINARY}")),
+        "binary path"
+    );
+    assert!(
+        text.contains(&format!("USER {BROKER_UID}:{BROKER_GID}")),
+        "user"
+    );
+    assert!(text.contains("FROM scratch"), "final stage is minimal");
+}
