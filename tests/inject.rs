@@ -474,6 +474,44 @@ fn injected_task_pod_serves_only_its_app_and_only_its_scope() {
     );
     assert_eq!(s, 401);
 
+    // The app mounts the socket volume read-only: connecting still works.
+    let ro = pod.dir.path().join("app-view");
+    std::fs::create_dir(&ro).unwrap();
+    let sock_dir = pod.socket.parent().unwrap();
+    let mounted = Command::new("mount")
+        .args(["--bind", sock_dir.to_str().unwrap(), ro.to_str().unwrap()])
+        .status()
+        .is_ok_and(|s| s.success())
+        && Command::new("mount")
+            .args(["-o", "remount,bind,ro", ro.to_str().unwrap()])
+            .status()
+            .is_ok_and(|s| s.success());
+    if mounted {
+        let mut cmd = setpriv(app_uid, app_gid, &[g]);
+        let out = cmd
+            .args([
+                "curl",
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--unix-socket",
+            ])
+            .arg(ro.join("api.sock"))
+            .arg("http://sb/v1/secrets/acme/tasks/t-42/db")
+            .output()
+            .unwrap();
+        let _ = Command::new("umount").arg(&ro).status();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "200",
+            "through a read-only mount"
+        );
+    } else {
+        eprintln!("skipped the read-only mount check: cannot bind-mount here");
+    }
+
     // The socket is as the config says: 0660, group = fsGroup.
     let meta = std::fs::metadata(&pod.socket).unwrap();
     assert_eq!(meta.permissions().mode() & 0o777, 0o660);
