@@ -4,10 +4,13 @@
 mod client;
 mod dev;
 mod get;
+mod health;
+mod inject;
 mod ls;
 mod put;
 mod rm;
 mod serve;
+mod webhook;
 mod whoami;
 
 use std::path::PathBuf;
@@ -59,6 +62,12 @@ enum Command {
     Rm(rm::RmArgs),
     /// Show who the broker takes you for.
     Whoami(whoami::WhoamiArgs),
+    /// Exit 0 if the broker on the socket is ready (for probes; no identity needed).
+    Health(health::HealthArgs),
+    /// Add the broker sidecar to annotated Kubernetes manifests.
+    Inject(inject::InjectArgs),
+    /// Run the Kubernetes mutating admission webhook (HTTPS).
+    Webhook(webhook::WebhookArgs),
 }
 
 /// Options shared by the client verbs.
@@ -97,6 +106,9 @@ impl Cli {
                 Command::Ls(a) => client::report(ls::run(a).await),
                 Command::Rm(a) => client::report(rm::run(a).await),
                 Command::Whoami(a) => client::report(whoami::run(a).await),
+                Command::Health(a) => client::report(health::run(a).await),
+                Command::Inject(a) => inject::run(a),
+                Command::Webhook(a) => webhook::run(a).await,
             }
         })
     }

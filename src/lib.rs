@@ -16,6 +16,8 @@ pub mod cli;
 pub mod config;
 pub mod hardening;
 pub mod identity;
+pub mod inject;
 pub mod secret;
 pub mod server;
 pub mod store;
+pub mod webhook;

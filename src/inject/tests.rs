@@ -1,0 +1,148 @@
+//! Unit tests for injection: annotations, idempotence, and the generated
+//! config passing the real config parser.
+
+use serde_json::{Value, json};
+
+use super::*;
+use crate::config::Config;
+
+fn job(annotations: Value) -> Value {
+    json!({
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": { "name": "t42" },
+        "spec": { "template": {
+            "metadata": { "annotations": annotations },
+            "spec": {
+                "restartPolicy": "Never",
+                "containers": [{ "name": "main", "image": "busybox" }],
+            },
+        } },
+    })
+}
+
+fn task_annotations() -> Value {
+    json!({
+        "secret-broker.io/inject": "true",
+        "secret-broker.io/role": "task",
+        "secret-broker.io/scope": "acme/tasks/t-42",
+        "secret-broker.io/store-secret": "broker-store",
+    })
+}
+
+fn error_of(v: Value) -> String {
+    inject_value(&v).unwrap_err().to_string()
+}
+
+#[test]
+fn injected_config_validates_and_maps_the_app_uid() {
+    let out = inject_value(&job(task_annotations())).unwrap().unwrap();
+    let tpl = &out["spec"]["template"];
+    let config = tpl["metadata"]["annotations"][CONFIG_ANNOTATION]
+        .as_str()
+        .unwrap();
+    let cfg = Config::from_toml(config, "generated", std::path::Path::new("/")).unwrap();
+    assert_eq!(cfg.listen.mode, 0o660);
+    assert_eq!(cfg.listen.group, Some(DEFAULT_SHARED_GID as u32));
+    assert_eq!(cfg.principals.len(), 1);
+    let p = &cfg.principals[0];
+    assert_eq!(p.uid, Some(DEFAULT_APP_UID as u32));
+    assert_eq!(
+        p.principal.scope.as_ref().unwrap().as_str(),
+        "acme/tasks/t-42"
+    );
+    let main = &tpl["spec"]["containers"][0];
+    assert_eq!(main["securityContext"]["runAsUser"], DEFAULT_APP_UID);
+    assert_eq!(tpl["spec"]["initContainers"][0]["restartPolicy"], "Always");
+    assert_eq!(
+        tpl["spec"]["initContainers"][0]["securityContext"]["runAsUser"],
+        BROKER_UID
+    );
+}
+
+#[test]
+fn injection_is_idempotent() {
+    let once = inject_value(&job(task_annotations())).unwrap().unwrap();
+    assert!(inject_value(&once).unwrap().is_none());
+}
+
+#[test]
+fn unannotated_and_opted_out_pass_through() {
+    assert!(inject_value(&job(json!({}))).unwrap().is_none());
+    assert!(
+        inject_value(&job(
+            json!({"secret-broker.io/inject": "false", "secret-broker.io/role": "x"})
+        ))
+        .unwrap()
+        .is_none()
+    );
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}});
+    assert!(inject_value(&cm).unwrap().is_none());
+}
+
+#[test]
+fn contradictions_and_unknowns_are_errors() {
+    let mut a = task_annotations();
+    a["secret-broker.io/role"] = json!("platform");
+    assert!(error_of(job(a)).contains("only a task has a scope"));
+
+    let mut a = task_annotations();
+    a.as_object_mut().unwrap().remove("secret-broker.io/scope");
+    assert!(error_of(job(a)).contains("a task needs a scope"));
+
+    let mut a = task_annotations();
+    a["secret-broker.io/scope"] = json!("acme/../x");
+    assert!(error_of(job(a)).contains("not a valid scope"));
+
+    let mut a = task_annotations();
+    a["secret-broker.io/colour"] = json!("blue");
+    assert!(error_of(job(a)).contains("unknown annotation"));
+
+    let mut a = task_annotations();
+    a["secret-broker.io/inject"] = json!("yes");
+    assert!(error_of(job(a)).contains("is not \"true\" or \"false\""));
+
+    let a = json!({"secret-broker.io/role": "task"});
+    assert!(error_of(job(a)).contains("`secret-broker.io/inject` is not \"true\""));
+
+    let mut a = task_annotations();
+    a.as_object_mut()
+        .unwrap()
+        .remove("secret-broker.io/store-secret");
+    assert!(error_of(job(a)).contains("store-secret"));
+}
+
+#[test]
+fn unsafe_app_identities_are_errors() {
+    let mut j = job(task_annotations());
+    j["spec"]["template"]["spec"]["containers"][0]["securityContext"] = json!({"runAsUser": 0});
+    assert!(error_of(j).contains("runs as root"));
+
+    let mut j = job(task_annotations());
+    j["spec"]["template"]["spec"]["securityContext"] = json!({"runAsUser": BROKER_UID});
+    assert!(error_of(j).contains("is the broker's"));
+
+    let mut j = job(task_annotations());
+    j["spec"]["template"]["spec"]["containers"] = json!([
+        {"name": "a", "image": "x", "securityContext": {"runAsUser": 2000}},
+        {"name": "b", "image": "x", "securityContext": {"runAsUser": 2001}},
+    ]);
+    assert!(error_of(j.clone()).contains("different uid:gid"));
+    j["spec"]["template"]["metadata"]["annotations"]["secret-broker.io/containers"] = json!("a");
+    let out = inject_value(&j).unwrap().unwrap();
+    let b = &out["spec"]["template"]["spec"]["containers"][1];
+    assert!(b.get("volumeMounts").is_none() && b.get("env").is_none());
+}
+
+#[test]
+fn annotations_on_the_workload_itself_are_refused() {
+    let mut j = job(json!({}));
+    j["metadata"]["annotations"] = task_annotations();
+    assert!(error_of(j).contains("belongs on the pod template"));
+}
+
+#[test]
+fn documents_split_on_markers_only() {
+    let docs = split_documents("---\na: 1\n---\nb: |\n  ---\n  x\n...\n--- c: 2\n");
+    assert_eq!(docs, vec!["a: 1\n", "b: |\n  ---\n  x\n", "c: 2\n"]);
+}
