@@ -11,6 +11,7 @@
 pub mod context;
 pub mod entities;
 pub mod policies;
+pub mod testfile;
 
 #[cfg(test)]
 mod tests;
@@ -319,9 +320,31 @@ impl Authorizer {
                 };
             }
         };
+        self.evaluate(&snap, &request, &entities)
+    }
+
+    /// Decides a Cedar request against the given entities, with the set in
+    /// force. For Cedar's own test format and `policy explain --entities`,
+    /// whose entities do not come from [`entities`]; the server never
+    /// calls it.
+    pub fn decide_request(&self, request: &Request, entities: &Entities) -> Decision {
+        self.evaluate(&self.current.load(), request, entities)
+    }
+
+    /// The schema of the set in force.
+    pub fn schema(&self) -> cedar_policy::Schema {
+        self.current.load().schema.clone()
+    }
+
+    /// The policy set in force, with the ids decisions report (`@id`, else
+    /// `<file>#<index>`).
+    pub fn policy_set(&self) -> cedar_policy::PolicySet {
+        self.current.load().policies.clone()
+    }
+
+    fn evaluate(&self, snap: &PolicySnapshot, request: &Request, entities: &Entities) -> Decision {
         let response = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.cedar
-                .is_authorized(&request, &snap.policies, &entities)
+            self.cedar.is_authorized(request, &snap.policies, entities)
         }));
         let Ok(response) = response else {
             // SECURITY: fail closed should the evaluator ever panic.

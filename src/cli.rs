@@ -5,6 +5,7 @@ mod client;
 mod dev;
 mod get;
 mod ls;
+mod policy;
 mod put;
 mod rm;
 mod serve;
@@ -59,6 +60,8 @@ enum Command {
     Rm(rm::RmArgs),
     /// Show who the broker takes you for.
     Whoami(whoami::WhoamiArgs),
+    /// Policy as code: validate, test, explain, fmt, prove.
+    Policy(policy::PolicyArgs),
 }
 
 /// Options shared by the client verbs.
@@ -97,6 +100,7 @@ impl Cli {
                 Command::Ls(a) => client::report(ls::run(a).await),
                 Command::Rm(a) => client::report(rm::run(a).await),
                 Command::Whoami(a) => client::report(whoami::run(a).await),
+                Command::Policy(a) => policy::run(a).await,
             }
         })
     }

@@ -1,0 +1,1 @@
+//! Unit and property tests of the test-file parser and runner.
