@@ -99,7 +99,7 @@ fn explain(authz: &Authorizer, args: &ExplainArgs) -> Result<String, PolicyCliEr
     out.push_str(&format!(
         "request:  principal {}, action {}, resource {}\n",
         entities::principal_uid(p).map_or_else(|e| e.to_string(), |u| u.to_string()),
-        action.as_str(),
+        entities::action_uid(action).map_or_else(|e| e.to_string(), |u| u.to_string()),
         entities::resource_uid(resource).map_or_else(|e| e.to_string(), |u| u.to_string()),
     ));
     let scope = p.scope.as_ref().map(|s| format!(", scope `{s}`"));
