@@ -12,6 +12,7 @@ mod cache;
 pub mod context;
 pub mod entities;
 pub mod policies;
+pub mod testfile;
 
 #[cfg(test)]
 mod tests;
@@ -330,6 +331,28 @@ impl Authorizer {
         decision
     }
 
+    /// The second phase of a read: once the store returned the secret, its
+    /// labels are known and the read is decided again with them before the
+    /// value is released (so label-based forbids hold). `None` when the
+    /// secret has no labels: the first decision, made before the store was
+    /// asked, stands. The broker and `policy test` both use this, so a test
+    /// means what production means.
+    pub fn recheck_read(
+        &self,
+        principal: &Principal,
+        path: &SecretPath,
+        labels: &Labels,
+        ctx: &RequestContext<'_>,
+    ) -> Option<Decision> {
+        (!labels.is_empty()).then(|| {
+            let resource = Resource::Secret {
+                path,
+                labels: Some(labels),
+            };
+            self.decide(principal, Action::Read, resource, ctx)
+        })
+    }
+
     /// Decisions currently cached (for metrics and tests).
     pub fn cached_decisions(&self) -> usize {
         self.decisions.len()
@@ -366,9 +389,36 @@ impl Authorizer {
                 };
             }
         };
+        self.evaluate_request(snap, &request, &entities)
+    }
+
+    /// Decides a Cedar request against the given entities, with the set in
+    /// force. For Cedar's own test format and `policy explain --entities`,
+    /// whose entities do not come from [`entities`]; the server never
+    /// calls it.
+    pub fn decide_request(&self, request: &Request, entities: &Entities) -> Decision {
+        self.evaluate_request(&self.current.load(), request, entities)
+    }
+
+    /// The schema of the set in force.
+    pub fn schema(&self) -> cedar_policy::Schema {
+        self.current.load().schema.clone()
+    }
+
+    /// The policy set in force, with the ids decisions report (`@id`, else
+    /// `<file>#<index>`).
+    pub fn policy_set(&self) -> cedar_policy::PolicySet {
+        self.current.load().policies.clone()
+    }
+
+    fn evaluate_request(
+        &self,
+        snap: &PolicySnapshot,
+        request: &Request,
+        entities: &Entities,
+    ) -> Decision {
         let response = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.cedar
-                .is_authorized(&request, &snap.policies, &entities)
+            self.cedar.is_authorized(request, &snap.policies, entities)
         }));
         let Ok(response) = response else {
             // SECURITY: fail closed should the evaluator ever panic.

@@ -135,14 +135,9 @@ impl Broker {
     ) -> Result<(StoredSecret, Vec<String>), ReadError> {
         let path = &p.get().0;
         let secret = self.store.get(path).await?;
-        if secret.labels.is_empty() {
+        let Some(decision) = self.authz.recheck_read(who, path, &secret.labels, ctx) else {
             return Ok((secret, p.policies().to_vec()));
-        }
-        let resource = Resource::Secret {
-            path,
-            labels: Some(&secret.labels),
         };
-        let decision = self.authz.decide(who, Action::Read, resource, ctx);
         if decision.allowed {
             Ok((secret, decision.policies))
         } else {

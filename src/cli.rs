@@ -7,6 +7,7 @@ mod get;
 mod health;
 mod inject;
 mod ls;
+mod policy;
 mod put;
 mod rm;
 mod serve;
@@ -68,6 +69,8 @@ enum Command {
     Inject(inject::InjectArgs),
     /// Run the Kubernetes mutating admission webhook (HTTPS).
     Webhook(webhook::WebhookArgs),
+    /// Policy as code: validate, test, explain, fmt, prove.
+    Policy(policy::PolicyArgs),
 }
 
 /// Options shared by the client verbs.
@@ -109,6 +112,7 @@ impl Cli {
                 Command::Health(a) => client::report(health::run(a).await),
                 Command::Inject(a) => inject::run(a),
                 Command::Webhook(a) => webhook::run(a).await,
+                Command::Policy(a) => policy::run(a).await,
             }
         })
     }

@@ -1,0 +1,535 @@
+//! End-to-end tests of `secret-broker policy …` on the shipped policies and
+//! on fixture policy dirs, deliberately broken ones included, running the
+//! real binary from the repository root.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_secret-broker");
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+const FIXTURES: &str = "tests/fixtures/policies";
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn policy(args: &[&str]) -> Run {
+    policy_env(args, &[])
+}
+
+fn policy_env(args: &[&str], env: &[(&str, &str)]) -> Run {
+    let out = Command::new(BIN)
+        .current_dir(ROOT)
+        .arg("policy")
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8(out.stdout).unwrap(),
+        stderr: String::from_utf8(out.stderr).unwrap(),
+    }
+}
+
+fn fixture(name: &str) -> String {
+    format!("{FIXTURES}/{name}")
+}
+
+/// The closing `N passed, M failed` line, parsed.
+fn tally(stdout: &str) -> (usize, usize) {
+    let last = stdout.lines().last().unwrap_or_default();
+    let nums: Vec<usize> = last
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().unwrap())
+        .collect();
+    assert_eq!(
+        last,
+        format!("{} passed, {} failed", nums[0], nums[1]),
+        "{stdout}"
+    );
+    (nums[0], nums[1])
+}
+
+/// 1-based line of `needle` in a repository file.
+fn line_of(file: &str, needle: &str) -> usize {
+    let text = std::fs::read_to_string(Path::new(ROOT).join(file)).unwrap();
+    text.lines().position(|l| l.contains(needle)).unwrap() + 1
+}
+
+#[test]
+fn validate_accepts_the_shipped_and_valid_policies() {
+    for dir in [
+        "policies",
+        &fixture("valid"),
+        "policies/examples/restricted-labels",
+        "policies/examples/workspace-roles",
+    ] {
+        let r = policy(&["validate", "--policies", dir]);
+        assert_eq!(r.code, 0, "{dir}: {}", r.stderr);
+        assert!(
+            r.stdout.contains("policies valid against the schema"),
+            "{}",
+            r.stdout
+        );
+    }
+    // `policies` is the default directory.
+    assert_eq!(policy(&["validate"]).code, 0);
+}
+
+#[test]
+fn validate_reports_a_syntax_error_like_a_compiler() {
+    let r = policy(&["validate", "--policies", &fixture("syntax-error")]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let file = format!("{FIXTURES}/syntax-error/broker.cedar");
+    let mut lines = r.stderr.lines();
+    let first = lines.next().unwrap();
+    assert!(
+        first.starts_with(&format!("{file}:5:3: error: unexpected token `action`")),
+        "{}",
+        r.stderr
+    );
+    // The offending line, then a caret under column 3.
+    assert_eq!(
+        lines.next().unwrap().trim(),
+        r#"action == SecretBroker::Action::"list","#
+    );
+    assert_eq!(lines.next().unwrap(), "      ^");
+}
+
+#[test]
+fn validate_reports_a_schema_violation_with_its_location() {
+    let r = policy(&["validate", "--policies", &fixture("schema-violation")]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let file = format!("{FIXTURES}/schema-violation/broker.cedar");
+    assert!(
+        r.stderr.contains(&format!("{file}:8:8: error: ")),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("attribute `owner`"), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("when { resource.owner == principal };\n           ^"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn validate_exit_codes_for_io_and_usage() {
+    let r = policy(&["validate", "--policies", "no/such/dir"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("no/such/dir"), "{}", r.stderr);
+    assert_eq!(policy(&["validate", "--bogus"]).code, 2);
+    assert_eq!(policy(&["test"]).code, 2, "TESTS are required");
+}
+
+#[test]
+fn the_shipped_tests_pass() {
+    let junit = tempfile::NamedTempFile::new().unwrap();
+    let r = policy(&[
+        "test",
+        "policies/tests/",
+        "--junit",
+        junit.path().to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let (passed, failed) = tally(&r.stdout);
+    assert!(passed >= 30, "{}", r.stdout);
+    assert_eq!(failed, 0);
+    assert!(
+        r.stdout
+            .contains("PASS prefix confusion, t-4 cannot read t-42\n")
+    );
+    assert!(
+        r.stdout
+            .contains("PASS cedar format: a task reads in its scope\n")
+    );
+    let xml = std::fs::read_to_string(junit.path()).unwrap();
+    assert!(
+        xml.contains(&format!("tests=\"{passed}\" failures=\"0\"")),
+        "{xml}"
+    );
+}
+
+#[test]
+fn the_examples_tests_pass_with_their_policies() {
+    for ex in ["restricted-labels", "workspace-roles"] {
+        let dir = format!("policies/examples/{ex}");
+        let r = policy(&["test", "--policies", &dir, &format!("{dir}/tests")]);
+        assert_eq!(r.code, 0, "{ex}: {}{}", r.stdout, r.stderr);
+        assert_eq!(tally(&r.stdout).1, 0);
+    }
+}
+
+#[test]
+fn example_copies_of_the_shipped_policy_are_current() {
+    for ex in ["restricted-labels", "workspace-roles"] {
+        for file in ["broker.cedar", "schema.cedarschema"] {
+            let shipped =
+                std::fs::read_to_string(Path::new(ROOT).join("policies").join(file)).unwrap();
+            let copy = std::fs::read_to_string(
+                Path::new(ROOT)
+                    .join("policies/examples")
+                    .join(ex)
+                    .join(file),
+            )
+            .unwrap();
+            assert_eq!(shipped, copy, "policies/examples/{ex}/{file} is stale");
+        }
+    }
+}
+
+#[test]
+fn the_runner_is_checked_both_ways() {
+    let valid = fixture("valid");
+    let right = policy(&["test", "--policies", &valid, &fixture("tests/right.yaml")]);
+    assert_eq!(right.code, 0, "{}", right.stdout);
+    assert_eq!(tally(&right.stdout), (2, 0));
+
+    let wrong = policy(&["test", "--policies", &valid, &fixture("tests/wrong.yaml")]);
+    assert_eq!(wrong.code, 1, "{}", wrong.stdout);
+    assert_eq!(tally(&wrong.stdout), (1, 1));
+    assert!(
+        wrong.stdout.contains(
+            "FAIL wrong platform reads: expected allow, got deny (policies: platform-never-reads)\n"
+        ),
+        "{}",
+        wrong.stdout
+    );
+
+    // A directory is searched recursively; one failure fails the run.
+    let both = policy(&["test", "--policies", &valid, &fixture("tests")]);
+    assert_eq!(both.code, 1);
+    assert_eq!(tally(&both.stdout), (3, 1));
+}
+
+#[test]
+fn test_fails_on_a_policy_that_lets_the_platform_read() {
+    let junit = tempfile::NamedTempFile::new().unwrap();
+    let r = policy(&[
+        "test",
+        "--policies",
+        &fixture("platform-reads"),
+        "policies/tests",
+        "--junit",
+        junit.path().to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(
+        r.stdout.contains(
+            "FAIL platform never reads, not even what it wrote: expected deny, got allow (policies: platform-debug-read)\n"
+        ),
+        "{}",
+        r.stdout
+    );
+    let (_, failed) = tally(&r.stdout);
+    assert!(failed > 0);
+    let xml = std::fs::read_to_string(junit.path()).unwrap();
+    assert!(xml.contains(&format!("failures=\"{failed}\"")), "{xml}");
+    assert!(
+        xml.contains(
+            "<failure message=\"expected deny, got allow (policies: platform-debug-read)\"/>"
+        ),
+        "{xml}"
+    );
+}
+
+#[test]
+fn test_refuses_a_malformed_file_and_invalid_policies() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "cases: [{principal: p, action: read, path: a/b, expected: allow}]",
+    )
+    .unwrap();
+    let r = policy(&["test", bad.to_str().unwrap()]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("is not a test file"), "{}", r.stderr);
+
+    let r = policy(&[
+        "test",
+        "--policies",
+        &fixture("syntax-error"),
+        "policies/tests",
+    ]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("broker.cedar:5:3:"), "{}", r.stderr);
+}
+
+#[test]
+fn explain_names_the_deciding_policy_and_its_line() {
+    let r = policy(&[
+        "explain",
+        "--config",
+        "policies/tests/broker.toml",
+        "--principal",
+        "provisioner",
+        "--action",
+        "read",
+        "--resource",
+        "acme/tasks/t-42/db",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let line = line_of("policies/broker.cedar", r#"@id("platform-never-reads")"#);
+    assert!(r.stdout.starts_with("decision: deny\n"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains(&format!(
+            "  forbid `platform-never-reads` at policies/broker.cedar:{line}\n"
+        )),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("errors: none"), "{}", r.stdout);
+
+    let r = policy(&[
+        "explain",
+        "--principal",
+        "Task:acme/tasks/t-42",
+        "--action",
+        "list",
+        "--resource",
+        "acme/tasks/t-42/",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let line = line_of("policies/broker.cedar", r#"@id("task-read-own-scope")"#);
+    assert!(r.stdout.starts_with("decision: allow\n"), "{}", r.stdout);
+    assert!(
+        r.stdout
+            .contains(r#"resource SecretBroker::Scope::"acme/tasks/t-42""#),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains(&format!(
+            "  permit `task-read-own-scope` at policies/broker.cedar:{line}\n"
+        )),
+        "{}",
+        r.stdout
+    );
+
+    let r = policy(&[
+        "explain",
+        "--principal",
+        "Component:",
+        "--action",
+        "write",
+        "--resource",
+        "a/b",
+    ]);
+    assert!(
+        r.stdout.contains("no policy applies, so the default deny"),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn explain_refuses_bad_arguments() {
+    let cases: [&[&str]; 4] = [
+        &[
+            "--principal",
+            "provisioner",
+            "--action",
+            "read",
+            "--resource",
+            "a/b",
+        ],
+        &[
+            "--principal",
+            "Task:a",
+            "--action",
+            "peek",
+            "--resource",
+            "a/b",
+        ],
+        &[
+            "--principal",
+            "Task:a",
+            "--action",
+            "read",
+            "--resource",
+            "a/../b",
+        ],
+        &[
+            "--config",
+            "policies/tests/broker.toml",
+            "--principal",
+            "nobody",
+            "--action",
+            "read",
+            "--resource",
+            "a/b",
+        ],
+    ];
+    for args in cases {
+        let mut all = vec!["explain"];
+        all.extend_from_slice(args);
+        let r = policy(&all);
+        assert_eq!(r.code, 2, "{args:?}: {}", r.stdout);
+        assert!(r.stderr.starts_with("error: "), "{}", r.stderr);
+    }
+}
+
+#[test]
+fn explain_takes_extra_entities() {
+    let dir = tempfile::tempdir().unwrap();
+    let entities = dir.path().join("e.json");
+    std::fs::write(&entities, r#"[{"uid": {"type": "SecretBroker::Role", "id": "auditors"}, "attrs": {}, "parents": []}]"#).unwrap();
+    let r = policy(&[
+        "explain",
+        "--principal",
+        "Component:platform",
+        "--action",
+        "write",
+        "--resource",
+        "a/b",
+        "--entities",
+        entities.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.starts_with("decision: allow\n"), "{}", r.stdout);
+}
+
+#[test]
+fn fmt_check_passes_on_shipped_policies_and_fails_on_unformatted() {
+    for dir in [
+        "policies",
+        "policies/examples/restricted-labels",
+        "policies/examples/workspace-roles",
+    ] {
+        let r = policy(&["fmt", "--check", "--policies", dir]);
+        assert_eq!(r.code, 0, "{dir}: {}{}", r.stdout, r.stderr);
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ugly.cedar");
+    std::fs::write(&file, "permit(principal,action,resource);\n").unwrap();
+    let d = dir.path().to_str().unwrap();
+    let r = policy(&["fmt", "--check", "--policies", d]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stdout
+            .contains(&format!("{}: not formatted", file.display())),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "permit(principal,action,resource);\n"
+    );
+
+    let r = policy(&["fmt", "--policies", d]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "permit (principal, action, resource);\n"
+    );
+    assert_eq!(policy(&["fmt", "--check", "--policies", d]).code, 0);
+
+    std::fs::write(&file, "permit(principal,").unwrap();
+    let r = policy(&["fmt", "--check", "--policies", d]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("cannot format"), "{}", r.stderr);
+}
+
+#[test]
+fn prove_holds_for_the_shipped_policies_and_examples() {
+    for dir in [
+        "policies",
+        "policies/examples/restricted-labels",
+        "policies/examples/workspace-roles",
+    ] {
+        let r = policy(&["prove", "--policies", dir]);
+        assert_eq!(r.code, 0, "{dir}: {}{}", r.stdout, r.stderr);
+        assert!(
+            r.stdout.contains("PROVED platform-never-reads: "),
+            "{}",
+            r.stdout
+        );
+        assert!(
+            r.stdout.contains("PROVED task-reads-own-scope: "),
+            "{}",
+            r.stdout
+        );
+        assert!(
+            r.stdout.ends_with("2 proved, 0 disproved\n"),
+            "{}",
+            r.stdout
+        );
+    }
+}
+
+#[test]
+fn prove_prints_a_counterexample_when_the_platform_can_read() {
+    let r = policy(&["prove", "--policies", &fixture("platform-reads")]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    let s = &r.stdout;
+    assert!(s.contains("FAILED platform-never-reads: "), "{s}");
+    assert!(
+        s.contains("counterexample (allowed by the policies):"),
+        "{s}"
+    );
+    assert!(s.contains(r#"action: SecretBroker::Action::"read""#), "{s}");
+    assert!(s.contains(r#"in [SecretBroker::Role::"platform"]"#), "{s}");
+    let line = line_of(
+        &format!("{FIXTURES}/platform-reads/broker.cedar"),
+        r#"@id("platform-debug-read")"#,
+    );
+    assert!(
+        s.contains(&format!(
+            "decided allow by: `platform-debug-read` at {FIXTURES}/platform-reads/broker.cedar:{line}"
+        )),
+        "{s}"
+    );
+}
+
+#[test]
+fn prove_tells_the_two_properties_apart() {
+    let r = policy(&["prove", "--policies", &fixture("task-escapes")]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("PROVED platform-never-reads: "),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("FAILED task-reads-own-scope: "),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains(r#"principal: SecretBroker::Task::"#),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("decided allow by: `tasks-read-acme`"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.ends_with("1 proved, 1 disproved\n"),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn prove_without_a_solver_says_exactly_what_failed() {
+    let r = policy_env(&["prove"], &[("CVC5", "/nonexistent/cvc5")]);
+    assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr
+            .starts_with("error: cannot start the `cvc5` solver (`/nonexistent/cvc5`)"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("apt-get install cvc5"), "{}", r.stderr);
+}
