@@ -5,6 +5,8 @@
 
 pub mod cache;
 pub mod embedded;
+#[cfg(feature = "vault")]
+pub mod vault;
 
 use std::collections::BTreeMap;
 use std::fmt;
