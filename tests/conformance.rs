@@ -39,10 +39,19 @@ macro_rules! conformance {
             check!(path_encoding_round_trip);
             check!(labels);
             check!(ready_and_errors_as_embedded);
+            check!(no_value_in_logs);
+
+            #[test]
+            fn empty_value() {
+                let test = concat!(stringify!($store), "::empty_value");
+                if let Some(s) = crate::backends::$store(test) {
+                    crate::suite::empty_value(&s.broker, stringify!($store));
+                }
+            }
         }
     };
 }
 
 conformance!(embedded);
 conformance!(vault);
-// conformance!(aws);
+conformance!(aws);

@@ -121,6 +121,8 @@ async fn open_store(config: &StoreConfig) -> Result<Arc<dyn Store>, StartError> 
         StoreConfig::Embedded { path, key_file } => Arc::new(EmbeddedStore::open(path, key_file)?),
         #[cfg(feature = "vault")]
         StoreConfig::Vault(c) => Arc::new(crate::store::vault::VaultStore::connect(c).await?),
+        #[cfg(feature = "aws")]
+        StoreConfig::Aws(c) => Arc::new(crate::store::aws::AwsStore::connect(c).await?),
         #[allow(unreachable_patterns)]
         other => {
             return Err(StartError::Config(ConfigError::Invalid {

@@ -202,10 +202,25 @@ pub fn binary_and_maximum_size(b: &Broker) {
     let r = b.put_json(&path, P, &json!({"value_base64": B64.encode(&over)}), &[]);
     assert_eq!(r.status, 413, "{}", r.text());
     assert_eq!(b.get(&path, T).json()["version"], 1);
+}
 
-    // The empty value is a value.
+/// The empty value is a value, except where the store cannot hold one
+/// (AWS Secrets Manager: 1 to 65536 bytes): then a clear store refusal.
+pub fn empty_value(b: &Broker, store: &str) {
     let path = format!("{SCOPE}/empty");
-    assert_eq!(b.put(&path, P, "").status, 201);
+    let r = b.put(&path, P, "");
+    if store == "aws" {
+        assert_eq!(
+            (r.status, r.code()),
+            (502, "backend_error".into()),
+            "{}",
+            r.text()
+        );
+        assert!(r.text().contains("empty value"), "{}", r.text());
+        assert_eq!(b.get(&path, T).status, 404);
+        return;
+    }
+    assert_eq!(r.status, 201, "{}", r.text());
     let g = b.get(&path, T).json();
     assert_eq!(
         (g["value"].as_str(), g["version"].as_u64()),
@@ -366,4 +381,27 @@ pub fn ready_and_errors_as_embedded(b: &Broker) {
     assert_eq!((r.status, r.code()), (400, "invalid_path".into()));
     let r = b.get(&format!("{SCOPE}/x"), P);
     assert_eq!((r.status, r.code()), (403, "forbidden".into()));
+}
+
+/// A canary value written, read and deleted never shows in the broker's
+/// logs (at debug level, SDK and HTTP client logs included) or audit.
+pub fn no_value_in_logs(b: &Broker) {
+    let canary = "CANARY-5e1f-do-not-log";
+    let path = format!("{SCOPE}/canary");
+    assert_eq!(b.put(&path, P, canary).status, 201);
+    assert_eq!(b.get(&path, T).json()["value"], canary);
+    let bin = format!("{canary}\u{0}");
+    let r = b.put_json(&path, P, &json!({"value_base64": B64.encode(&bin)}), &[]);
+    assert_eq!(r.status, 200);
+    assert_eq!(b.get(&path, T).status, 200);
+    assert_eq!(del(b, &path), 204);
+    let logs = format!(
+        "{}\n{}",
+        b.stderr_text(),
+        std::fs::read_to_string(&b.audit).unwrap_or_default()
+    );
+    assert!(!logs.is_empty());
+    for needle in [canary.to_owned(), B64.encode(canary), B64.encode(&bin)] {
+        assert!(!logs.contains(&needle), "`{needle}` leaked into the logs");
+    }
 }
