@@ -73,6 +73,82 @@ pub enum StoreConfig {
         /// The 32-byte AES-256-GCM key file.
         key_file: PathBuf,
     },
+    /// HashiCorp Vault (or OpenBao), KV v2.
+    Vault(VaultConfig),
+    /// AWS Secrets Manager.
+    Aws(AwsConfig),
+}
+
+impl StoreConfig {
+    /// The backend name, as in `store.backend`.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Self::Embedded { .. } => "embedded",
+            Self::Vault(_) => "vault",
+            Self::Aws(_) => "aws",
+        }
+    }
+}
+
+/// Settings every remote store shares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteConfig {
+    /// Prepended to every path: `""` or segments ending in `/` (`"team/"`).
+    pub prefix: String,
+    /// How long one store call may take (default 5s).
+    pub timeout: Duration,
+}
+
+/// The `vault` store. Holds file paths, never a credential.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VaultConfig {
+    /// `https://vault.example:8200` (`http://` only for loopback).
+    pub address: String,
+    /// The KV v2 mount (default `secret`).
+    pub mount: String,
+    /// The Vault namespace (Enterprise / OpenBao), if any.
+    pub namespace: Option<String>,
+    /// A PEM CA bundle; when set, the server must chain to it alone.
+    pub ca_file: Option<PathBuf>,
+    /// How the broker logs in.
+    pub auth: VaultAuth,
+    /// Prefix and timeout.
+    pub remote: RemoteConfig,
+}
+
+/// How the `vault` store authenticates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VaultAuth {
+    /// A token from `token_file`, else from `$VAULT_TOKEN` at start.
+    Token {
+        /// The file holding the token (re-read when it changes).
+        token_file: Option<PathBuf>,
+    },
+    /// AppRole login at `auth/approle`.
+    AppRole {
+        /// The role id (an identifier, not a secret).
+        role_id: String,
+        /// The file holding the secret id.
+        secret_id_file: PathBuf,
+    },
+    /// Kubernetes service-account login at `auth/kubernetes`.
+    Kubernetes {
+        /// The Vault role.
+        role: String,
+        /// The service-account token file (re-read at every login).
+        jwt_file: PathBuf,
+    },
+}
+
+/// The `aws` store. Credentials come from the AWS default chain only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsConfig {
+    /// The region; default: the chain's (`$AWS_REGION`, profile, IMDS).
+    pub region: Option<String>,
+    /// Another endpoint (e.g. a VPC endpoint or a local test server).
+    pub endpoint_url: Option<String>,
+    /// Prefix and timeout.
+    pub remote: RemoteConfig,
 }
 
 /// Read cache settings.

@@ -3,8 +3,12 @@
 //!
 //! Stores see only validated paths and never log or return values in errors.
 
+#[cfg(feature = "aws")]
+pub mod aws;
 pub mod cache;
 pub mod embedded;
+#[cfg(feature = "vault")]
+pub mod vault;
 
 use std::collections::BTreeMap;
 use std::fmt;

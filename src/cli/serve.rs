@@ -114,6 +114,29 @@ fn init_tracing(log: &LogConfig) {
     };
 }
 
+/// Opens the configured store. Remote stores log in here, so a broker with
+/// bad store credentials fails at start with a message naming what to check.
+async fn open_store(config: &StoreConfig) -> Result<Arc<dyn Store>, StartError> {
+    Ok(match config {
+        StoreConfig::Embedded { path, key_file } => Arc::new(EmbeddedStore::open(path, key_file)?),
+        #[cfg(feature = "vault")]
+        StoreConfig::Vault(c) => Arc::new(crate::store::vault::VaultStore::connect(c).await?),
+        #[cfg(feature = "aws")]
+        StoreConfig::Aws(c) => Arc::new(crate::store::aws::AwsStore::connect(c).await?),
+        #[allow(unreachable_patterns)]
+        other => {
+            return Err(StartError::Config(ConfigError::Invalid {
+                key: "store.backend".to_owned(),
+                message: format!(
+                    "this build has no `{}` store; rebuild with `--features {}`",
+                    other.backend(),
+                    other.backend()
+                ),
+            }));
+        }
+    })
+}
+
 /// Builds every layer from the config and serves until a stop signal.
 async fn start(config: Config, dev: Option<&super::dev::DevEnv>) -> Result<(), StartError> {
     init_tracing(&config.log);
@@ -122,9 +145,7 @@ async fn start(config: Config, dev: Option<&super::dev::DevEnv>) -> Result<(), S
     // Bind before opening the store, so a second broker on the same config
     // is told the socket is served rather than that the store is locked.
     let (listener, guard) = server::bind(&config.listen)?;
-    let store: Arc<dyn Store> = match &config.store {
-        StoreConfig::Embedded { path, key_file } => Arc::new(EmbeddedStore::open(path, key_file)?),
-    };
+    let store = open_store(&config.store).await?;
     let cache = Arc::new(CachedStore::new(
         store,
         config.cache.ttl,

@@ -5,11 +5,13 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use serde::Deserialize;
+use serde::de::IgnoredAny;
 
 use super::{
-    AuditSink, CacheConfig, Config, ConfigError, DEFAULT_SOCKET, Limits, ListenConfig, LogConfig,
-    LogFormat, StoreConfig, invalid, parse_duration, parse_mode, principal_kind, resolve,
-    resolve_group, scope, token_digest, valid_id,
+    AuditSink, AwsConfig, CacheConfig, Config, ConfigError, DEFAULT_SOCKET, Limits, ListenConfig,
+    LogConfig, LogFormat, RemoteConfig, StoreConfig, VaultAuth, VaultConfig, invalid,
+    parse_duration, parse_mode, principal_kind, resolve, resolve_group, scope, token_digest,
+    valid_id,
 };
 use crate::identity::{Principal, PrincipalKind, PrincipalSpec};
 
@@ -47,8 +49,36 @@ struct RawListen {
 #[serde(deny_unknown_fields)]
 struct RawStore {
     backend: Option<String>,
+    // embedded
     path: Option<String>,
     key_file: Option<String>,
+    // every remote store
+    prefix: Option<String>,
+    timeout: Option<String>,
+    // vault
+    address: Option<String>,
+    mount: Option<String>,
+    namespace: Option<String>,
+    ca_file: Option<String>,
+    auth: Option<String>,
+    token_file: Option<String>,
+    role_id: Option<String>,
+    secret_id_file: Option<String>,
+    role: Option<String>,
+    jwt_file: Option<String>,
+    // aws
+    region: Option<String>,
+    endpoint_url: Option<String>,
+    // SECURITY: inline credentials are named here only to be refused with a
+    // useful message. Left to `deny_unknown_fields`, TOML's error would quote
+    // the offending line, credential and all; `IgnoredAny` keeps no value.
+    token: Option<IgnoredAny>,
+    secret_id: Option<IgnoredAny>,
+    jwt: Option<IgnoredAny>,
+    access_key_id: Option<IgnoredAny>,
+    secret_access_key: Option<IgnoredAny>,
+    session_token: Option<IgnoredAny>,
+    client_secret: Option<IgnoredAny>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -192,26 +222,80 @@ impl RawListen {
     }
 }
 
+/// The default service-account token of a Kubernetes pod.
+const K8S_JWT: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+
 impl RawStore {
     fn validate(self, base: &Path) -> Result<StoreConfig, ConfigError> {
-        match self.backend.as_deref().unwrap_or("embedded") {
-            "embedded" => Ok(StoreConfig::Embedded {
-                path: resolve(
-                    base,
-                    self.path
-                        .as_deref()
-                        .unwrap_or("/var/lib/secret-broker/store.redb"),
-                ),
-                key_file: resolve(
-                    base,
-                    self.key_file
-                        .as_deref()
-                        .unwrap_or("/etc/secret-broker/store.key"),
-                ),
-            }),
-            b @ ("vault" | "aws" | "azure" | "gcp") => Err(invalid(
+        self.refuse_inline_credentials()?;
+        let backend = self.backend.as_deref().unwrap_or("embedded");
+        match backend {
+            "embedded" => {
+                self.only(backend, &["path", "key_file"])?;
+                Ok(StoreConfig::Embedded {
+                    path: resolve(
+                        base,
+                        self.path
+                            .as_deref()
+                            .unwrap_or("/var/lib/secret-broker/store.redb"),
+                    ),
+                    key_file: resolve(
+                        base,
+                        self.key_file
+                            .as_deref()
+                            .unwrap_or("/etc/secret-broker/store.key"),
+                    ),
+                })
+            }
+            "vault" => {
+                self.only(
+                    backend,
+                    &[
+                        "prefix",
+                        "timeout",
+                        "address",
+                        "mount",
+                        "namespace",
+                        "ca_file",
+                        "auth",
+                        "token_file",
+                        "role_id",
+                        "secret_id_file",
+                        "role",
+                        "jwt_file",
+                    ],
+                )?;
+                self.vault(base).map(StoreConfig::Vault)
+            }
+            "aws" => {
+                self.only(backend, &["prefix", "timeout", "region", "endpoint_url"])?;
+                let remote = self.remote()?;
+                let endpoint_url = self
+                    .endpoint_url
+                    .map(|u| url("store.endpoint_url", u))
+                    .transpose()?;
+                if let Some(r) = &self.region {
+                    let ok = !r.is_empty()
+                        && r.len() <= 64
+                        && r.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+                    if !ok {
+                        return Err(invalid(
+                            "store.region",
+                            format!("`{r}` is not an AWS region such as \"eu-west-1\""),
+                        ));
+                    }
+                }
+                Ok(StoreConfig::Aws(AwsConfig {
+                    region: self.region,
+                    endpoint_url,
+                    remote,
+                }))
+            }
+            b @ ("azure" | "gcp") => Err(invalid(
                 "store.backend",
-                format!("the `{b}` store is not available in this build; use \"embedded\""),
+                format!(
+                    "the `{b}` store is not available in this build; use \"embedded\", \"vault\" or \"aws\""
+                ),
             )),
             b => Err(invalid(
                 "store.backend",
@@ -219,6 +303,226 @@ impl RawStore {
             )),
         }
     }
+
+    fn refuse_inline_credentials(&self) -> Result<(), ConfigError> {
+        let inline = [
+            ("token", self.token.is_some(), "token_file or $VAULT_TOKEN"),
+            ("secret_id", self.secret_id.is_some(), "secret_id_file"),
+            ("jwt", self.jwt.is_some(), "jwt_file"),
+            (
+                "access_key_id",
+                self.access_key_id.is_some(),
+                "the AWS default credential chain",
+            ),
+            (
+                "secret_access_key",
+                self.secret_access_key.is_some(),
+                "the AWS default credential chain",
+            ),
+            (
+                "session_token",
+                self.session_token.is_some(),
+                "the AWS default credential chain",
+            ),
+            ("client_secret", self.client_secret.is_some(), "a file"),
+        ];
+        match inline.iter().find(|(_, set, _)| *set) {
+            Some((key, _, instead)) => Err(invalid(
+                format!("store.{key}"),
+                format!("store credentials are never inline in the config; use {instead}"),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Refuses keys that belong to another backend than `backend`.
+    fn only(&self, backend: &str, allowed: &[&str]) -> Result<(), ConfigError> {
+        let set = [
+            ("path", self.path.is_some()),
+            ("key_file", self.key_file.is_some()),
+            ("prefix", self.prefix.is_some()),
+            ("timeout", self.timeout.is_some()),
+            ("address", self.address.is_some()),
+            ("mount", self.mount.is_some()),
+            ("namespace", self.namespace.is_some()),
+            ("ca_file", self.ca_file.is_some()),
+            ("auth", self.auth.is_some()),
+            ("token_file", self.token_file.is_some()),
+            ("role_id", self.role_id.is_some()),
+            ("secret_id_file", self.secret_id_file.is_some()),
+            ("role", self.role.is_some()),
+            ("jwt_file", self.jwt_file.is_some()),
+            ("region", self.region.is_some()),
+            ("endpoint_url", self.endpoint_url.is_some()),
+        ];
+        match set.iter().find(|(k, s)| *s && !allowed.contains(k)) {
+            Some((key, _)) => Err(invalid(
+                format!("store.{key}"),
+                format!("does not apply to backend `{backend}`; remove it"),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    fn remote(&self) -> Result<RemoteConfig, ConfigError> {
+        let timeout = duration("store.timeout", self.timeout.as_deref(), "5s")?;
+        if timeout.is_zero() {
+            return Err(invalid("store.timeout", "must be more than 0"));
+        }
+        Ok(RemoteConfig {
+            prefix: prefix(self.prefix.as_deref().unwrap_or(""))?,
+            timeout,
+        })
+    }
+
+    fn vault(self, base: &Path) -> Result<VaultConfig, ConfigError> {
+        let remote = self.remote()?;
+        let address = url(
+            "store.address",
+            self.address.ok_or_else(|| {
+                invalid(
+                    "store.address",
+                    "the vault store needs the server's URL, e.g. \"https://vault.example:8200\"",
+                )
+            })?,
+        )?;
+        let mount = self.mount.unwrap_or_else(|| "secret".to_owned());
+        let mount = mount.trim_matches('/').to_owned();
+        if !vault_path(&mount) {
+            return Err(invalid(
+                "store.mount",
+                format!("`{mount}` is not a mount path such as \"secret\""),
+            ));
+        }
+        if let Some(ns) = &self.namespace {
+            if !vault_path(ns.trim_matches('/')) {
+                return Err(invalid(
+                    "store.namespace",
+                    format!("`{ns}` is not a namespace path such as \"team-a\""),
+                ));
+            }
+        }
+        let file = |v: Option<String>| v.map(|p| resolve(base, &p));
+        let method = self.auth.as_deref().unwrap_or("token");
+        let not_for = |key: &str, set: bool| -> Result<(), ConfigError> {
+            if set {
+                Err(invalid(
+                    format!("store.{key}"),
+                    format!("does not apply to auth = \"{method}\"; remove it"),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        let auth = match method {
+            "token" => {
+                not_for("role_id", self.role_id.is_some())?;
+                not_for("secret_id_file", self.secret_id_file.is_some())?;
+                not_for("role", self.role.is_some())?;
+                not_for("jwt_file", self.jwt_file.is_some())?;
+                VaultAuth::Token {
+                    token_file: file(self.token_file),
+                }
+            }
+            "approle" => {
+                not_for("token_file", self.token_file.is_some())?;
+                not_for("role", self.role.is_some())?;
+                not_for("jwt_file", self.jwt_file.is_some())?;
+                VaultAuth::AppRole {
+                    role_id: self.role_id.filter(|r| !r.is_empty()).ok_or_else(|| {
+                        invalid("store.role_id", "auth = \"approle\" needs a role_id")
+                    })?,
+                    secret_id_file: file(self.secret_id_file).ok_or_else(|| {
+                        invalid(
+                            "store.secret_id_file",
+                            "auth = \"approle\" needs the file holding the secret id",
+                        )
+                    })?,
+                }
+            }
+            "kubernetes" => {
+                not_for("token_file", self.token_file.is_some())?;
+                not_for("role_id", self.role_id.is_some())?;
+                not_for("secret_id_file", self.secret_id_file.is_some())?;
+                VaultAuth::Kubernetes {
+                    role: self.role.filter(|r| !r.is_empty()).ok_or_else(|| {
+                        invalid("store.role", "auth = \"kubernetes\" needs the Vault role")
+                    })?,
+                    jwt_file: resolve(base, self.jwt_file.as_deref().unwrap_or(K8S_JWT)),
+                }
+            }
+            other => {
+                return Err(invalid(
+                    "store.auth",
+                    format!("`{other}` is not one of token, approle, kubernetes"),
+                ));
+            }
+        };
+        Ok(VaultConfig {
+            address,
+            mount,
+            namespace: self.namespace.map(|n| n.trim_matches('/').to_owned()),
+            ca_file: file(self.ca_file),
+            auth,
+            remote,
+        })
+    }
+}
+
+/// Normalises a store prefix to `""` or `seg/…/seg/`; segments follow the
+/// path grammar so that a prefixed path is still a valid store name.
+fn prefix(raw: &str) -> Result<String, ConfigError> {
+    let trimmed = raw.trim_end_matches('/');
+    if trimmed.is_empty() {
+        return Ok(String::new());
+    }
+    scope("store.prefix", trimmed)?;
+    Ok(format!("{trimmed}/"))
+}
+
+/// Checks an `http(s)` URL. Plain `http` is allowed only to loopback.
+fn url(key: &str, raw: String) -> Result<String, ConfigError> {
+    let raw = raw.trim_end_matches('/').to_owned();
+    let rest = if let Some(r) = raw.strip_prefix("https://") {
+        r
+    } else if let Some(r) = raw.strip_prefix("http://") {
+        // SECURITY: credentials and values cross this connection; cleartext
+        // only where it never leaves the machine (tests, a local agent).
+        let host = r.split(['/', '?']).next().unwrap_or("");
+        let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
+        if !matches!(host, "127.0.0.1" | "localhost" | "[::1]") {
+            return Err(invalid(
+                key,
+                format!(
+                    "`{raw}`: plain http is allowed only to 127.0.0.1, [::1] or localhost; use https"
+                ),
+            ));
+        }
+        r
+    } else {
+        return Err(invalid(
+            key,
+            format!("`{raw}` is not an http(s) URL such as \"https://host:8200\""),
+        ));
+    };
+    if rest.is_empty() || rest.starts_with('/') || rest.contains(char::is_whitespace) {
+        return Err(invalid(key, format!("`{raw}` has no host")));
+    }
+    Ok(raw)
+}
+
+/// A Vault mount or namespace path: segments of `[A-Za-z0-9._-]`.
+fn vault_path(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 256
+        && s.split('/').all(|seg| {
+            !seg.is_empty()
+                && seg != "."
+                && seg != ".."
+                && seg
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        })
 }
 
 impl RawLimits {

@@ -45,7 +45,9 @@ uid = 2000
     .unwrap();
     assert_eq!(c.listen.mode, 0o660);
     assert_eq!(c.policy_dir, Path::new("/etc/sb/policies"));
-    let StoreConfig::Embedded { path, .. } = &c.store;
+    let StoreConfig::Embedded { path, .. } = &c.store else {
+        panic!("not embedded: {:?}", c.store);
+    };
     assert_eq!(path, Path::new("/etc/sb/store.redb"));
     assert_eq!(c.cache.ttl, Duration::from_secs(300));
     assert_eq!(c.principals.len(), 2);
@@ -114,4 +116,175 @@ fn token_digest_never_echoed() {
     ))
     .unwrap();
     assert!(!format!("{c:?}").contains(&digest));
+}
+
+fn store(text: &str) -> Result<StoreConfig, ConfigError> {
+    parse(&format!("[store]\n{text}")).map(|c| c.store)
+}
+
+#[test]
+fn vault_defaults_and_token_auth() {
+    let c = store("backend = \"vault\"\naddress = \"https://vault.example:8200/\"").unwrap();
+    let StoreConfig::Vault(v) = c else {
+        panic!("{c:?}")
+    };
+    assert_eq!(v.address, "https://vault.example:8200");
+    assert_eq!(v.mount, "secret");
+    assert_eq!(v.namespace, None);
+    assert_eq!(v.ca_file, None);
+    assert_eq!(v.auth, VaultAuth::Token { token_file: None });
+    assert_eq!(v.remote.prefix, "");
+    assert_eq!(v.remote.timeout, Duration::from_secs(5));
+}
+
+#[test]
+fn vault_every_key() {
+    let c = store(
+        r#"backend = "vault"
+address = "http://127.0.0.1:8200"
+mount = "/kv/"
+namespace = "team-a/"
+ca_file = "ca.pem"
+prefix = "broker/prod/"
+timeout = "750ms"
+auth = "approle"
+role_id = "db-writer"
+secret_id_file = "/run/secrets/secret-id""#,
+    )
+    .unwrap();
+    let StoreConfig::Vault(v) = c else {
+        panic!("{c:?}")
+    };
+    assert_eq!(v.mount, "kv");
+    assert_eq!(v.namespace.as_deref(), Some("team-a"));
+    assert_eq!(v.ca_file.as_deref(), Some(Path::new("/etc/sb/ca.pem")));
+    assert_eq!(v.remote.prefix, "broker/prod/");
+    assert_eq!(v.remote.timeout, Duration::from_millis(750));
+    assert_eq!(
+        v.auth,
+        VaultAuth::AppRole {
+            role_id: "db-writer".into(),
+            secret_id_file: "/run/secrets/secret-id".into()
+        }
+    );
+}
+
+#[test]
+fn vault_kubernetes_defaults_to_the_pod_token() {
+    let c = store(
+        "backend = \"vault\"\naddress = \"https://v\"\nauth = \"kubernetes\"\nrole = \"broker\"",
+    )
+    .unwrap();
+    let StoreConfig::Vault(v) = c else {
+        panic!("{c:?}")
+    };
+    assert_eq!(
+        v.auth,
+        VaultAuth::Kubernetes {
+            role: "broker".into(),
+            jwt_file: "/var/run/secrets/kubernetes.io/serviceaccount/token".into()
+        }
+    );
+}
+
+#[test]
+fn aws_keys() {
+    let c = store("backend = \"aws\"").unwrap();
+    assert_eq!(c.backend(), "aws");
+    let c = store(
+        "backend = \"aws\"\nregion = \"eu-west-1\"\nendpoint_url = \"http://localhost:5000\"\nprefix = \"sb\"",
+    )
+    .unwrap();
+    let StoreConfig::Aws(a) = c else {
+        panic!("{c:?}")
+    };
+    assert_eq!(a.region.as_deref(), Some("eu-west-1"));
+    assert_eq!(a.endpoint_url.as_deref(), Some("http://localhost:5000"));
+    assert_eq!(a.remote.prefix, "sb/");
+}
+
+#[test]
+fn bad_store_configs_are_refused_with_the_key() {
+    let v = "backend = \"vault\"\naddress = \"https://v:8200\"\n";
+    let cases = [
+        ("backend = \"vault\"".to_owned(), "store.address"),
+        (
+            "backend = \"vault\"\naddress = \"vault:8200\"".to_owned(),
+            "store.address",
+        ),
+        // Cleartext only to loopback.
+        (
+            "backend = \"vault\"\naddress = \"http://vault.example:8200\"".to_owned(),
+            "plain http",
+        ),
+        (format!("{v}auth = \"ldap\""), "store.auth"),
+        (format!("{v}auth = \"approle\""), "store.role_id"),
+        (
+            format!("{v}auth = \"approle\"\nrole_id = \"r\""),
+            "store.secret_id_file",
+        ),
+        (format!("{v}auth = \"kubernetes\""), "store.role"),
+        (
+            format!(
+                "{v}auth = \"approle\"\nrole_id = \"r\"\nsecret_id_file = \"f\"\ntoken_file = \"t\""
+            ),
+            "store.token_file",
+        ),
+        (format!("{v}role = \"r\""), "store.role"),
+        (format!("{v}mount = \"../x\""), "store.mount"),
+        (format!("{v}namespace = \"a//b\""), "store.namespace"),
+        (format!("{v}prefix = \"a/../b\""), "store.prefix"),
+        (format!("{v}timeout = \"0s\""), "store.timeout"),
+        (format!("{v}timeout = \"soon\""), "store.timeout"),
+        (format!("{v}region = \"eu-west-1\""), "store.region"),
+        (format!("{v}key_file = \"k\""), "store.key_file"),
+        (
+            "backend = \"aws\"\nregion = \"eu west\"".to_owned(),
+            "store.region",
+        ),
+        (
+            "backend = \"aws\"\nendpoint_url = \"ftp://x\"".to_owned(),
+            "store.endpoint_url",
+        ),
+        (
+            "backend = \"aws\"\nmount = \"kv\"".to_owned(),
+            "store.mount",
+        ),
+        (
+            "backend = \"embedded\"\nprefix = \"p\"".to_owned(),
+            "store.prefix",
+        ),
+        (
+            "backend = \"gcp\"".to_owned(),
+            "not available in this build",
+        ),
+        ("backend = \"vaults\"".to_owned(), "store.backend"),
+        (
+            "backend = \"vault\"\nadress = \"https://v\"".to_owned(),
+            "adress",
+        ),
+    ];
+    for (text, needle) in cases {
+        let err = store(&text).unwrap_err().to_string();
+        assert!(err.contains(needle), "{text:?} -> {err}");
+    }
+}
+
+#[test]
+fn inline_credentials_are_refused_without_echoing_them() {
+    let canary = "s.CANARY-7f3a9e";
+    for key in [
+        "token",
+        "secret_id",
+        "jwt",
+        "access_key_id",
+        "secret_access_key",
+        "session_token",
+    ] {
+        let text = format!("backend = \"vault\"\naddress = \"https://v\"\n{key} = \"{canary}\"");
+        let err = store(&text).unwrap_err();
+        let shown = format!("{err} {err:?}");
+        assert!(shown.contains("never inline"), "{key}: {shown}");
+        assert!(!shown.contains(canary), "{key}: {shown}");
+    }
 }

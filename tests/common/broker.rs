@@ -62,6 +62,8 @@ pub struct Broker {
     pub audit: PathBuf,
     pub stderr: PathBuf,
     pub config: PathBuf,
+    /// Extra environment for the broker process (empty unless a test sets it).
+    pub env: Vec<(String, String)>,
 }
 
 pub struct Resp {
@@ -158,10 +160,113 @@ level = "debug"
             audit: dir.path().join("audit.log"),
             stderr: dir.path().join("stderr.log"),
             config,
+            env: Vec::new(),
             dir,
         };
         b.spawn();
         b
+    }
+
+    /// A fresh temp dir for [`Broker::start_with_store`], so a test can put
+    /// files (a token file, a CA) in it before the broker starts.
+    pub fn temp_dir() -> tempfile::TempDir {
+        let dir = tempfile::Builder::new()
+            .prefix("sb-test.")
+            .tempdir()
+            .unwrap();
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        dir
+    }
+
+    /// Starts a broker in `dir` with the shipped policies, `store` as the
+    /// whole `[store]` section's body (e.g. `backend = "vault"` and its
+    /// keys), and `extra` appended to the config.
+    pub fn start_with_store(dir: tempfile::TempDir, store: &str, extra: &str) -> Self {
+        Self::start_with_store_env(dir, store, extra, &[])
+    }
+
+    /// [`Broker::start_with_store`] with extra environment variables for the
+    /// broker process (kept for restarts).
+    pub fn start_with_store_env(
+        dir: tempfile::TempDir,
+        store: &str,
+        extra: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
+        let policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+        let pdir = dir.path().join("policies");
+        std::fs::create_dir_all(&pdir).unwrap();
+        for e in std::fs::read_dir(policies).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_file() {
+                std::fs::copy(e.path(), pdir.join(e.file_name())).unwrap();
+            }
+        }
+        let config = dir.path().join("config.toml");
+        let text = format!(
+            r#"
+[listen]
+socket = "api.sock"
+mode = "0666"
+
+[store]
+{store}
+
+[policy]
+dir = "policies"
+
+[audit]
+sink = "file:audit.log"
+
+[log]
+format = "json"
+level = "debug"
+{extra}
+"#
+        );
+        std::fs::write(&config, text).unwrap();
+        let mut b = Broker {
+            child: None,
+            socket: dir.path().join("api.sock"),
+            audit: dir.path().join("audit.log"),
+            stderr: dir.path().join("stderr.log"),
+            config,
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            dir,
+        };
+        b.spawn();
+        b
+    }
+
+    /// `PUT` with any JSON body and extra headers, as the platform.
+    pub fn put_json(
+        &self,
+        path: &str,
+        token: &str,
+        body: &serde_json::Value,
+        headers: &[(&str, &str)],
+    ) -> Resp {
+        let auth = format!("Bearer {token}");
+        let mut h: Vec<(&str, &str)> = vec![
+            ("authorization", &auth),
+            ("content-type", "application/json"),
+        ];
+        h.extend_from_slice(headers);
+        let body = body.to_string();
+        self.try_request(
+            "PUT",
+            &format!("/v1/secrets/{path}"),
+            &h,
+            Some(body.as_bytes()),
+        )
+        .unwrap()
     }
 
     /// (Re)starts the process on the same dir and waits for `/healthz`.
@@ -174,6 +279,7 @@ level = "debug"
         let child = Command::new(BIN)
             .args(["serve", "--config"])
             .arg(&self.config)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)

@@ -1,0 +1,529 @@
+//! The `aws` store: AWS Secrets Manager, one secret per broker path, named
+//! `{prefix}{path}` (Secrets Manager names allow every path character).
+//!
+//! - Values are always `SecretBinary`: values are bytes, and one encoding
+//!   keeps reads exact. Readers outside the broker see binary secrets.
+//! - Versions: version `N` of a path is the Secrets Manager version whose
+//!   id (the `ClientRequestToken` we send) is `sbv-` and `N` zero-padded to
+//!   28 digits, e.g. `sbv-0000000000000000000000000003`. The current version
+//!   is the one staged `AWSCURRENT`; older ones keep `AWSPREVIOUS` or no
+//!   stage, as Secrets Manager does. A write reads the current version from
+//!   `DescribeSecret` (metadata, never the value) and sends `N+1` as the
+//!   token: Secrets Manager refuses a second, different value under the
+//!   same token, so two racing writers get distinct versions (the loser
+//!   describes again and takes the next number). A delete is
+//!   `ForceDeleteWithoutRecovery`, so a re-created path starts at 1.
+//! - The broker path is kept in the tag `secret-broker:path` and each label
+//!   `k` in the tag `secret-broker:label:k`; labels are replaced after the
+//!   value is written (a failure there is reported, not acknowledged).
+//! - Retries are the SDK's standard mode. They are safe on every call we
+//!   make: our writes carry a deterministic `ClientRequestToken`, so a
+//!   replayed write is the same version, and tagging is idempotent.
+//! - Limits of Secrets Manager apply: values of 1 to 65536 bytes (an empty
+//!   value is refused), `prefix` + path at most 512 characters, at most 49
+//!   labels, tag values of letters, digits, spaces and `_.:/=+-@`.
+
+mod errors;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_config::BehaviorVersion;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_sdk_secretsmanager::Client;
+use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType, Tag};
+use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+use aws_smithy_types::Blob;
+
+use self::errors::{Call, map_sdk};
+use crate::config::AwsConfig;
+use crate::secret::{ScopePath, SecretBytes, SecretPath};
+use crate::store::{
+    Labels, PutOutcome, PutRequest, SecretMeta, Store, StoreError, StoreErrorKind, StoredSecret,
+    Timestamp,
+};
+
+/// The backend name, as in config and errors.
+const STORE: &str = "aws";
+/// The tag holding the broker path.
+const PATH_TAG: &str = "secret-broker:path";
+/// The prefix of the tags holding labels.
+const LABEL_TAG: &str = "secret-broker:label:";
+/// How our version ids start.
+const VERSION_ID: &str = "sbv-";
+/// Longest Secrets Manager name.
+const MAX_NAME: usize = 512;
+/// How often a write describes again after losing a race.
+const MAX_ATTEMPTS: usize = 32;
+
+/// The version id (and `ClientRequestToken`) of version `n`: 32 characters,
+/// the minimum Secrets Manager accepts.
+fn version_id(n: u64) -> String {
+    format!("{VERSION_ID}{n:028}")
+}
+
+/// The version number in one of our version ids.
+fn parse_version_id(id: &str) -> Option<u64> {
+    id.strip_prefix(VERSION_ID)?.parse().ok()
+}
+
+/// The current version among `versions` (id → stages): ours staged
+/// `AWSCURRENT`, else the highest of ours, else how many there are.
+fn current_version(versions: Option<&HashMap<String, Vec<String>>>) -> u64 {
+    let Some(v) = versions else { return 0 };
+    let current = v
+        .iter()
+        .find(|(_, stages)| stages.iter().any(|s| s == "AWSCURRENT"))
+        .and_then(|(id, _)| parse_version_id(id));
+    current
+        .or_else(|| v.keys().filter_map(|id| parse_version_id(id)).max())
+        .unwrap_or(v.len() as u64)
+}
+
+/// The AWS Secrets Manager store (backend `aws`).
+pub struct AwsStore {
+    client: Client,
+    prefix: String,
+    timeout: Duration,
+    region: Option<String>,
+}
+
+impl fmt::Debug for AwsStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // SECURITY: the SDK client holds the credential chain; not printed.
+        f.debug_struct("AwsStore")
+            .field("region", &self.region)
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AwsStore {
+    /// Builds the client from the AWS default chain and checks it can list.
+    /// An unreachable endpoint is not fatal (the broker starts unready);
+    /// refused credentials are.
+    pub async fn connect(config: &AwsConfig) -> Result<Self, StoreError> {
+        let timeout = config.remote.timeout;
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
+            .build_https();
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .http_client(http)
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(timeout)
+                    .operation_attempt_timeout(timeout)
+                    .operation_timeout(timeout)
+                    .build(),
+            )
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(3)
+                    .with_initial_backoff(Duration::from_millis(100))
+                    .with_max_backoff(Duration::from_secs(1)),
+            );
+        if let Some(r) = &config.region {
+            loader = loader.region(aws_config::Region::new(r.clone()));
+        }
+        if let Some(e) = &config.endpoint_url {
+            loader = loader.endpoint_url(e.clone());
+        }
+        let sdk = loader.load().await;
+        if sdk.region().is_none() {
+            return Err(StoreError::Invalid {
+                store: STORE,
+                detail: "no AWS region: set store.region or $AWS_REGION".to_owned(),
+            });
+        }
+        let store = Self {
+            client: Client::new(&sdk),
+            prefix: config.remote.prefix.clone(),
+            timeout,
+            region: sdk.region().map(ToString::to_string),
+        };
+        match store.health().await {
+            Ok(()) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    StoreErrorKind::Unavailable | StoreErrorKind::Timeout
+                ) =>
+            {
+                tracing::warn!(store = STORE, error = %e, "aws is not reachable yet; starting unready");
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(store)
+    }
+
+    fn name(&self, path: &SecretPath) -> Result<String, StoreError> {
+        let name = format!("{}{}", self.prefix, path.as_str());
+        if name.len() > MAX_NAME {
+            return Err(StoreError::Invalid {
+                store: STORE,
+                detail: format!(
+                    "`{}` with prefix `{}` is longer than the {MAX_NAME} characters a secret name may have",
+                    path.as_str(),
+                    self.prefix
+                ),
+            });
+        }
+        Ok(name)
+    }
+
+    fn tags(path: &SecretPath, labels: &Labels) -> Vec<Tag> {
+        std::iter::once(tag(PATH_TAG, path.as_str()))
+            .chain(
+                labels
+                    .iter()
+                    .map(|(k, v)| tag(&format!("{LABEL_TAG}{k}"), v)),
+            )
+            .collect()
+    }
+
+    /// Makes the label tags equal `labels`; `old` are the current tags.
+    async fn sync_labels(
+        &self,
+        name: &str,
+        path: &SecretPath,
+        old: &[Tag],
+        labels: &Labels,
+        version: u64,
+    ) -> Result<(), StoreError> {
+        let old_labels = labels_of(old);
+        if &old_labels == labels && old.iter().any(|t| t.key() == Some(PATH_TAG)) {
+            return Ok(());
+        }
+        let fail = |e: StoreError| StoreError::Backend {
+            store: STORE,
+            detail: format!(
+                "version {version} of `{}` was written but its labels were not set ({e}); write it again",
+                path.as_str()
+            ),
+        };
+        let stale: Vec<String> = old_labels
+            .keys()
+            .filter(|k| !labels.contains_key(*k))
+            .map(|k| format!("{LABEL_TAG}{k}"))
+            .collect();
+        if !stale.is_empty() {
+            self.client
+                .untag_resource()
+                .secret_id(name)
+                .set_tag_keys(Some(stale))
+                .send()
+                .await
+                .map_err(|e| fail(map_sdk(e, Call::Write, path, self.timeout)))?;
+        }
+        self.client
+            .tag_resource()
+            .secret_id(name)
+            .set_tags(Some(Self::tags(path, labels)))
+            .send()
+            .await
+            .map_err(|e| fail(map_sdk(e, Call::Write, path, self.timeout)))?;
+        Ok(())
+    }
+}
+
+fn tag(k: &str, v: &str) -> Tag {
+    Tag::builder().key(k).value(v).build()
+}
+
+fn labels_of(tags: &[Tag]) -> Labels {
+    tags.iter()
+        .filter_map(|t| {
+            let k = t.key()?.strip_prefix(LABEL_TAG)?;
+            Some((k.to_owned(), t.value().unwrap_or("").to_owned()))
+        })
+        .collect()
+}
+
+fn exists(path: &SecretPath) -> StoreError {
+    StoreError::Exists {
+        store: STORE,
+        path: path.as_str().to_owned(),
+    }
+}
+
+#[async_trait]
+impl Store for AwsStore {
+    fn backend(&self) -> &'static str {
+        STORE
+    }
+
+    async fn put(&self, path: &SecretPath, req: PutRequest) -> Result<PutOutcome, StoreError> {
+        let name = self.name(path)?;
+        if req.value.is_empty() {
+            return Err(StoreError::Invalid {
+                store: STORE,
+                detail:
+                    "AWS Secrets Manager cannot hold an empty value (a secret is 1 to 65536 bytes)"
+                        .to_owned(),
+            });
+        }
+        for _ in 0..MAX_ATTEMPTS {
+            let described = self.client.describe_secret().secret_id(&name).send().await;
+            match described {
+                Err(e) => {
+                    let e = map_sdk(e, Call::Read, path, self.timeout);
+                    if e.kind() != StoreErrorKind::NotFound {
+                        return Err(e);
+                    }
+                    // SECURITY: the SDK copies the value into its request
+                    // buffer; ours is only borrowed here.
+                    let created = self
+                        .client
+                        .create_secret()
+                        .name(&name)
+                        .client_request_token(version_id(1))
+                        .secret_binary(Blob::new(req.value.expose_secret().to_vec()))
+                        .set_tags(Some(Self::tags(path, &req.labels)))
+                        .send()
+                        .await;
+                    match created {
+                        Ok(_) => {
+                            return Ok(PutOutcome {
+                                version: 1,
+                                created: true,
+                                created_at: Timestamp::now(),
+                            });
+                        }
+                        Err(e) => {
+                            let e = map_sdk(e, Call::Write, path, self.timeout);
+                            match e.kind() {
+                                // Someone created it first.
+                                StoreErrorKind::Exists if req.create_only => return Err(e),
+                                StoreErrorKind::Exists => continue,
+                                _ => return Err(e),
+                            }
+                        }
+                    }
+                }
+                Ok(desc) => {
+                    if req.create_only {
+                        return Err(exists(path));
+                    }
+                    if desc.deleted_date().is_some() {
+                        return Err(StoreError::Unavailable {
+                            store: STORE,
+                            detail: format!(
+                                "secret `{name}` is scheduled for deletion outside the broker; restore or force-delete it"
+                            ),
+                        });
+                    }
+                    let next = current_version(desc.version_ids_to_stages()) + 1;
+                    let put = self
+                        .client
+                        .put_secret_value()
+                        .secret_id(&name)
+                        .client_request_token(version_id(next))
+                        .secret_binary(Blob::new(req.value.expose_secret().to_vec()))
+                        .send()
+                        .await;
+                    match put {
+                        Ok(_) => {
+                            self.sync_labels(&name, path, desc.tags(), &req.labels, next)
+                                .await?;
+                            return Ok(PutOutcome {
+                                version: next,
+                                created: false,
+                                created_at: Timestamp::now(),
+                            });
+                        }
+                        Err(e) => {
+                            let e = map_sdk(e, Call::Write, path, self.timeout);
+                            if e.kind() == StoreErrorKind::Exists {
+                                // Version `next` was taken by another writer.
+                                tokio::task::yield_now().await;
+                                continue;
+                            }
+                            return Err(e);
+                        }
+                    }
+                }
+            }
+        }
+        Err(StoreError::Unavailable {
+            store: STORE,
+            detail: format!(
+                "`{}` is being written too often to get a version in {MAX_ATTEMPTS} tries",
+                path.as_str()
+            ),
+        })
+    }
+
+    async fn get(&self, path: &SecretPath) -> Result<StoredSecret, StoreError> {
+        let name = self.name(path)?;
+        let (value, desc) = tokio::join!(
+            self.client.get_secret_value().secret_id(&name).send(),
+            self.client.describe_secret().secret_id(&name).send()
+        );
+        let value = value.map_err(|e| map_sdk(e, Call::Read, path, self.timeout))?;
+        let desc = desc.map_err(|e| map_sdk(e, Call::Read, path, self.timeout))?;
+        let version = value
+            .version_id()
+            .and_then(parse_version_id)
+            .unwrap_or_else(|| current_version(desc.version_ids_to_stages()));
+        let bytes = match (value.secret_binary, value.secret_string) {
+            (Some(b), _) => SecretBytes::new(b.into_inner()),
+            // Written outside the broker as a string: its bytes.
+            (None, Some(s)) => SecretBytes::new(zeroize::Zeroizing::new(s).as_bytes().to_vec()),
+            (None, None) => {
+                return Err(StoreError::NotFound {
+                    store: STORE,
+                    path: path.as_str().to_owned(),
+                });
+            }
+        };
+        Ok(StoredSecret {
+            version,
+            value: bytes,
+            labels: labels_of(desc.tags()),
+        })
+    }
+
+    async fn list(&self, scope: &ScopePath) -> Result<Vec<SecretMeta>, StoreError> {
+        let name_prefix = format!("{}{}", self.prefix, scope.key_prefix());
+        let mut out = Vec::new();
+        let mut next: Option<String> = None;
+        loop {
+            let mut req = self
+                .client
+                .list_secrets()
+                .max_results(100)
+                .set_next_token(next.take());
+            if !name_prefix.is_empty() {
+                // A prefix match, case-insensitive at AWS: we filter again.
+                req = req.filters(
+                    Filter::builder()
+                        .key(FilterNameStringType::Name)
+                        .values(&name_prefix)
+                        .build(),
+                );
+            }
+            let page = req
+                .send()
+                .await
+                .map_err(|e| errors::map_list(e, scope, self.timeout))?;
+            for s in page.secret_list() {
+                let Some(name) = s.name() else { continue };
+                if s.deleted_date().is_some() {
+                    continue;
+                }
+                let tagged = s
+                    .tags()
+                    .iter()
+                    .find(|t| t.key() == Some(PATH_TAG))
+                    .and_then(|t| t.value());
+                let raw = tagged.or_else(|| name.strip_prefix(&self.prefix));
+                let Some(path) = raw.and_then(|r| SecretPath::parse(r).ok()) else {
+                    continue;
+                };
+                // The name is authoritative: a copied tag cannot alias.
+                if name != format!("{}{}", self.prefix, path.as_str()) || !path.is_within(scope) {
+                    continue;
+                }
+                let version = current_version(s.secret_versions_to_stages());
+                if version == 0 {
+                    continue;
+                }
+                let updated = s
+                    .last_changed_date()
+                    .or(s.created_date())
+                    .and_then(|d| d.to_millis().ok())
+                    .and_then(|ms| u64::try_from(ms).ok())
+                    .map_or(Timestamp(0), Timestamp);
+                out.push(SecretMeta {
+                    path,
+                    version,
+                    updated_at: updated,
+                    labels: labels_of(s.tags()),
+                });
+            }
+            match page.next_token() {
+                Some(t) if !t.is_empty() => next = Some(t.to_owned()),
+                _ => break,
+            }
+        }
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(out)
+    }
+
+    async fn delete(&self, path: &SecretPath) -> Result<(), StoreError> {
+        let name = self.name(path)?;
+        // A forced delete of a missing secret succeeds; the contract wants
+        // a 404, so ask the metadata first.
+        self.client
+            .describe_secret()
+            .secret_id(&name)
+            .send()
+            .await
+            .map_err(|e| map_sdk(e, Call::Read, path, self.timeout))?;
+        self.client
+            .delete_secret()
+            .secret_id(&name)
+            .force_delete_without_recovery(true)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| map_sdk(e, Call::Write, path, self.timeout))
+    }
+
+    async fn health(&self) -> Result<(), StoreError> {
+        let mut req = self.client.list_secrets().max_results(1);
+        if !self.prefix.is_empty() {
+            req = req.filters(
+                Filter::builder()
+                    .key(FilterNameStringType::Name)
+                    .values(&self.prefix)
+                    .build(),
+            );
+        }
+        req.send()
+            .await
+            .map(|_| ())
+            .map_err(|e| errors::map_list(e, &ScopePath::root(), self.timeout))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_ids_round_trip_and_fit_the_token_rules() {
+        for n in [1, 2, 99, u64::MAX] {
+            let id = version_id(n);
+            assert!((32..=64).contains(&id.len()), "{id}");
+            assert_eq!(parse_version_id(&id), Some(n));
+        }
+        assert_eq!(parse_version_id("3f9a…-uuid"), None);
+    }
+
+    #[test]
+    fn the_current_version_is_the_one_staged_current() {
+        let mut v = HashMap::new();
+        v.insert(version_id(3), vec!["AWSPREVIOUS".to_owned()]);
+        v.insert(version_id(4), vec!["AWSCURRENT".to_owned()]);
+        v.insert(version_id(2), vec![]);
+        assert_eq!(current_version(Some(&v)), 4);
+        v.insert("foreign-uuid".to_owned(), vec!["AWSCURRENT".to_owned()]);
+        v.remove(&version_id(4));
+        assert_eq!(current_version(Some(&v)), 3);
+        assert_eq!(current_version(None), 0);
+    }
+
+    #[test]
+    fn labels_live_in_prefixed_tags() {
+        let path = SecretPath::parse("acme/db").unwrap();
+        let labels: Labels = [("team".to_owned(), "db".to_owned())].into();
+        let tags = AwsStore::tags(&path, &labels);
+        assert_eq!(tags[0].key(), Some(PATH_TAG));
+        assert_eq!(labels_of(&tags), labels);
+    }
+}

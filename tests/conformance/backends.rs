@@ -1,0 +1,154 @@
+//! How the conformance suite reaches each store: a broker per test, on the
+//! shared loopback servers `scripts/backends` starts, isolated by a random
+//! store `prefix`. An absent server skips loudly, or fails when `CI` is set.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::net::{TcpStream, ToSocketAddrs};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::common::{Broker, default_principals};
+
+/// The Vault (OpenBao) dev server's address.
+pub fn vault_addr() -> String {
+    std::env::var("SB_VAULT_ADDR").unwrap_or_else(|_| "http://127.0.0.1:8200".to_owned())
+}
+
+/// The moto server's address.
+pub fn aws_endpoint() -> String {
+    std::env::var("SB_AWS_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:5000".to_owned())
+}
+
+/// The dev server's root token (`scripts/backends` starts it with `root`).
+pub const VAULT_ROOT: &str = "root";
+
+/// A random lowercase tag for prefixes and names.
+pub fn unique(tag: &str) -> String {
+    let mut b = [0u8; 6];
+    getrandom::fill(&mut b).unwrap();
+    format!("{tag}-{}", hex::encode(b))
+}
+
+fn reachable(url: &str) -> bool {
+    let hostport = url
+        .trim_start_matches("http://")
+        .trim_start_matches("https://")
+        .split('/')
+        .next()
+        .unwrap_or("");
+    hostport
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .is_some_and(|a| TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok())
+}
+
+/// Whether the server at `url` is up; if not, skips loudly (straight to
+/// the terminal, past libtest's capture) or, under CI, fails.
+pub fn server_up(name: &str, url: &str, test: &str) -> bool {
+    if reachable(url) {
+        return true;
+    }
+    let msg = format!(
+        "the {name} server is not reachable at {url}; start it with `scripts/backends start {name}`"
+    );
+    if std::env::var_os("CI").is_some() {
+        panic!("{msg} (CI is set, so an absent server is a failure)");
+    }
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n*** SKIPPED {test} on {name}: {msg} ***\n"
+    );
+    false
+}
+
+/// A running broker and the store section it was started with.
+pub struct Started {
+    pub broker: Broker,
+    /// The store prefix this broker's secrets live under.
+    pub prefix: String,
+}
+
+pub fn embedded(_test: &str) -> Option<Started> {
+    Some(Started {
+        broker: Broker::start(&default_principals()),
+        prefix: String::new(),
+    })
+}
+
+/// Writes `token` to `dir/name` (mode 0600) and returns the file name.
+pub fn write_secret_file(dir: &tempfile::TempDir, name: &str, token: &str) -> String {
+    let p = dir.path().join(name);
+    std::fs::write(&p, token).unwrap();
+    std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    name.to_owned()
+}
+
+/// A broker on the shared Vault with the root token, or `None` (skipped).
+pub fn vault(test: &str) -> Option<Started> {
+    vault_with(test, VAULT_ROOT, "")
+}
+
+/// A broker on the shared Vault with `token`; `extra_store` is added to the
+/// `[store]` section.
+pub fn vault_with(test: &str, token: &str, extra_store: &str) -> Option<Started> {
+    let addr = vault_addr();
+    if !server_up("vault", &addr, test) {
+        return None;
+    }
+    let dir = Broker::temp_dir();
+    let token_file = write_secret_file(&dir, "vault-token", token);
+    let prefix = unique("conf");
+    let store = format!(
+        "backend = \"vault\"\naddress = \"{addr}\"\nprefix = \"{prefix}\"\ntimeout = \"5s\"\ntoken_file = \"{token_file}\"\n{extra_store}"
+    );
+    Some(Started {
+        broker: Broker::start_with_store(dir, &store, &default_principals()),
+        prefix,
+    })
+}
+
+/// A broker on the shared moto server, or `None` (skipped).
+pub fn aws(test: &str) -> Option<Started> {
+    let endpoint = aws_endpoint();
+    if !server_up("aws", &endpoint, test) {
+        return None;
+    }
+    let prefix = unique("conf");
+    let store = format!(
+        "backend = \"aws\"\nregion = \"us-east-1\"\nendpoint_url = \"{endpoint}\"\nprefix = \"{prefix}\"\ntimeout = \"5s\""
+    );
+    Some(Started {
+        broker: start_aws(Broker::temp_dir(), &store),
+        prefix,
+    })
+}
+
+/// moto accepts any credentials; the broker finds these through the AWS
+/// default chain, as it would find real ones.
+pub const AWS_TEST_ENV: &[(&str, &str)] = &[
+    ("AWS_ACCESS_KEY_ID", "testing"),
+    ("AWS_SECRET_ACCESS_KEY", "testing"),
+    ("AWS_EC2_METADATA_DISABLED", "true"),
+];
+
+/// Starts an aws broker with moto's test credentials in its environment.
+pub fn start_aws(dir: tempfile::TempDir, store: &str) -> Broker {
+    Broker::start_with_store_env(dir, store, &default_principals(), AWS_TEST_ENV)
+}
+
+/// `curl` against Vault as `token`; returns (status, body).
+pub fn vault_api(token: &str, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "-o", "-", "-w", "\n%{http_code}", "-X", method])
+        .args(["-H", &format!("X-Vault-Token: {token}")]);
+    if let Some(b) = body {
+        cmd.args(["-H", "content-type: application/json", "--data-binary", b]);
+    }
+    cmd.arg(format!("{}/v1/{path}", vault_addr()));
+    let out = cmd.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_owned())
+}

@@ -1,0 +1,316 @@
+//! Store faults, each on a private server on its own loopback port so the
+//! shared ones are untouched: a frozen server (SIGSTOP) gives 504, a dead
+//! one (killed by PID) 503, the broker stays up throughout, and it recovers
+//! when the server is back. A write the store did not confirm is never
+//! acknowledged.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "common/broker.rs"]
+mod common;
+
+#[path = "conformance/backends.rs"]
+mod backends;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Broker, PLATFORM_TOKEN as P, TASK_TOKEN as T, default_principals};
+
+/// A server binary from `scripts/backends`, or a loud skip (a failure in CI).
+fn server_bin(env: &str, name: &str, test: &str) -> Option<PathBuf> {
+    let bin = std::env::var_os(env).map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!(".backends/bin/{name}"))
+    });
+    if bin.exists() {
+        return Some(bin);
+    }
+    let msg = format!(
+        "`{}` is missing; install it with `scripts/backends install`",
+        bin.display()
+    );
+    if std::env::var_os("CI").is_some() {
+        panic!("{msg} (CI is set, so a missing server is a failure)");
+    }
+    let _ = writeln!(std::io::stderr(), "\n*** SKIPPED {test}: {msg} ***\n");
+    None
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A server process we started, killed when dropped.
+struct Server {
+    child: Option<Child>,
+    start: Box<dyn Fn() -> Child>,
+    ready: String,
+}
+
+impl Server {
+    fn launch(start: Box<dyn Fn() -> Child>, ready: String) -> Self {
+        let mut s = Self {
+            child: None,
+            start,
+            ready,
+        };
+        s.restart();
+        s
+    }
+
+    fn pid(&self) -> String {
+        self.child.as_ref().unwrap().id().to_string()
+    }
+
+    fn signal(&self, sig: &str) {
+        assert!(
+            Command::new("kill")
+                .args(["-s", sig, &self.pid()])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn restart(&mut self) {
+        self.kill();
+        self.child = Some((self.start)());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ok = Command::new("curl")
+                .args(["-sf", "-o", "/dev/null", &self.ready])
+                .status()
+                .is_ok_and(|s| s.success());
+            if ok {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server at {} not ready",
+                self.ready
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            // A stopped process must be continued to die cleanly.
+            let _ = Command::new("kill")
+                .args(["-s", "CONT", &self.pid()])
+                .status();
+        }
+        self.kill();
+    }
+}
+
+fn ready_status(b: &Broker) -> u16 {
+    b.req("GET", "/readyz", None, None).status
+}
+
+fn wait_ready(b: &Broker, want: u16) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ready_status(b) != want {
+        assert!(Instant::now() < deadline, "/readyz never answered {want}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The shared scenario: freeze, thaw, kill, restart.
+fn faults(b: &Broker, server: &mut Server, timeout: Duration) {
+    let path = "acme/tasks/t-42/db";
+    assert_eq!(b.put(path, P, "v1").status, 201);
+    assert_eq!(b.get(path, T).json()["value"], "v1");
+    assert_eq!(ready_status(b), 200);
+
+    // Frozen: connections are accepted but never answered.
+    server.signal("STOP");
+    let started = Instant::now();
+    let r = b.put(path, P, "value-unconfirmed");
+    assert_eq!(
+        (r.status, r.code()),
+        (504, "backend_timeout".into()),
+        "{}",
+        r.text()
+    );
+    assert!(
+        started.elapsed() < timeout * 4,
+        "took {:?}",
+        started.elapsed()
+    );
+    let r = b.get(path, T);
+    assert_eq!(
+        (r.status, r.code()),
+        (504, "backend_timeout".into()),
+        "{}",
+        r.text()
+    );
+    assert_eq!(ready_status(b), 503);
+    assert_eq!(b.req("GET", "/healthz", None, None).status, 200);
+    server.signal("CONT");
+    wait_ready(b, 200);
+
+    // The unconfirmed write was not acknowledged; whether the server applied
+    // it once thawed is its business, and the versions stay consistent.
+    let listed = b
+        .req("GET", "/v1/secrets/acme/tasks/t-42/", Some(P), None)
+        .json();
+    let v = listed["secrets"][0]["version"].as_u64().unwrap();
+    assert!(v == 1 || v == 2, "{listed}");
+    let r = b.put(path, P, "v3");
+    assert_eq!(
+        (r.status, r.json()["version"].as_u64()),
+        (200, Some(v + 1)),
+        "{}",
+        r.text()
+    );
+    assert_eq!(b.get(path, T).json()["value"], "v3");
+
+    // Dead: connections are refused.
+    server.kill();
+    let r = b.put(path, P, "value-lost");
+    assert_eq!(
+        (r.status, r.code()),
+        (503, "unavailable".into()),
+        "{}",
+        r.text()
+    );
+    let r = b.get(path, T);
+    assert_eq!(
+        (r.status, r.code()),
+        (503, "unavailable".into()),
+        "{}",
+        r.text()
+    );
+    let r = b.req("GET", "/v1/secrets/acme/", Some(P), None);
+    assert_eq!(r.status, 503, "{}", r.text());
+    wait_ready(b, 503);
+    assert_eq!(b.req("GET", "/healthz", None, None).status, 200);
+
+    // Back (a dev server starts empty): the same broker works again.
+    server.restart();
+    wait_ready(b, 200);
+    let r = b.put(path, P, "value-after-restart");
+    assert_eq!(
+        (r.status, r.json()["version"].as_u64()),
+        (201, Some(1)),
+        "{}",
+        r.text()
+    );
+    assert_eq!(b.get(path, T).json()["value"], "value-after-restart");
+    let log = b.stderr_text();
+    for leaked in ["value-unconfirmed", "value-lost", "value-after-restart"] {
+        assert!(!log.contains(leaked), "`{leaked}` in the logs");
+    }
+}
+
+fn no_cache() -> String {
+    format!("[cache]\nttl = \"0\"\n{}", default_principals())
+}
+
+#[test]
+fn vault_frozen_dead_and_back() {
+    let test = "store_faults::vault";
+    let Some(bin) = server_bin("SB_BAO_BIN", "bao", test) else {
+        return;
+    };
+    let port = free_port();
+    let addr = format!("http://127.0.0.1:{port}");
+    let mut server = Server::launch(
+        Box::new(move || {
+            Command::new(&bin)
+                .args(["server", "-dev", "-dev-root-token-id=root"])
+                .arg(format!("-dev-listen-address=127.0.0.1:{port}"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        }),
+        format!("{addr}/v1/sys/health"),
+    );
+    let dir = Broker::temp_dir();
+    let token = backends::write_secret_file(&dir, "token", "root");
+    let store = format!(
+        "backend = \"vault\"\naddress = \"{addr}\"\ntimeout = \"1s\"\ntoken_file = \"{token}\""
+    );
+    let b = Broker::start_with_store(dir, &store, &no_cache());
+    faults(&b, &mut server, Duration::from_secs(1));
+}
+
+#[test]
+fn aws_frozen_dead_and_back() {
+    let test = "store_faults::aws";
+    let Some(bin) = server_bin("SB_MOTO_BIN", "moto_server", test) else {
+        return;
+    };
+    let port = free_port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let mut server = Server::launch(
+        Box::new(move || {
+            Command::new(&bin)
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        }),
+        format!("{endpoint}/moto-api/"),
+    );
+    let store = format!(
+        "backend = \"aws\"\nregion = \"us-east-1\"\nendpoint_url = \"{endpoint}\"\ntimeout = \"2s\""
+    );
+    let b = Broker::start_with_store_env(
+        Broker::temp_dir(),
+        &store,
+        &no_cache(),
+        backends::AWS_TEST_ENV,
+    );
+    faults(&b, &mut server, Duration::from_secs(2));
+}
+
+#[test]
+fn aws_without_credentials_is_refused_at_start_naming_what_to_check() {
+    let test = "store_faults::aws_no_credentials";
+    if !backends::server_up("aws", &backends::aws_endpoint(), test) {
+        return;
+    }
+    let dir = Broker::temp_dir();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\nbackend = \"aws\"\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n[listen]\nsocket = \"api.sock\"\n[policy]\ndir = \"{}/policies\"\n",
+            backends::aws_endpoint(),
+            env!("CARGO_MANIFEST_DIR")
+        ),
+    )
+    .unwrap();
+    let out = Command::new(common::BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("HOME", dir.path())
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("`aws`") && err.contains("credential"), "{err}");
+}
