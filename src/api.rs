@@ -20,6 +20,7 @@ use crate::authz::{Denied, RequestContext, Transport};
 use crate::broker::{Broker, ReadError};
 use crate::config::Limits;
 use crate::identity::{PeerCred, Principal, Resolver};
+use crate::metrics::Metrics;
 use crate::secret::{ScopePath, SecretPath};
 use crate::store::PutRequest;
 
@@ -38,6 +39,8 @@ pub struct AppState {
     pub audit: Arc<AuditLog>,
     /// Request limits.
     pub limits: Limits,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
     in_flight: Semaphore,
     ids: RequestIds,
 }
@@ -51,8 +54,15 @@ impl AppState {
             audit,
             in_flight: Semaphore::new(limits.max_in_flight),
             limits,
+            metrics: Arc::new(Metrics::default()),
             ids: RequestIds::new(),
         }
+    }
+
+    /// Uses `metrics` (shared with the store wrapper and the listener).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// A fresh request id.
@@ -137,6 +147,8 @@ pub async fn handle(state: &AppState, conn: &ConnInfo, req: Request<Incoming>) -
         Ok(r) => r,
         Err(e) => error_response(&e, &request_id),
     };
+    let latency = start.elapsed();
+    let status = response.status().as_u16();
     state.audit.record(&AuditRecord {
         ts: now_rfc3339(),
         request_id: &request_id,
@@ -146,9 +158,13 @@ pub async fn handle(state: &AppState, conn: &ConnInfo, req: Request<Incoming>) -
         path: trail.path.as_deref(),
         decision: trail.decision,
         policies: &trail.policies,
-        status: response.status().as_u16(),
-        latency_us: u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX),
+        status,
+        latency_us: u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
     });
+    // SECURITY: action, decision and status only: never a path.
+    state
+        .metrics
+        .request(trail.action, trail.decision, status, latency);
     response
 }
 

@@ -240,6 +240,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Limits.
     pub limits: Limits,
+    /// Where to serve Prometheus metrics (`[metrics] addr`); off when `None`.
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// Who may call, and how they prove it.
     pub principals: Vec<PrincipalSpec>,
 }

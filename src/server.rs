@@ -231,10 +231,12 @@ fn reload(state: &AppState) {
     let (status, decision) = match state.broker.authorizer().reload() {
         Ok(()) => {
             tracing::info!("policies reloaded");
+            state.metrics.reload(true);
             (200, Some("allow"))
         }
         Err(e) => {
             tracing::error!(error = %e, "policy reload refused; the previous policy set stays in force");
+            state.metrics.reload(false);
             (500, Some("deny"))
         }
     };

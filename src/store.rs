@@ -7,6 +7,7 @@
 pub mod aws;
 pub mod cache;
 pub mod embedded;
+pub mod metered;
 #[cfg(feature = "vault")]
 pub mod vault;
 

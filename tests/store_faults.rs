@@ -75,6 +75,30 @@ impl Server {
                 .unwrap()
                 .success()
         );
+        if sig == "STOP" {
+            self.wait_stopped();
+        }
+    }
+
+    /// `kill` returns once the signal is queued; each thread stops when it
+    /// next runs. Wait until every thread is really stopped (state `T`), so
+    /// the next request cannot slip through on a loaded machine.
+    fn wait_stopped(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let tasks = format!("/proc/{}/task", self.pid());
+        loop {
+            let all_stopped = std::fs::read_dir(&tasks).unwrap().all(|t| {
+                let stat =
+                    std::fs::read_to_string(t.unwrap().path().join("stat")).unwrap_or_default();
+                let state = stat.rsplit_once(") ").map(|(_, rest)| rest.chars().next());
+                matches!(state, Some(Some('T' | 't')))
+            });
+            if all_stopped {
+                return;
+            }
+            assert!(Instant::now() < deadline, "server threads did not stop");
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     fn kill(&mut self) {

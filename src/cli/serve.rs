@@ -13,9 +13,11 @@ use crate::authz::{Authorizer, AuthzError};
 use crate::broker::Broker;
 use crate::config::{Config, ConfigError, LogConfig, LogFormat, StoreConfig};
 use crate::identity::Resolver;
+use crate::metrics::{Metrics, MetricsError, serve_metrics};
 use crate::server::{self, ServerError};
 use crate::store::cache::CachedStore;
 use crate::store::embedded::EmbeddedStore;
+use crate::store::metered::MeteredStore;
 use crate::store::{Store, StoreError};
 
 /// Default config file when `--config` is not given.
@@ -54,6 +56,9 @@ pub enum StartError {
     /// Process hardening failed.
     #[error("cannot disable core dumps: {0}")]
     Hardening(std::io::Error),
+    /// The metrics listener could not start.
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
     /// Dev-mode setup failed.
     #[error("cannot prepare dev mode: {0}")]
     Dev(std::io::Error),
@@ -65,7 +70,7 @@ impl StartError {
             Self::Config(_) | Self::Policy(_) => Exit::Config,
             Self::Store(_) => Exit::Unavailable,
             Self::Audit(_) | Self::Dev(_) => Exit::Io,
-            Self::Server(_) | Self::Hardening(_) => Exit::Software,
+            Self::Server(_) | Self::Hardening(_) | Self::Metrics(_) => Exit::Software,
         }
     }
 }
@@ -145,20 +150,32 @@ async fn start(config: Config, dev: Option<&super::dev::DevEnv>) -> Result<(), S
     // Bind before opening the store, so a second broker on the same config
     // is told the socket is served rather than that the store is locked.
     let (listener, guard) = server::bind(&config.listen)?;
-    let store = open_store(&config.store).await?;
+    let metrics = Arc::new(Metrics::default());
+    let store: Arc<dyn Store> = Arc::new(MeteredStore::new(
+        open_store(&config.store).await?,
+        Arc::clone(&metrics),
+    ));
     let cache = Arc::new(CachedStore::new(
         store,
         config.cache.ttl,
         config.cache.stale_if_error,
     ));
     let _sweeper = cache.spawn_sweeper();
+    metrics.attach_cache(Arc::clone(&cache));
     let audit = Arc::new(AuditLog::open(&config.audit).map_err(StartError::Audit)?);
-    let state = Arc::new(AppState::new(
-        Broker::new(authz, cache),
-        Resolver::new(config.principals.clone()),
-        audit,
-        config.limits,
-    ));
+    let state = Arc::new(
+        AppState::new(
+            Broker::new(authz, cache),
+            Resolver::new(config.principals.clone()),
+            audit,
+            config.limits,
+        )
+        .with_metrics(Arc::clone(&metrics)),
+    );
+    let _metrics_listener = match config.metrics_addr {
+        Some(addr) => Some(serve_metrics(addr, metrics).await?),
+        None => None,
+    };
     tracing::info!(
         socket = %guard.path().display(),
         store = state.broker.backend(),

@@ -32,8 +32,16 @@ pub(super) struct RawConfig {
     log: RawLog,
     #[serde(default)]
     limits: RawLimits,
+    #[serde(default)]
+    metrics: RawMetrics,
     #[serde(default, rename = "principal")]
     principals: Vec<RawPrincipal>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    addr: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -184,6 +192,18 @@ impl RawConfig {
             level: self.log.level.unwrap_or_else(|| "info".to_owned()),
         };
         let limits = self.limits.validate()?;
+        let metrics_addr = self
+            .metrics
+            .addr
+            .map(|a| {
+                a.parse::<std::net::SocketAddr>().map_err(|_| {
+                    invalid(
+                        "metrics.addr",
+                        format!("`{a}` is not an address such as \"127.0.0.1:9464\""),
+                    )
+                })
+            })
+            .transpose()?;
         let principals = validate_principals(self.principals)?;
         Ok(Config {
             listen,
@@ -193,6 +213,7 @@ impl RawConfig {
             audit,
             log,
             limits,
+            metrics_addr,
             principals,
         })
     }
