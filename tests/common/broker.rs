@@ -360,31 +360,12 @@ level = "debug"
         headers: &[(&str, &str)],
         body: Option<&[u8]>,
     ) -> std::io::Result<Resp> {
-        let mut raw = format!("{method} {path} HTTP/1.1\r\nhost: sb\r\nconnection: close\r\n");
-        for (k, v) in headers {
-            raw.push_str(&format!("{k}: {v}\r\n"));
-        }
-        if let Some(b) = body {
-            raw.push_str(&format!("content-length: {}\r\n", b.len()));
-        }
-        raw.push_str("\r\n");
-        let mut bytes = raw.into_bytes();
-        if let Some(b) = body {
-            bytes.extend_from_slice(b);
-        }
-        let out = self.raw(&bytes)?;
-        Ok(parse_response(&out))
+        request_on(&self.socket, method, path, headers, body)
     }
 
     /// Sends raw bytes on a fresh connection and returns all bytes read.
     pub fn raw(&self, bytes: &[u8]) -> std::io::Result<Vec<u8>> {
-        let mut s = UnixStream::connect(&self.socket)?;
-        s.set_read_timeout(Some(Duration::from_secs(15)))?;
-        // A server that answers early (413) may close before reading it all.
-        let _ = s.write_all(bytes);
-        let mut out = Vec::new();
-        s.read_to_end(&mut out)?;
-        Ok(out)
+        raw_on(&self.socket, bytes)
     }
 
     pub fn req(&self, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> Resp {
@@ -470,6 +451,42 @@ impl Drop for Broker {
             let _ = c.wait();
         }
     }
+}
+
+/// One request on a fresh connection to `socket` (`connection: close`), for
+/// tests that drive load from several threads.
+pub fn request_on(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> std::io::Result<Resp> {
+    let mut raw = format!("{method} {path} HTTP/1.1\r\nhost: sb\r\nconnection: close\r\n");
+    for (k, v) in headers {
+        raw.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if let Some(b) = body {
+        raw.push_str(&format!("content-length: {}\r\n", b.len()));
+    }
+    raw.push_str("\r\n");
+    let mut bytes = raw.into_bytes();
+    if let Some(b) = body {
+        bytes.extend_from_slice(b);
+    }
+    let out = raw_on(socket, &bytes)?;
+    Ok(parse_response(&out))
+}
+
+/// Sends raw bytes on a fresh connection to `socket`; returns all bytes read.
+pub fn raw_on(socket: &Path, bytes: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut s = UnixStream::connect(socket)?;
+    s.set_read_timeout(Some(Duration::from_secs(15)))?;
+    // A server that answers early (413) may close before reading it all.
+    let _ = s.write_all(bytes);
+    let mut out = Vec::new();
+    s.read_to_end(&mut out)?;
+    Ok(out)
 }
 
 pub fn parse_response(out: &[u8]) -> Resp {

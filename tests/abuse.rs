@@ -1,0 +1,138 @@
+//! Limits under abuse, through the real binary: oversized heads, bodies
+//! that trickle, pipelining, and a flood beside a well-behaved client. Each
+//! gets its contract answer or a closed connection; the broker keeps
+//! serving. (Speed is measured in benches, not asserted here.)
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "common/broker.rs"]
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use common::{Broker, PLATFORM_TOKEN as P, TASK_TOKEN as T, default_principals};
+
+#[test]
+fn oversized_heads_get_431_and_the_broker_keeps_serving() {
+    let b = Broker::start(&format!(
+        "{}\n[limits]\nmax_header_bytes = 4096\n",
+        default_principals()
+    ));
+    let big = "a".repeat(8192);
+    let req =
+        format!("GET /healthz HTTP/1.1\r\nhost: x\r\nx-big: {big}\r\nconnection: close\r\n\r\n");
+    let out = b.raw(req.as_bytes()).unwrap();
+    assert!(
+        out.starts_with(b"HTTP/1.1 431"),
+        "{}",
+        String::from_utf8_lossy(&out[..out.len().min(80)])
+    );
+    assert_eq!(b.req("GET", "/healthz", None, None).status, 200);
+    assert!(
+        b.audit_lines().iter().any(|l| l["status"] == 431),
+        "the refused head is audited"
+    );
+}
+
+#[test]
+fn a_trickling_body_gets_408() {
+    let b = Broker::start(&format!(
+        "{}\n[limits]\nbody_timeout = \"1s\"\n",
+        default_principals()
+    ));
+    let mut s = UnixStream::connect(&b.socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(
+        s,
+        "PUT /v1/secrets/acme/tasks/t-42/slow HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {P}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"value\":"
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let r = common::parse_response(&out);
+    assert_eq!((r.status, r.code()), (408, "request_timeout".into()));
+    // Nothing was written.
+    assert_eq!(b.get("acme/tasks/t-42/slow", T).status, 404);
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let b = Broker::start(&default_principals());
+    assert_eq!(b.put("acme/tasks/t-42/a", P, "va").status, 201);
+    assert_eq!(b.put("acme/tasks/t-42/b", P, "vb").status, 201);
+    let mut s = UnixStream::connect(&b.socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let one = |p: &str, close: bool| {
+        format!(
+            "GET /v1/secrets/acme/tasks/t-42/{p} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {T}\r\n{}\r\n",
+            if close { "connection: close\r\n" } else { "" }
+        )
+    };
+    let burst = format!(
+        "{}{}{}",
+        one("a", false),
+        one("nope", false),
+        one("b", true)
+    );
+    s.write_all(burst.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    let text = String::from_utf8_lossy(&out);
+    let statuses: Vec<&str> = text
+        .match_indices("HTTP/1.1 ")
+        .map(|(i, _)| &text[i + 9..i + 12])
+        .collect();
+    assert_eq!(statuses, ["200", "404", "200"], "{text}");
+    let (ia, ib) = (text.find("\"va\"").unwrap(), text.find("\"vb\"").unwrap());
+    assert!(ia < ib);
+}
+
+#[test]
+fn a_well_behaved_client_is_served_during_a_flood() {
+    let b = Broker::start(&default_principals());
+    assert_eq!(b.put("acme/tasks/t-42/db", P, "v").status, 201);
+    let stop = Arc::new(AtomicBool::new(false));
+    let flood_sent = Arc::new(AtomicU64::new(0));
+    let flooders: Vec<_> = (0..6)
+        .map(|i| {
+            let (stop, sent, sock) = (Arc::clone(&stop), Arc::clone(&flood_sent), b.socket.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    // Alternate garbage, unauthenticated and oversized requests.
+                    let junk: &[u8] = match i % 3 {
+                        0 => b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage\r\n\r\n",
+                        1 => b"GET /v1/secrets/acme/tasks/t-42/db HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+                        _ => b"PUT /v1/secrets/a/b HTTP/1.1\r\nhost: x\r\ncontent-length: 999999999\r\nconnection: close\r\n\r\n",
+                    };
+                    let _ = common::raw_on(&sock, junk);
+                    sent.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    // The well-behaved client, on its own keep-alive connection.
+    let mut s = UnixStream::connect(&b.socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let req = format!(
+        "GET /v1/secrets/acme/tasks/t-42/db HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {T}\r\n\r\n"
+    );
+    let mut buf = vec![0u8; 4096];
+    for _ in 0..200 {
+        s.write_all(req.as_bytes()).unwrap();
+        let n = s.read(&mut buf).unwrap();
+        assert!(
+            buf[..n].starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&buf[..n])
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    for f in flooders {
+        f.join().unwrap();
+    }
+    assert!(flood_sent.load(Ordering::Relaxed) > 20);
+    assert_eq!(b.req("GET", "/healthz", None, None).status, 200);
+}
