@@ -288,7 +288,12 @@ fn main() {
     let first_ms = median(firsts);
 
     let baseline = start_baseline(dir.path(), &runtime);
-    let (broker, _) = start_broker(dir.path(), "");
+    let flavor = if runtime == "current" {
+        "current_thread"
+    } else {
+        "multi_thread"
+    };
+    let (broker, _) = start_broker(dir.path(), &format!("[runtime]\nflavor = \"{flavor}\"\n"));
     // Warm up both (and the broker's read cache and decision cache).
     load(&baseline, 1, 0.5);
     load(&broker, 1, 0.5);

@@ -90,30 +90,36 @@ pub struct ClientArgs {
 impl Cli {
     /// Runs the command and returns the exit code.
     pub fn run(self) -> Exit {
-        let runtime = match tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-        {
-            Ok(rt) => rt,
-            Err(e) => {
-                eprintln!("error: cannot start the async runtime: {e}");
-                return Exit::Software;
-            }
-        };
-        runtime.block_on(async {
-            match self.command {
-                Command::Serve(a) => serve::run(a).await,
-                Command::Put(a) => client::report(put::run(a).await),
-                Command::Get(a) => client::report(get::run(a).await),
-                Command::Ls(a) => client::report(ls::run(a).await),
-                Command::Rm(a) => client::report(rm::run(a).await),
-                Command::Whoami(a) => client::report(whoami::run(a).await),
-                Command::Health(a) => client::report(health::run(a).await),
-                Command::Inject(a) => inject::run(a),
-                Command::Webhook(a) => webhook::run(a).await,
-                Command::Policy(a) => policy::run(a).await,
-            }
-        })
+        match self.command {
+            // `serve` builds its runtime from its config (`[runtime]`).
+            Command::Serve(a) => serve::run(a),
+            Command::Inject(a) => inject::run(a),
+            // The webhook serves many API-server calls at once; the client
+            // verbs and policy commands need no more than one thread.
+            Command::Webhook(a) => block_on(true, webhook::run(a)),
+            Command::Put(a) => block_on(false, async { client::report(put::run(a).await) }),
+            Command::Get(a) => block_on(false, async { client::report(get::run(a).await) }),
+            Command::Ls(a) => block_on(false, async { client::report(ls::run(a).await) }),
+            Command::Rm(a) => block_on(false, async { client::report(rm::run(a).await) }),
+            Command::Whoami(a) => block_on(false, async { client::report(whoami::run(a).await) }),
+            Command::Health(a) => block_on(false, async { client::report(health::run(a).await) }),
+            Command::Policy(a) => block_on(false, policy::run(a)),
+        }
+    }
+}
+
+/// Runs `fut` on a fresh runtime (multi-threaded or current-thread).
+fn block_on(multi: bool, fut: impl std::future::Future<Output = Exit>) -> Exit {
+    let mut builder = if multi {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    match builder.enable_all().build() {
+        Ok(rt) => rt.block_on(fut),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            Exit::Software
+        }
     }
 }

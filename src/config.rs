@@ -223,6 +223,24 @@ impl Default for Limits {
     }
 }
 
+/// Which tokio runtime `serve` runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuntimeFlavor {
+    /// One thread for all connections (plus blocking-pool threads for store I/O).
+    CurrentThread,
+    /// A work-stealing pool of worker threads.
+    MultiThread,
+}
+
+/// `[runtime]`: the async runtime's shape.
+#[derive(Debug, Clone, Copy)]
+pub struct RuntimeConfig {
+    /// Current-thread or multi-thread.
+    pub flavor: RuntimeFlavor,
+    /// Worker threads for the multi-thread runtime (default: one per core).
+    pub worker_threads: Option<usize>,
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -240,6 +258,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Limits.
     pub limits: Limits,
+    /// The async runtime.
+    pub runtime: RuntimeConfig,
     /// Where to serve Prometheus metrics (`[metrics] addr`); off when `None`.
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// Who may call, and how they prove it.

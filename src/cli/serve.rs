@@ -11,7 +11,9 @@ use crate::api::AppState;
 use crate::audit::AuditLog;
 use crate::authz::{Authorizer, AuthzError};
 use crate::broker::Broker;
-use crate::config::{Config, ConfigError, LogConfig, LogFormat, StoreConfig};
+use crate::config::{
+    Config, ConfigError, LogConfig, LogFormat, RuntimeConfig, RuntimeFlavor, StoreConfig,
+};
 use crate::identity::Resolver;
 use crate::metrics::{Metrics, MetricsError, serve_metrics};
 use crate::server::{self, ServerError};
@@ -59,6 +61,9 @@ pub enum StartError {
     /// The metrics listener could not start.
     #[error(transparent)]
     Metrics(#[from] MetricsError),
+    /// The async runtime could not start.
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
     /// Dev-mode setup failed.
     #[error("cannot prepare dev mode: {0}")]
     Dev(std::io::Error),
@@ -70,29 +75,30 @@ impl StartError {
             Self::Config(_) | Self::Policy(_) => Exit::Config,
             Self::Store(_) => Exit::Unavailable,
             Self::Audit(_) | Self::Dev(_) => Exit::Io,
-            Self::Server(_) | Self::Hardening(_) | Self::Metrics(_) => Exit::Software,
+            Self::Server(_) | Self::Hardening(_) | Self::Metrics(_) | Self::Runtime(_) => {
+                Exit::Software
+            }
         }
     }
 }
 
-/// Runs `serve`.
-pub async fn run(args: ServeArgs) -> Exit {
-    let result = if args.dev {
-        match super::dev::prepare() {
-            Ok(dev) => {
-                let r = start(dev.config.clone(), Some(&dev)).await;
-                drop(dev);
-                r
-            }
-            Err(e) => Err(e),
-        }
+/// Runs `serve`: loads the config (or prepares `--dev`), builds the runtime
+/// it asks for, and serves until a stop signal.
+pub fn run(args: ServeArgs) -> Exit {
+    let loaded = if args.dev {
+        super::dev::prepare().map(|dev| (dev.config.clone(), Some(dev)))
     } else {
         let path = args.config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
-        match Config::load(&path) {
-            Ok(config) => start(config, None).await,
-            Err(e) => Err(e.into()),
-        }
+        Config::load(&path)
+            .map(|config| (config, None))
+            .map_err(Into::into)
     };
+    let result = loaded.and_then(|(config, dev)| {
+        let runtime = build_runtime(&config.runtime).map_err(StartError::Runtime)?;
+        let r = runtime.block_on(start(config, dev.as_ref()));
+        drop(dev);
+        r
+    });
     match result {
         Ok(()) => Exit::Ok,
         Err(e) => {
@@ -101,6 +107,21 @@ pub async fn run(args: ServeArgs) -> Exit {
             e.exit()
         }
     }
+}
+
+/// The tokio runtime `[runtime]` asks for.
+fn build_runtime(cfg: &RuntimeConfig) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = match cfg.flavor {
+        RuntimeFlavor::CurrentThread => tokio::runtime::Builder::new_current_thread(),
+        RuntimeFlavor::MultiThread => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            if let Some(n) = cfg.worker_threads {
+                b.worker_threads(n);
+            }
+            b
+        }
+    };
+    builder.enable_all().build()
 }
 
 fn init_tracing(log: &LogConfig) {

@@ -9,9 +9,9 @@ use serde::de::IgnoredAny;
 
 use super::{
     AuditSink, AwsConfig, CacheConfig, Config, ConfigError, DEFAULT_SOCKET, Limits, ListenConfig,
-    LogConfig, LogFormat, RemoteConfig, StoreConfig, VaultAuth, VaultConfig, invalid,
-    parse_duration, parse_mode, principal_kind, resolve, resolve_group, scope, token_digest,
-    valid_id,
+    LogConfig, LogFormat, RemoteConfig, RuntimeConfig, RuntimeFlavor, StoreConfig, VaultAuth,
+    VaultConfig, invalid, parse_duration, parse_mode, principal_kind, resolve, resolve_group,
+    scope, token_digest, valid_id,
 };
 use crate::identity::{Principal, PrincipalKind, PrincipalSpec};
 
@@ -34,8 +34,21 @@ pub(super) struct RawConfig {
     limits: RawLimits,
     #[serde(default)]
     metrics: RawMetrics,
+    #[serde(default)]
+    runtime: RawRuntime,
     #[serde(default, rename = "principal")]
     principals: Vec<RawPrincipal>,
+}
+
+/// The runtime `serve` uses unless `[runtime] flavor` says otherwise
+/// (chosen by measurement: see docs/performance.md).
+const DEFAULT_RUNTIME: &str = "multi_thread";
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRuntime {
+    flavor: Option<String>,
+    worker_threads: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -192,6 +205,22 @@ impl RawConfig {
             level: self.log.level.unwrap_or_else(|| "info".to_owned()),
         };
         let limits = self.limits.validate()?;
+        let runtime = RuntimeConfig {
+            flavor: match self.runtime.flavor.as_deref().unwrap_or(DEFAULT_RUNTIME) {
+                "current_thread" => RuntimeFlavor::CurrentThread,
+                "multi_thread" => RuntimeFlavor::MultiThread,
+                f => {
+                    return Err(invalid(
+                        "runtime.flavor",
+                        format!("`{f}` is not \"current_thread\" or \"multi_thread\""),
+                    ));
+                }
+            },
+            worker_threads: match self.runtime.worker_threads {
+                Some(0) => return Err(invalid("runtime.worker_threads", "must be at least 1")),
+                n => n,
+            },
+        };
         let metrics_addr = self
             .metrics
             .addr
@@ -213,6 +242,7 @@ impl RawConfig {
             audit,
             log,
             limits,
+            runtime,
             metrics_addr,
             principals,
         })

@@ -101,6 +101,9 @@ fn bad_configs_are_refused_with_the_key() {
         ),
         ("[limits]\nmax_connections = 0", "max_connections"),
         ("[listen]\ntls = { addr = \"0.0.0.0:1\" }", "listen.tls"),
+        ("[runtime]\nflavor = \"green\"", "runtime.flavor"),
+        ("[runtime]\nworker_threads = 0", "runtime.worker_threads"),
+        ("[metrics]\naddr = \"localhost\"", "metrics.addr"),
     ];
     for (text, needle) in cases {
         let err = parse(text).unwrap_err().to_string();
