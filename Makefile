@@ -1,5 +1,5 @@
 # Developer entry points; .ci/run and the README call the same targets.
-.PHONY: fmt lint test dev build release bench fuzz-smoke
+.PHONY: fmt lint test dev build release bench soak fuzz-smoke
 
 fmt:
 	cargo fmt --all
@@ -25,3 +25,6 @@ bench:
 
 fuzz-smoke:
 	scripts/fuzz-smoke
+
+soak:
+	scripts/soak

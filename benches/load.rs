@@ -143,8 +143,8 @@ fn start_broker(dir: &Path, extra: &str) -> (Server, Duration) {
     (server, first_health)
 }
 
-/// Reads one HTTP response (content-length framed) from `s`.
-fn read_response(s: &mut UnixStream, buf: &mut Vec<u8>) {
+/// Reads one HTTP response (content-length framed) from `s`; returns its status.
+fn read_status(s: &mut UnixStream, buf: &mut Vec<u8>) -> u16 {
     buf.clear();
     let mut chunk = [0u8; 4096];
     loop {
@@ -155,17 +155,22 @@ fn read_response(s: &mut UnixStream, buf: &mut Vec<u8>) {
             let head_text = std::str::from_utf8(&buf[..head])
                 .unwrap()
                 .to_ascii_lowercase();
-            assert!(head_text.starts_with("http/1.1 200"), "{head_text}");
             let len: usize = head_text
                 .lines()
                 .find_map(|l| l.strip_prefix("content-length:"))
                 .map(|v| v.trim().parse().unwrap())
                 .unwrap_or(0);
             if buf.len() >= head + 4 + len {
-                return;
+                return head_text[9..12].parse().unwrap();
             }
         }
     }
+}
+
+/// Reads one response that must be `200`.
+fn read_response(s: &mut UnixStream, buf: &mut Vec<u8>) {
+    let status = read_status(s, buf);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(buf));
 }
 
 struct Run {
@@ -263,6 +268,10 @@ fn main() {
     // and a load run has no place in the test suite.
     if !std::env::args().any(|a| a == "--bench") {
         println!("load bench: skipped (run `scripts/bench` or `cargo bench --bench load`)");
+        return;
+    }
+    if std::env::args().any(|a| a == "--soak") {
+        soak();
         return;
     }
     let secs: f64 = std::env::var("LOAD_SECONDS")
@@ -372,4 +381,134 @@ fn main() {
     println!(
         "targets: 1 conn p50 <= 1.3x, p99 <= 1.4x; 16 conns rps >= 0.75x, p99 <= 1.5x, cpu/req <= 1.8x; idle RSS <= 10 MiB; /healthz <= 10 ms; binary <= 30 MB"
     );
+}
+
+/// The soak: `SOAK_REQUESTS` (default 300000) mixed requests over 16
+/// connections (authorized and denied reads, lists, whoami, 1 in 64 a
+/// durable write); RSS sampled throughout. Fails (exit 1) if RSS grows by
+/// more than 1 MiB after warm-up or if audit lines differ from requests.
+fn soak() {
+    let total: usize = std::env::var("SOAK_REQUESTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(300_000);
+    let conns = 16;
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, _) = start_broker(dir.path(), "");
+    let audit_path = dir.path().join("audit.log");
+    let audit_before = std::fs::read_to_string(&audit_path)
+        .unwrap()
+        .lines()
+        .count();
+    let auth = format!("authorization: Bearer {TOKEN}\r\n");
+    let requests: Vec<(Vec<u8>, u16)> = vec![
+        (
+            b"GET /v1/secrets/acme/tasks/t-42/db HTTP/1.1\r\nhost: b\r\n\r\n".to_vec(),
+            200,
+        ),
+        (
+            b"GET /v1/secrets/acme/tasks/t-43/db HTTP/1.1\r\nhost: b\r\n\r\n".to_vec(),
+            403,
+        ),
+        (
+            b"GET /v1/secrets/acme/tasks/t-42/ HTTP/1.1\r\nhost: b\r\n\r\n".to_vec(),
+            200,
+        ),
+        (b"GET /v1/whoami HTTP/1.1\r\nhost: b\r\n\r\n".to_vec(), 200),
+        (
+            b"GET /v1/secrets/acme/tasks/t-42/nope HTTP/1.1\r\nhost: b\r\n\r\n".to_vec(),
+            404,
+        ),
+        (
+            format!("GET /v1/secrets/acme/tasks/t-42/db HTTP/1.1\r\nhost: b\r\n{auth}\r\n")
+                .into_bytes(),
+            403,
+        ),
+    ];
+    let write = format!(
+        "PUT /v1/secrets/acme/tasks/t-42/db HTTP/1.1\r\nhost: b\r\n{auth}content-type: application/json\r\ncontent-length: 24\r\n\r\n{{\"value\":\"0123456789ab\"}}"
+    )
+    .into_bytes();
+    let pid = broker.child.id();
+    let per_conn = total / conns;
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let threads: Vec<_> = (0..conns)
+        .map(|c| {
+            let (socket, requests, write, done) = (
+                broker.socket.clone(),
+                requests.clone(),
+                write.clone(),
+                std::sync::Arc::clone(&done),
+            );
+            std::thread::spawn(move || {
+                let mut s = UnixStream::connect(&socket).unwrap();
+                let mut buf = Vec::with_capacity(1024);
+                for i in 0..per_conn {
+                    let (req, want) = if (i + c) % 64 == 0 {
+                        (&write, 200)
+                    } else {
+                        let (r, w) = &requests[(i + c) % requests.len()];
+                        (r, *w)
+                    };
+                    s.write_all(req).unwrap();
+                    let got = read_status(&mut s, &mut buf);
+                    assert_eq!(got, want, "{}", String::from_utf8_lossy(req));
+                    done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    let mut samples = Vec::new();
+    while done.load(std::sync::atomic::Ordering::Relaxed) < per_conn * conns
+        && threads.iter().any(|t| !t.is_finished())
+    {
+        samples.push((
+            done.load(std::sync::atomic::Ordering::Relaxed),
+            rss_kib(pid),
+        ));
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    for t in threads {
+        t.join().unwrap();
+    }
+    let elapsed = started.elapsed();
+    let sent = per_conn * conns;
+    samples.push((sent, rss_kib(pid)));
+    // Warm-up: the first 10% of requests fill caches and allocator pools.
+    let warm = samples
+        .iter()
+        .find(|(n, _)| *n >= sent / 10)
+        .map(|s| s.1)
+        .unwrap_or(samples[0].1);
+    let last = samples.last().map(|s| s.1).unwrap_or(0);
+    let max = samples.iter().map(|s| s.1).max().unwrap_or(0);
+    std::thread::sleep(Duration::from_millis(300));
+    let audit_lines = std::fs::read_to_string(&audit_path)
+        .unwrap()
+        .lines()
+        .count()
+        - audit_before;
+    println!(
+        "soak: {sent} requests in {:.1}s ({:.0}/s) over {conns} connections; RSS after warm-up {:.1} MiB, at end {:.1} MiB, max {:.1} MiB; audit lines {audit_lines}",
+        elapsed.as_secs_f64(),
+        sent as f64 / elapsed.as_secs_f64(),
+        warm as f64 / 1024.0,
+        last as f64 / 1024.0,
+        max as f64 / 1024.0
+    );
+    let growth = last as i64 - warm as i64;
+    let mut ok = true;
+    if growth > 1024 {
+        println!("soak: FAIL: RSS grew {growth} KiB after warm-up (limit 1024 KiB)");
+        ok = false;
+    }
+    if audit_lines != sent {
+        println!("soak: FAIL: {audit_lines} audit lines for {sent} requests");
+        ok = false;
+    }
+    if !ok {
+        std::process::exit(1);
+    }
+    println!("soak: ok (RSS flat within 1 MiB, one audit line per request)");
 }
