@@ -896,3 +896,37 @@ fn containerfile_matches_what_injection_expects() {
     );
     assert!(text.contains("FROM scratch"), "final stage is minimal");
 }
+
+/// The example store Secrets' `store.toml` files load as the injected
+/// broker includes them: Vault Kubernetes auth with the token injection
+/// mounts, and relative paths inside the Secret's mount.
+#[test]
+fn example_store_tomls_are_what_the_injected_config_includes() {
+    use secret_broker::config::{Config, StoreConfig, VaultAuth};
+    use secret_broker::inject::{STORE_TOKEN_PATH, STORE_TOML};
+    let (config, _) = generated("external-job");
+    let dir = deploy_dir().join("examples/vault");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().and_then(|x| x.to_str()) != Some("toml") {
+            continue;
+        }
+        n += 1;
+        let local = config.replace(STORE_TOML, p.to_str().unwrap());
+        let cfg = Config::from_toml(&local, "generated", Path::new("/"))
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        let StoreConfig::Vault(v) = &cfg.store else {
+            panic!("{}: not vault", p.display());
+        };
+        let VaultAuth::Kubernetes { jwt_file, .. } = &v.auth else {
+            panic!("{}: not kubernetes auth", p.display());
+        };
+        assert_eq!(jwt_file, Path::new(STORE_TOKEN_PATH), "{}", p.display());
+        assert_eq!(
+            v.ca_file.as_deref(),
+            Some(dir.join("vault-ca.pem").as_path())
+        );
+    }
+    assert_eq!(n, 2, "deploy/examples/vault/*.toml not found");
+}
