@@ -54,10 +54,7 @@ pub(super) fn load(text: &str, name: &str, base: &Path) -> Result<Config, Config
             return Err(invalid("include", "an entry is empty; name a file"));
         }
         let path = resolve(base, &entry);
-        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
-            path: path.clone(),
-            source,
-        })?;
+        let text = read_regular(&path)?;
         let shown = path.display().to_string();
         let inc_base = path.parent().unwrap_or(Path::new("/"));
         let mut file = parse(&text, &shown, inc_base)?;
@@ -88,6 +85,40 @@ pub(super) fn load(text: &str, name: &str, base: &Path) -> Result<Config, Config
         take_tables(&mut config, part, &file.keys);
     }
     Ok(config)
+}
+
+/// The most an included file may hold; a config is a few kilobytes.
+const MAX_INCLUDE_BYTES: u64 = 1024 * 1024;
+
+/// Reads an included file, which must be a regular file (symlinks to one,
+/// as in a mounted Secret, are fine) of at most [`MAX_INCLUDE_BYTES`]: a
+/// device or a FIFO named by mistake must not hang or exhaust the broker.
+fn read_regular(path: &Path) -> Result<String, ConfigError> {
+    use std::io::Read as _;
+    let read_err = |source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(read_err)?;
+    let meta = file.metadata().map_err(read_err)?;
+    let shown = path.display();
+    if !meta.is_file() {
+        return Err(invalid(
+            "include",
+            format!("`{shown}` is not a regular file"),
+        ));
+    }
+    if meta.len() > MAX_INCLUDE_BYTES {
+        return Err(invalid(
+            "include",
+            format!("`{shown}` is larger than {MAX_INCLUDE_BYTES} bytes"),
+        ));
+    }
+    let mut text = String::new();
+    file.take(MAX_INCLUDE_BYTES)
+        .read_to_string(&mut text)
+        .map_err(read_err)?;
+    Ok(text)
 }
 
 /// Moves the tables named by `keys` from `part` into `config`.

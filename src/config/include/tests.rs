@@ -105,6 +105,13 @@ fn a_missing_included_file_is_a_read_error_naming_it() {
     );
     let e = load("include = [\"\"]\n", None).unwrap_err().to_string();
     assert!(e.contains("config key `include`"), "{e}");
+    // A directory or a device is refused, not read (no hang on /dev/zero).
+    for path in ["/dev/zero", "/"] {
+        let e = load(&format!("include = [\"{path}\"]\n"), None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is not a regular file"), "{e}");
+    }
 }
 
 #[test]
