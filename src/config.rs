@@ -3,6 +3,7 @@
 //! what to write instead.
 
 mod duration;
+mod include;
 mod raw;
 
 use std::path::{Path, PathBuf};
@@ -42,6 +43,14 @@ pub enum ConfigError {
         key: String,
         /// What is wrong and what to write instead.
         message: String,
+    },
+    /// A bad value in a file named by `include`.
+    #[error("in included config `{path}`: {source}")]
+    Included {
+        /// The included file.
+        path: String,
+        /// The error in it.
+        source: Box<ConfigError>,
     },
 }
 
@@ -279,13 +288,11 @@ impl Config {
     }
 
     /// Parses and validates config text; `name` is used in errors and
-    /// relative paths resolve against `base`.
+    /// relative paths resolve against `base`. Files named by its top-level
+    /// `include` are read from disk and their tables joined in; a table may
+    /// be set in one file only.
     pub fn from_toml(text: &str, name: &str, base: &Path) -> Result<Self, ConfigError> {
-        let raw: raw::RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: name.to_owned(),
-            message: e.to_string().trim().replace('\n', " "),
-        })?;
-        raw.validate(base)
+        include::load(text, name, base)
     }
 }
 

@@ -12,7 +12,7 @@ mod pod;
 
 use serde_json::{Map, Value};
 
-pub use annotations::{ANNOTATIONS, PREFIX, Role, Settings};
+pub use annotations::{ANNOTATIONS, PREFIX, Role, Settings, StoreMode};
 pub use broker_config::{AppIdentity, generate as generate_config};
 
 /// The annotation that carries the generated broker config; the broker reads
@@ -46,6 +46,17 @@ pub const SOCKET_PATH: &str = "/run/secret-broker/api.sock";
 pub const CONFIG_DIR: &str = "/etc/secret-broker/config";
 /// Where the store Secret is mounted in the broker container.
 pub const STORE_SECRET_DIR: &str = "/etc/secret-broker/store";
+/// The store Secret's key an external store's settings are read from; the
+/// generated config includes it.
+pub const STORE_TOML: &str = "/etc/secret-broker/store/store.toml";
+/// Where the projected service-account token is mounted in the broker
+/// container (`secret-broker.io/store-token-audience`): point the included
+/// `store.toml`'s `jwt_file` at it.
+pub const STORE_TOKEN_PATH: &str = "/var/run/secrets/secret-broker/token";
+/// The directory [`STORE_TOKEN_PATH`] is in (the projected volume's mount).
+pub const STORE_TOKEN_DIR: &str = "/var/run/secrets/secret-broker";
+/// How long the projected token lives; the kubelet renews it at 80%.
+pub const STORE_TOKEN_SECONDS: u64 = 3600;
 /// Where the policy ConfigMap is mounted in the broker container.
 pub const POLICY_DIR: &str = "/etc/secret-broker/policies";
 /// Where the embedded store's database lives (an `emptyDir`).

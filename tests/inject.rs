@@ -64,6 +64,8 @@ fn golden_outputs_and_idempotence() {
         "cronjob",
         "list",
         "passthrough",
+        "external-job",
+        "external-deployment",
     ] {
         assert!(names.contains(&kind), "missing golden case `{kind}`");
     }
@@ -235,7 +237,14 @@ struct PlayedPod {
 }
 
 impl PlayedPod {
+    /// The pod of an embedded-store fixture, its store Secret a `store.key`.
     fn start(case: &str) -> (Self, serde_json::Value) {
+        Self::start_with(case, &[("store.key", &[7u8; 32])])
+    }
+
+    /// The pod of a fixture with these files in its store Secret's mount
+    /// (root-owned, group the fsGroup, 0440: as the kubelet mounts it).
+    fn start_with(case: &str, store_files: &[(&str, &[u8])]) -> (Self, serde_json::Value) {
         let (config, tpl) = generated(case);
         let broker_uid = uid_of(&tpl, "secret-broker", "runAsUser");
         let broker_gid = uid_of(&tpl, "secret-broker", "runAsGroup");
@@ -267,10 +276,12 @@ impl PlayedPod {
             )
             .unwrap();
         }
-        let key = store.join("store.key");
-        std::fs::write(&key, [7u8; 32]).unwrap();
-        std::os::unix::fs::chown(&key, Some(0), Some(shared_gid)).unwrap();
-        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o440)).unwrap();
+        for (name, bytes) in store_files {
+            let f = store.join(name);
+            std::fs::write(&f, bytes).unwrap();
+            std::os::unix::fs::chown(&f, Some(0), Some(shared_gid)).unwrap();
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o440)).unwrap();
+        }
         // Only the pod paths move; the rest of the generated text is as is.
         let root_s = root.to_str().unwrap();
         let mut config = config
@@ -544,6 +555,226 @@ fn injected_platform_pod_writes_but_never_reads() {
 }
 
 // ---------------------------------------------------------------------------
+// Two injected pods on one shared store: a platform Deployment and a task
+// Job, both `secret-broker.io/store: external`, whose store Secrets hold a
+// `store.toml` for the same Vault (a private OpenBao dev server here) and
+// each its own Vault token, scoped by the shipped backend policies.
+
+/// The OpenBao binary `scripts/backends install vault` provides, or a loud
+/// skip (a failure under CI).
+fn bao_bin() -> Option<PathBuf> {
+    let bin = std::env::var_os("SB_BAO_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".backends/bin/bao"));
+    if bin.exists() {
+        return Some(bin);
+    }
+    let msg = format!(
+        "`{}` is missing; install it with `scripts/backends install vault`",
+        bin.display()
+    );
+    if std::env::var_os("CI").is_some() {
+        panic!("{msg} (CI is set, so a missing server is a failure)");
+    }
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n*** SKIPPED (shared vault): {msg} ***\n"
+    );
+    None
+}
+
+/// A private OpenBao dev server on a free loopback port, killed on drop.
+struct Bao {
+    child: Child,
+    addr: String,
+}
+
+impl Bao {
+    fn start(bin: &Path) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("http://127.0.0.1:{port}");
+        let child = Command::new(bin)
+            .args(["server", "-dev", "-dev-root-token-id=root"])
+            .arg(format!("-dev-listen-address=127.0.0.1:{port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let bao = Self { child, addr };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while bao.api("GET", "sys/health", None).0 != 200 {
+            assert!(Instant::now() < deadline, "openbao not ready");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bao
+    }
+
+    /// A Vault API call with the root token: (status, body).
+    fn api(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-s", "-o", "-", "-w", "\n%{http_code}", "-X", method])
+            .args(["-H", "X-Vault-Token: root"]);
+        if let Some(b) = body {
+            cmd.args(["--data-binary", b]);
+        }
+        let out = cmd
+            .arg(format!("{}/v1/{path}", self.addr))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse().unwrap_or(0), body.to_owned())
+    }
+
+    /// A token with only the policy in `hcl`.
+    fn token_with(&self, name: &str, hcl: &str) -> String {
+        let body = serde_json::json!({ "policy": hcl }).to_string();
+        let (s, b) = self.api("PUT", &format!("sys/policies/acl/{name}"), Some(&body));
+        assert!((200..300).contains(&s), "policy {name}: {s} {b}");
+        let body = serde_json::json!({ "policies": [name], "ttl": "1h" }).to_string();
+        let (s, b) = self.api("POST", "auth/token/create", Some(&body));
+        assert_eq!(s, 200, "token: {b}");
+        let v: serde_json::Value = serde_json::from_str(&b).unwrap();
+        v["auth"]["client_token"].as_str().unwrap().to_owned()
+    }
+}
+
+impl Drop for Bao {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn injected_platform_and_task_pods_share_one_vault() {
+    if !can_play() {
+        return;
+    }
+    let Some(bin) = bao_bin() else {
+        return;
+    };
+    let bao = Bao::start(&bin);
+    let policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/backend-policies/vault");
+    let hcl = |f: &str| std::fs::read_to_string(policies.join(f)).unwrap();
+    // Least privilege in Vault as well: the platform's broker may write but
+    // not read values; the task's may read its scope only.
+    let writer = bao.token_with("sb-writer", &hcl("writer.hcl"));
+    let reader = bao.token_with("sb-reader-t-42", &hcl("reader-scope.hcl"));
+    // The store Secrets: one `store.toml` shape, a token file beside it
+    // (relative paths resolve against the Secret's mount).
+    let store_toml = format!(
+        "[store]\nbackend = \"vault\"\naddress = \"{}\"\nauth = \"token\"\ntoken_file = \"vault-token\"\n\n[cache]\nttl = \"0\"\n",
+        bao.addr
+    );
+    let (platform, ptpl) = PlayedPod::start_with(
+        "external-deployment",
+        &[
+            ("store.toml", store_toml.as_bytes()),
+            ("vault-token", writer.as_bytes()),
+        ],
+    );
+    let (task, ttpl) = PlayedPod::start_with(
+        "external-job",
+        &[
+            ("store.toml", store_toml.as_bytes()),
+            ("vault-token", reader.as_bytes()),
+        ],
+    );
+    let p_app = (
+        uid_of(&ptpl, "provisioner", "runAsUser"),
+        uid_of(&ptpl, "provisioner", "runAsGroup"),
+        &[platform.shared_gid][..],
+    );
+    let t_app = (
+        uid_of(&ttpl, "main", "runAsUser"),
+        uid_of(&ttpl, "main", "runAsGroup"),
+        &[task.shared_gid][..],
+    );
+    assert_ne!(p_app.0, t_app.0);
+    let put = |path: &str| {
+        platform.curl(
+            p_app,
+            "PUT",
+            &format!("/v1/secrets/{path}"),
+            Some(r#"{"value":"s3cret-shared"}"#),
+            None,
+        )
+    };
+
+    // The platform app provisions through its own broker, and cannot read.
+    let (s, b) = put("acme/tasks/t-42/db");
+    assert_eq!(s, 201, "{b}\n{}", platform.stderr());
+    let (s, _) = put("acme/tasks/t-43/db");
+    assert_eq!(s, 201);
+    let (s, b) = platform.curl(p_app, "GET", "/v1/secrets/acme/tasks/t-42/db", None, None);
+    assert_eq!(s, 403, "{b}");
+    assert!(!b.contains("s3cret-shared"));
+
+    // The value is in Vault, not in either pod.
+    let (s, b) = bao.api("GET", "secret/data/acme/tasks/t-42/db", None);
+    assert_eq!(s, 200, "{b}");
+    assert!(b.contains("s3cret-shared"));
+
+    // The task app reads it through the other pod's broker…
+    let (s, b) = task.curl(t_app, "GET", "/v1/secrets/acme/tasks/t-42/db", None, None);
+    assert_eq!(
+        (s, b.contains("s3cret-shared")),
+        (200, true),
+        "{b}\n{}",
+        task.stderr()
+    );
+    let (s, b) = task.curl(t_app, "GET", "/v1/whoami", None, None);
+    assert_eq!(s, 200);
+    assert!(
+        b.contains("\"task-42\"") && b.contains("acme/tasks/t-42"),
+        "{b}"
+    );
+    // …and nothing outside its scope, though it exists in the same Vault.
+    let (s, b) = task.curl(t_app, "GET", "/v1/secrets/acme/tasks/t-43/db", None, None);
+    assert_eq!(s, 403, "{b}");
+    assert!(!b.contains("s3cret-shared"));
+    let (s, _) = task.curl(
+        t_app,
+        "PUT",
+        "/v1/secrets/acme/tasks/t-42/db",
+        Some(r#"{"value":"x"}"#),
+        None,
+    );
+    assert_eq!(s, 403);
+
+    // A foreign uid in the pod's group is nobody to either broker.
+    for (pod, app) in [(&task, t_app), (&platform, p_app)] {
+        let foreign = (app.0 + 1, app.1, app.2);
+        let (s, b) = pod.curl(foreign, "GET", "/v1/secrets/acme/tasks/t-42/db", None, None);
+        assert_eq!(s, 401, "{b}");
+    }
+    // The platform app's uid means nothing to the task's broker, and the
+    // task's nothing to the platform's.
+    let (s, _) = task.curl(
+        (p_app.0, p_app.1, &[task.shared_gid]),
+        "GET",
+        "/v1/secrets/acme/tasks/t-42/db",
+        None,
+        None,
+    );
+    assert_eq!(s, 401);
+    let (s, _) = platform.curl(
+        (t_app.0, t_app.1, &[platform.shared_gid]),
+        "PUT",
+        "/v1/secrets/acme/tasks/t-42/db",
+        Some(r#"{"value":"x"}"#),
+        None,
+    );
+    assert_eq!(s, 401);
+}
+
+// ---------------------------------------------------------------------------
 // deploy/: every manifest, rendered overlays, and the injected examples.
 
 fn deploy_dir() -> PathBuf {
@@ -664,4 +895,38 @@ fn containerfile_matches_what_injection_expects() {
         "user"
     );
     assert!(text.contains("FROM scratch"), "final stage is minimal");
+}
+
+/// The example store Secrets' `store.toml` files load as the injected
+/// broker includes them: Vault Kubernetes auth with the token injection
+/// mounts, and relative paths inside the Secret's mount.
+#[test]
+fn example_store_tomls_are_what_the_injected_config_includes() {
+    use secret_broker::config::{Config, StoreConfig, VaultAuth};
+    use secret_broker::inject::{STORE_TOKEN_PATH, STORE_TOML};
+    let (config, _) = generated("external-job");
+    let dir = deploy_dir().join("examples/vault");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().and_then(|x| x.to_str()) != Some("toml") {
+            continue;
+        }
+        n += 1;
+        let local = config.replace(STORE_TOML, p.to_str().unwrap());
+        let cfg = Config::from_toml(&local, "generated", Path::new("/"))
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        let StoreConfig::Vault(v) = &cfg.store else {
+            panic!("{}: not vault", p.display());
+        };
+        let VaultAuth::Kubernetes { jwt_file, .. } = &v.auth else {
+            panic!("{}: not kubernetes auth", p.display());
+        };
+        assert_eq!(jwt_file, Path::new(STORE_TOKEN_PATH), "{}", p.display());
+        assert_eq!(
+            v.ca_file.as_deref(),
+            Some(dir.join("vault-ca.pem").as_path())
+        );
+    }
+    assert_eq!(n, 2, "deploy/examples/vault/*.toml not found");
 }

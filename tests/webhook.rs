@@ -195,6 +195,8 @@ fn every_kind_is_patched_into_the_inject_output() {
         "job",
         "cronjob",
         "list",
+        "external-job",
+        "external-deployment",
     ] {
         let input = fixture(&format!("{case}.in.yaml"));
         let expected = fixture(&format!("{case}.out.yaml"));

@@ -18,6 +18,9 @@ use crate::identity::{Principal, PrincipalKind, PrincipalSpec};
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawConfig {
+    /// Files whose tables join this file's; resolved by `Config`, not here.
+    #[serde(default)]
+    include: Vec<String>,
     #[serde(default)]
     listen: RawListen,
     #[serde(default)]
@@ -163,6 +166,13 @@ fn positive(key: &str, v: Option<usize>, default: usize) -> Result<usize, Config
     match v.unwrap_or(default) {
         0 => Err(invalid(key, "must be at least 1")),
         n => Ok(n),
+    }
+}
+
+impl RawConfig {
+    /// Takes out the `include` list, which `Config` resolves.
+    pub(super) fn take_include(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.include)
     }
 }
 

@@ -19,8 +19,16 @@ pub const ANNOTATIONS: &[(&str, &str)] = &[
     ("secret-broker.io/role", "`task` or `platform`"),
     ("secret-broker.io/scope", "the task's scope (task only)"),
     (
+        "secret-broker.io/store",
+        "`embedded` (default: a database in the pod) or `external` (the store Secret's `store.toml`)",
+    ),
+    (
         "secret-broker.io/store-secret",
-        "the Secret with the store credentials (`store.key`)",
+        "the Secret with `store.key` (embedded) or `store.toml` and its credential files (external)",
+    ),
+    (
+        "secret-broker.io/store-token-audience",
+        "external only: mount a service-account token with this audience for the broker alone",
     ),
     (
         "secret-broker.io/policies",
@@ -58,6 +66,21 @@ pub enum Role {
     Platform,
 }
 
+/// Where the injected broker keeps values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreMode {
+    /// A database in the pod (an `emptyDir`), keyed by the store Secret's
+    /// `store.key`: private to the pod.
+    Embedded,
+    /// A shared backend: the generated config includes the store Secret's
+    /// `store.toml`, which sets `[store]` (and may set `[cache]`, `[limits]`).
+    External {
+        /// When set, a projected service-account token with this audience
+        /// is mounted into the broker alone (for Vault Kubernetes auth).
+        token_audience: Option<String>,
+    },
+}
+
 /// What the annotations ask for, validated.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -65,7 +88,9 @@ pub struct Settings {
     pub role: Role,
     /// The principal's name in the generated config (its Cedar entity id).
     pub principal: String,
-    /// The Secret holding the store credentials.
+    /// Embedded or external store.
+    pub store: StoreMode,
+    /// The Secret holding the store key, or the store config and credentials.
     pub store_secret: String,
     /// The ConfigMap holding the policies.
     pub policies: String,
@@ -167,10 +192,36 @@ impl Settings {
                 ));
             }
         };
+        let audience = take("secret-broker.io/store-token-audience");
+        let store = match (
+            take("secret-broker.io/store").unwrap_or("embedded"),
+            audience,
+        ) {
+            ("embedded", None) => StoreMode::Embedded,
+            ("embedded", Some(_)) => {
+                return Err(err(
+                    "secret-broker.io/store-token-audience",
+                    "applies only to `secret-broker.io/store: external`; remove it or set that",
+                ));
+            }
+            ("external", audience) => StoreMode::External {
+                token_audience: audience.map(token_audience).transpose()?,
+            },
+            (other, _) => {
+                return Err(err(
+                    "secret-broker.io/store",
+                    format!("`{other}` is not `embedded` or `external`"),
+                ));
+            }
+        };
         let store_secret = take("secret-broker.io/store-secret").ok_or_else(|| {
+            let holds = match store {
+                StoreMode::Embedded => "the store key (`store.key`)",
+                StoreMode::External { .. } => "the store config (`store.toml`)",
+            };
             err(
                 "secret-broker.io/store-secret",
-                "is required: the name of the Secret with the store key (`store.key`)",
+                format!("is required: the name of the Secret with {holds}"),
             )
         })?;
         let store_secret = k8s_name("secret-broker.io/store-secret", store_secret)?;
@@ -239,6 +290,7 @@ impl Settings {
         Ok(Some(Self {
             role,
             principal: principal.to_owned(),
+            store,
             store_secret,
             policies,
             containers,
@@ -264,6 +316,20 @@ fn k8s_name(key: &str, s: &str) -> Result<String, InjectError> {
         Err(err(
             key,
             format!("`{s}` is not a Kubernetes object name (lowercase letters, digits, `-`, `.`)"),
+        ))
+    }
+}
+
+/// A token audience: what the store (e.g. Vault's Kubernetes auth role)
+/// expects in the token's `aud`.
+fn token_audience(s: &str) -> Result<String, InjectError> {
+    let ok = !s.is_empty() && s.len() <= 253 && s.bytes().all(|b| b.is_ascii_graphic());
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(err(
+            "secret-broker.io/store-token-audience",
+            format!("`{s}` is not an audience such as `vault` (printable, no spaces)"),
         ))
     }
 }

@@ -8,7 +8,8 @@ use super::broker_config::AppIdentity;
 use super::{
     BINARY, BROKER_GID, BROKER_UID, CONFIG_ANNOTATION, CONFIG_DIR, CONTAINER_NAME, DATA_DIR,
     DEFAULT_APP_GID, DEFAULT_APP_UID, DEFAULT_SHARED_GID, InjectError, POLICY_DIR, SOCKET_DIR,
-    SOCKET_PATH, STORE_SECRET_DIR, Settings, generate_config, spec_err,
+    SOCKET_PATH, STORE_SECRET_DIR, STORE_TOKEN_DIR, STORE_TOKEN_PATH, STORE_TOKEN_SECONDS,
+    Settings, StoreMode, generate_config, spec_err,
 };
 
 const VOL_SOCKET: &str = "secret-broker-socket";
@@ -16,7 +17,15 @@ const VOL_CONFIG: &str = "secret-broker-config";
 const VOL_STORE: &str = "secret-broker-store";
 const VOL_POLICIES: &str = "secret-broker-policies";
 const VOL_DATA: &str = "secret-broker-data";
-const VOLUMES: &[&str] = &[VOL_SOCKET, VOL_CONFIG, VOL_STORE, VOL_POLICIES, VOL_DATA];
+const VOL_TOKEN: &str = "secret-broker-store-token";
+const VOLUMES: &[&str] = &[
+    VOL_SOCKET,
+    VOL_CONFIG,
+    VOL_STORE,
+    VOL_POLICIES,
+    VOL_DATA,
+    VOL_TOKEN,
+];
 const SOCKET_ENV: &str = "SECRET_BROKER_SOCKET";
 
 /// Injects the broker into a pod template (`{metadata, spec}`).
@@ -259,20 +268,37 @@ fn add_broker(spec: &mut Map<String, Value>, s: &Settings) -> Result<(), InjectE
             "capabilities": { "drop": ["ALL"] },
             "seccompProfile": { "type": "RuntimeDefault" },
         },
-        "volumeMounts": [
-            { "name": VOL_SOCKET, "mountPath": SOCKET_DIR },
-            { "name": VOL_CONFIG, "mountPath": CONFIG_DIR, "readOnly": true },
-            { "name": VOL_STORE, "mountPath": STORE_SECRET_DIR, "readOnly": true },
-            { "name": VOL_POLICIES, "mountPath": POLICY_DIR, "readOnly": true },
-            { "name": VOL_DATA, "mountPath": DATA_DIR },
-        ],
+        "volumeMounts": broker_mounts(&s.store),
     });
     array(spec, "initContainers")?.insert(0, broker);
     Ok(())
 }
 
+/// The broker's mounts: the embedded store's database, or the projected
+/// token an external store may log in with.
+fn broker_mounts(store: &StoreMode) -> Value {
+    let mut mounts = vec![
+        json!({ "name": VOL_SOCKET, "mountPath": SOCKET_DIR }),
+        json!({ "name": VOL_CONFIG, "mountPath": CONFIG_DIR, "readOnly": true }),
+        json!({ "name": VOL_STORE, "mountPath": STORE_SECRET_DIR, "readOnly": true }),
+        json!({ "name": VOL_POLICIES, "mountPath": POLICY_DIR, "readOnly": true }),
+    ];
+    match store {
+        StoreMode::Embedded => mounts.push(json!({ "name": VOL_DATA, "mountPath": DATA_DIR })),
+        StoreMode::External {
+            token_audience: Some(_),
+        } => mounts.push(json!({
+            "name": VOL_TOKEN, "mountPath": STORE_TOKEN_DIR, "readOnly": true
+        })),
+        StoreMode::External {
+            token_audience: None,
+        } => {}
+    }
+    Value::Array(mounts)
+}
+
 fn add_volumes(spec: &mut Map<String, Value>, s: &Settings) -> Result<(), InjectError> {
-    let volumes = [
+    let mut volumes = vec![
         json!({ "name": VOL_SOCKET, "emptyDir": { "medium": "Memory", "sizeLimit": "1Mi" } }),
         json!({ "name": VOL_CONFIG, "downwardAPI": { "items": [{
             "path": "config.toml",
@@ -281,8 +307,35 @@ fn add_volumes(spec: &mut Map<String, Value>, s: &Settings) -> Result<(), Inject
         // 0440: readable by the broker through the shared group (fsGroup).
         json!({ "name": VOL_STORE, "secret": { "secretName": s.store_secret, "defaultMode": 0o440 } }),
         json!({ "name": VOL_POLICIES, "configMap": { "name": s.policies } }),
-        json!({ "name": VOL_DATA, "emptyDir": { "sizeLimit": "64Mi" } }),
     ];
+    match &s.store {
+        StoreMode::Embedded => {
+            volumes.push(json!({ "name": VOL_DATA, "emptyDir": { "sizeLimit": "64Mi" } }));
+        }
+        StoreMode::External {
+            token_audience: Some(audience),
+        } => {
+            // SECURITY: a token of its own audience, in the broker alone: the
+            // store accepts it, the API server does not, and the app
+            // containers never see it (unlike the automounted token, which
+            // every container gets unless the pod turns it off).
+            let file = STORE_TOKEN_PATH
+                .strip_prefix(STORE_TOKEN_DIR)
+                .unwrap_or("/token")
+                .trim_start_matches('/');
+            volumes.push(json!({ "name": VOL_TOKEN, "projected": {
+                "defaultMode": 0o440,
+                "sources": [{ "serviceAccountToken": {
+                    "audience": audience,
+                    "expirationSeconds": STORE_TOKEN_SECONDS,
+                    "path": file,
+                } }],
+            } }));
+        }
+        StoreMode::External {
+            token_audience: None,
+        } => {}
+    }
     array(spec, "volumes")?.extend(volumes);
     Ok(())
 }

@@ -146,3 +146,141 @@ fn documents_split_on_markers_only() {
     let docs = split_documents("---\na: 1\n---\nb: |\n  ---\n  x\n...\n--- c: 2\n");
     assert_eq!(docs, vec!["a: 1\n", "b: |\n  ---\n  x\n", "c: 2\n"]);
 }
+
+fn external_annotations(audience: Option<&str>) -> Value {
+    let mut a = task_annotations();
+    a["secret-broker.io/store"] = json!("external");
+    a["secret-broker.io/store-secret"] = json!("vault-store");
+    if let Some(aud) = audience {
+        a["secret-broker.io/store-token-audience"] = json!(aud);
+    }
+    a
+}
+
+fn volume_names(tpl: &Value) -> Vec<&str> {
+    tpl["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect()
+}
+
+#[test]
+fn external_store_config_includes_the_store_secret() {
+    let out = inject_value(&job(external_annotations(None)))
+        .unwrap()
+        .unwrap();
+    let tpl = &out["spec"]["template"];
+    let config = tpl["metadata"]["annotations"][CONFIG_ANNOTATION]
+        .as_str()
+        .unwrap();
+    assert!(config.contains(&format!("include = [\"{STORE_TOML}\"]")));
+    assert!(!config.contains("[store]"), "{config}");
+    // With the Secret's store.toml beside it, the broker's parser takes the
+    // store from there, with paths relative to the Secret's mount.
+    let dir = tempfile::tempdir().unwrap();
+    let store_toml = dir.path().join("store.toml");
+    std::fs::write(
+        &store_toml,
+        "[store]\nbackend = \"vault\"\naddress = \"https://vault.example:8200\"\ntoken_file = \"vault-token\"\n",
+    )
+    .unwrap();
+    let local = config.replace(STORE_TOML, store_toml.to_str().unwrap());
+    let cfg = Config::from_toml(&local, "generated", std::path::Path::new("/")).unwrap();
+    let crate::config::StoreConfig::Vault(v) = &cfg.store else {
+        panic!("not vault: {:?}", cfg.store);
+    };
+    assert_eq!(
+        v.auth,
+        crate::config::VaultAuth::Token {
+            token_file: Some(dir.path().join("vault-token"))
+        }
+    );
+    assert_eq!(cfg.principals.len(), 1);
+    // The store Secret may not redefine the pod's own tables.
+    std::fs::write(&store_toml, "[listen]\nmode = \"0666\"\n").unwrap();
+    let e = Config::from_toml(&local, "generated", std::path::Path::new("/"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("config key `listen`: set in both"), "{e}");
+    // No embedded database, no token unless asked for.
+    let names = volume_names(tpl);
+    assert!(!names.contains(&"secret-broker-data"), "{names:?}");
+    assert!(!names.contains(&"secret-broker-store-token"), "{names:?}");
+    assert!(inject_value(&out).unwrap().is_none(), "idempotent");
+}
+
+#[test]
+fn a_token_audience_mounts_a_projected_token_in_the_broker_only() {
+    let out = inject_value(&job(external_annotations(Some("vault"))))
+        .unwrap()
+        .unwrap();
+    let spec = &out["spec"]["template"]["spec"];
+    let vol = spec["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "secret-broker-store-token")
+        .unwrap();
+    let src = &vol["projected"]["sources"][0]["serviceAccountToken"];
+    assert_eq!(src["audience"], "vault");
+    assert_eq!(
+        format!("{STORE_TOKEN_DIR}/{}", src["path"].as_str().unwrap()),
+        STORE_TOKEN_PATH
+    );
+    let broker = &spec["initContainers"][0];
+    assert!(
+        broker["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["name"] == "secret-broker-store-token" && m["mountPath"] == STORE_TOKEN_DIR)
+    );
+    let main = &spec["containers"][0];
+    assert!(!main.to_string().contains("secret-broker-store-token"));
+    assert!(inject_value(&out).unwrap().is_none(), "idempotent");
+    // Switching back to embedded drops it on re-injection.
+    let mut again = out.clone();
+    let a = again["spec"]["template"]["metadata"]["annotations"]
+        .as_object_mut()
+        .unwrap();
+    a.remove("secret-broker.io/store");
+    a.remove("secret-broker.io/store-token-audience");
+    let embedded = inject_value(&again).unwrap().unwrap();
+    let names = volume_names(&embedded["spec"]["template"]);
+    assert!(names.contains(&"secret-broker-data") && !names.contains(&"secret-broker-store-token"));
+}
+
+#[test]
+fn store_mode_is_explicit_and_checked() {
+    assert!(STORE_TOML.starts_with(&format!("{STORE_SECRET_DIR}/")));
+    let mut a = external_annotations(None);
+    a["secret-broker.io/store"] = json!("vault");
+    assert!(error_of(job(a)).contains("`vault` is not `embedded` or `external`"));
+
+    let mut a = task_annotations();
+    a["secret-broker.io/store-token-audience"] = json!("vault");
+    assert!(error_of(job(a)).contains("applies only to `secret-broker.io/store: external`"));
+
+    let a = external_annotations(Some("two words"));
+    assert!(error_of(job(a)).contains("is not an audience"));
+
+    let mut a = external_annotations(None);
+    a.as_object_mut()
+        .unwrap()
+        .remove("secret-broker.io/store-secret");
+    assert!(error_of(job(a)).contains("the store config (`store.toml`)"));
+
+    // `embedded` spelled out is the default.
+    let mut a = task_annotations();
+    a["secret-broker.io/store"] = json!("embedded");
+    let spelled = inject_value(&job(a)).unwrap().unwrap();
+    let default = inject_value(&job(task_annotations())).unwrap().unwrap();
+    let tpl = |v: &Value| v["spec"]["template"].clone();
+    assert_eq!(tpl(&spelled)["spec"], tpl(&default)["spec"]);
+    assert_eq!(
+        tpl(&spelled)["metadata"]["annotations"][CONFIG_ANNOTATION],
+        tpl(&default)["metadata"]["annotations"][CONFIG_ANNOTATION]
+    );
+}
