@@ -23,10 +23,27 @@ struct File {
     base: std::path::PathBuf,
 }
 
+/// TOML's message with the line and column, but without the source snippet
+/// `toml` would print: the offending line may hold a credential placed
+/// under the wrong key.
+fn parse_message(text: &str, e: &toml::de::Error) -> String {
+    // SECURITY: `e.to_string()` quotes the offending line; never use it.
+    let message = e.message().trim().replace('\n', " ");
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.chars().rev().take_while(|c| *c != '\n').count() + 1;
+            format!("line {line}, column {column}: {message}")
+        }
+        None => message,
+    }
+}
+
 fn parse(text: &str, name: &str, base: &Path) -> Result<File, ConfigError> {
     let parse_err = |e: toml::de::Error| ConfigError::Parse {
         path: name.to_owned(),
-        message: e.to_string().trim().replace('\n', " "),
+        message: parse_message(text, &e),
     };
     // Typed first, so unknown keys are reported with line and column.
     let raw: RawConfig = toml::from_str(text).map_err(parse_err)?;
@@ -132,6 +149,8 @@ fn take_tables(config: &mut Config, part: Config, keys: &[String]) {
         audit,
         log,
         limits,
+        runtime,
+        metrics_addr,
         principals,
     } = part;
     let has = |k: &str| keys.iter().any(|key| key == k);
@@ -155,6 +174,12 @@ fn take_tables(config: &mut Config, part: Config, keys: &[String]) {
     }
     if has("limits") {
         config.limits = limits;
+    }
+    if has("runtime") {
+        config.runtime = runtime;
+    }
+    if has("metrics") {
+        config.metrics_addr = metrics_addr;
     }
     if has("principal") {
         config.principals = principals;

@@ -291,3 +291,17 @@ fn inline_credentials_are_refused_without_echoing_them() {
         assert!(!shown.contains(canary), "{key}: {shown}");
     }
 }
+
+#[test]
+fn parse_errors_never_quote_the_offending_line() {
+    let canary = "CANARY-CREDENTIAL-0f9e";
+    for text in [
+        format!("[cache]\ntoken = \"{canary}\"\n"),
+        format!("[store]\nbackend = \"vault\"\nsecret = {canary}\n"),
+        format!("[[principal]]\nname = \"{canary}\n"),
+    ] {
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(!err.contains(canary), "{err}");
+        assert!(err.contains("line "), "{err}");
+    }
+}
