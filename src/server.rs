@@ -272,9 +272,21 @@ fn audit_connection_error(
         return;
     };
     let request_id = state.next_request_id();
+    audit_unparsed(state, &request_id, peer, status, started.elapsed());
+}
+
+/// Audits and counts a request that never reached the API (malformed, too
+/// slow, or refused at the connection cap): no principal, action or path.
+fn audit_unparsed(
+    state: &AppState,
+    request_id: &str,
+    peer: Option<PeerCred>,
+    status: u16,
+    latency: std::time::Duration,
+) {
     state.audit.record(&AuditRecord {
         ts: now_rfc3339(),
-        request_id: &request_id,
+        request_id,
         principal: None,
         peer: peer.map(Into::into),
         action: None,
@@ -282,12 +294,14 @@ fn audit_connection_error(
         decision: None,
         policies: &[],
         status,
-        latency_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        latency_us: u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
     });
+    state.metrics.request(None, None, status, latency);
 }
 
 /// Answers a connection over the cap with `429 overloaded` and closes it.
 async fn refuse_overloaded(mut stream: UnixStream, state: Arc<AppState>, peer: Option<PeerCred>) {
+    let started = Instant::now();
     let request_id = state.next_request_id();
     let body = serde_json::json!({"error": {
         "code": "overloaded",
@@ -318,16 +332,5 @@ async fn refuse_overloaded(mut stream: UnixStream, state: Arc<AppState>, peer: O
         Ok::<(), std::io::Error>(())
     })
     .await;
-    state.audit.record(&AuditRecord {
-        ts: now_rfc3339(),
-        request_id: &request_id,
-        principal: None,
-        peer: peer.map(Into::into),
-        action: None,
-        path: None,
-        decision: None,
-        policies: &[],
-        status: 429,
-        latency_us: 0,
-    });
+    audit_unparsed(&state, &request_id, peer, 429, started.elapsed());
 }
