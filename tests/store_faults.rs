@@ -248,13 +248,19 @@ fn no_cache() -> String {
 
 #[test]
 fn vault_frozen_dead_and_back() {
-    let test = "store_faults::vault";
-    let Some(bin) = server_bin("SB_BAO_BIN", "bao", test) else {
+    let Some((mut server, dir, store)) = private_vault("store_faults::vault") else {
         return;
     };
+    let b = Broker::start_with_store(dir, &store, &no_cache());
+    faults(&b, &mut server, Duration::from_secs(1));
+}
+
+/// A private OpenBao dev server on a free port, and its store config.
+fn private_vault(test: &str) -> Option<(Server, tempfile::TempDir, String)> {
+    let bin = server_bin("SB_BAO_BIN", "bao", test)?;
     let port = free_port();
     let addr = format!("http://127.0.0.1:{port}");
-    let mut server = Server::launch(
+    let server = Server::launch(
         Box::new(move || {
             Command::new(&bin)
                 .args(["server", "-dev", "-dev-root-token-id=root"])
@@ -272,8 +278,62 @@ fn vault_frozen_dead_and_back() {
     let store = format!(
         "backend = \"vault\"\naddress = \"{addr}\"\ntimeout = \"1s\"\ntoken_file = \"{token}\""
     );
-    let b = Broker::start_with_store(dir, &store, &no_cache());
-    faults(&b, &mut server, Duration::from_secs(1));
+    Some((server, dir, store))
+}
+
+/// `stale_if_error`: past its TTL a cached value is served only while the
+/// store fails, and only within the window; without a window the failure
+/// shows. Both brokers front the same frozen server.
+#[test]
+fn stale_if_error_serves_cached_reads_only_while_the_store_fails() {
+    let Some((mut server, dir, store)) = private_vault("store_faults::stale") else {
+        return;
+    };
+    let stale = Broker::start_with_store(
+        dir,
+        &store,
+        &format!(
+            "{}\n[cache]\nttl = \"1s\"\nstale_if_error = \"1h\"\n",
+            default_principals()
+        ),
+    );
+    let dir2 = Broker::temp_dir();
+    let token2 = backends::write_secret_file(&dir2, "token", "root");
+    let store2 = store.replace(
+        &store[store.find("token_file").unwrap()..],
+        &format!("token_file = \"{token2}\""),
+    );
+    let strict = Broker::start_with_store(
+        dir2,
+        &store2,
+        &format!("{}\n[cache]\nttl = \"1s\"\n", default_principals()),
+    );
+    let path = "acme/tasks/t-42/stale";
+    assert_eq!(stale.put(path, P, "cached-value").status, 201);
+    assert_eq!(stale.get(path, T).json()["value"], "cached-value");
+    assert_eq!(strict.get(path, T).json()["value"], "cached-value");
+
+    server.signal("STOP");
+    std::thread::sleep(Duration::from_millis(1500));
+    // Past the TTL, store frozen: the stale window serves the cached value...
+    let r = stale.get(path, T);
+    assert_eq!(
+        (r.status, r.json()["value"].as_str()),
+        (200, Some("cached-value"))
+    );
+    // ...without one, the failure shows (and nothing cached is served).
+    let r = strict.get(path, T);
+    assert_eq!((r.status, r.code()), (504, "backend_timeout".into()));
+    // Authorization still comes first: a denied caller gets 403, not a stale value.
+    assert_eq!(stale.get(path, P).status, 403);
+    // Writes are never acknowledged from the cache.
+    assert_eq!(stale.put(path, P, "new").status, 504);
+
+    server.signal("CONT");
+    // Back to normal: fresh reads from the store, new writes acknowledged.
+    wait_ready(&stale, 200);
+    assert_eq!(stale.put(path, P, "after").status, 200);
+    assert_eq!(stale.get(path, T).json()["value"], "after");
 }
 
 #[test]
