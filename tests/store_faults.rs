@@ -286,7 +286,7 @@ fn private_vault(test: &str) -> Option<(Server, tempfile::TempDir, String)> {
 /// shows. Both brokers front the same frozen server.
 #[test]
 fn stale_if_error_serves_cached_reads_only_while_the_store_fails() {
-    let Some((mut server, dir, store)) = private_vault("store_faults::stale") else {
+    let Some((server, dir, store)) = private_vault("store_faults::stale") else {
         return;
     };
     let stale = Broker::start_with_store(
