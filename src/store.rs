@@ -7,6 +7,10 @@
 pub mod aws;
 pub mod cache;
 pub mod embedded;
+#[cfg(any(feature = "gcp", feature = "azure"))]
+pub mod encode;
+#[cfg(feature = "gcp")]
+pub mod gcp;
 #[cfg(feature = "vault")]
 pub mod vault;
 

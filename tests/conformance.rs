@@ -1,5 +1,6 @@
 //! One conformance suite, instantiated per store: every store answers the
-//! same API calls the same way (embedded, vault on OpenBao, aws on moto).
+//! same API calls the same way (embedded, vault on OpenBao, aws on moto,
+//! gcp on cloudbox, azure on our Key Vault test server or a real vault).
 //! Remote stores run against the loopback servers `scripts/backends start`
 //! brings up; an absent server skips loudly, or fails when `CI` is set.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -55,3 +56,4 @@ macro_rules! conformance {
 conformance!(embedded);
 conformance!(vault);
 conformance!(aws);
+conformance!(gcp);

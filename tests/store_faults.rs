@@ -314,3 +314,68 @@ fn aws_without_credentials_is_refused_at_start_naming_what_to_check() {
     assert!(!out.status.success(), "{err}");
     assert!(err.contains("`aws`") && err.contains("credential"), "{err}");
 }
+
+#[test]
+fn gcp_frozen_dead_and_back() {
+    let test = "store_faults::gcp";
+    let Some(bin) = server_bin("SB_CLOUDBOX_BIN", "cloudbox-secretmanager", test) else {
+        return;
+    };
+    let port = free_port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let mut server = Server::launch(
+        Box::new(move || {
+            // The launcher `exec`s the server, so this PID is the server's.
+            Command::new(&bin)
+                .args(["127.0.0.1", &port.to_string()])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        }),
+        format!("{endpoint}/v1/projects/ready/secrets"),
+    );
+    let store = format!(
+        "backend = \"gcp\"\nproject = \"faults\"\nendpoint = \"{endpoint}\"\ncredentials = \"anonymous\"\ntimeout = \"2s\""
+    );
+    let b = Broker::start_with_store(Broker::temp_dir(), &store, &no_cache());
+    faults(&b, &mut server, Duration::from_secs(2));
+}
+
+#[test]
+fn gcp_without_credentials_is_refused_at_start_naming_what_to_check() {
+    // Default credentials, with no ADC file, no gcloud config and the
+    // metadata server pointed at a closed port: a clear start-up error.
+    let test = "store_faults::gcp_no_credentials";
+    if !backends::server_up("gcp", &backends::gcp_endpoint(), test) {
+        return;
+    }
+    let dir = Broker::temp_dir();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\nbackend = \"gcp\"\nproject = \"p-1\"\nendpoint = \"{}\"\ntimeout = \"3s\"\n[listen]\nsocket = \"api.sock\"\n[policy]\ndir = \"{}/policies\"\n",
+            backends::gcp_endpoint(),
+            env!("CARGO_MANIFEST_DIR")
+        ),
+    )
+    .unwrap();
+    let out = Command::new(common::BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("HOME", dir.path())
+        .env("GCE_METADATA_HOST", "127.0.0.1:9")
+        .env("NO_GCE_CHECK", "True")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("`gcp`") && err.contains("credentials"),
+        "{err}"
+    );
+}

@@ -152,3 +152,28 @@ pub fn vault_api(token: &str, method: &str, path: &str, body: Option<&str>) -> (
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
     (code.trim().parse().unwrap_or(0), body.to_owned())
 }
+
+/// The cloudbox (Google Secret Manager) server's endpoint.
+pub fn gcp_endpoint() -> String {
+    std::env::var("SB_GCP_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:8090".to_owned())
+}
+
+/// The project the gcp tests use (cloudbox takes any).
+pub const GCP_PROJECT: &str = "sb-conformance";
+
+/// A broker on the shared cloudbox server with anonymous credentials, or
+/// `None` (skipped).
+pub fn gcp(test: &str) -> Option<Started> {
+    let endpoint = gcp_endpoint();
+    if !server_up("gcp", &endpoint, test) {
+        return None;
+    }
+    let prefix = unique("conf");
+    let store = format!(
+        "backend = \"gcp\"\nproject = \"{GCP_PROJECT}\"\nendpoint = \"{endpoint}\"\ncredentials = \"anonymous\"\nprefix = \"{prefix}\"\ntimeout = \"5s\""
+    );
+    Some(Started {
+        broker: Broker::start_with_store(Broker::temp_dir(), &store, &default_principals()),
+        prefix,
+    })
+}
