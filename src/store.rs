@@ -5,6 +5,8 @@
 
 #[cfg(feature = "aws")]
 pub mod aws;
+#[cfg(feature = "azure")]
+pub mod azure;
 pub mod cache;
 pub mod embedded;
 #[cfg(any(feature = "gcp", feature = "azure"))]

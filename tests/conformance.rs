@@ -34,13 +34,20 @@ macro_rules! conformance {
             check!(versions_count_up);
             check!(create_only);
             check!(not_found);
-            check!(binary_and_maximum_size);
             check!(prefix_listing);
             check!(concurrent_writers);
             check!(path_encoding_round_trip);
             check!(labels);
             check!(ready_and_errors_as_embedded);
             check!(no_value_in_logs);
+
+            #[test]
+            fn binary_and_maximum_size() {
+                let test = concat!(stringify!($store), "::binary_and_maximum_size");
+                if let Some(s) = crate::backends::$store(test) {
+                    crate::suite::binary_and_maximum_size(&s.broker, stringify!($store));
+                }
+            }
 
             #[test]
             fn empty_value() {
@@ -57,3 +64,4 @@ conformance!(embedded);
 conformance!(vault);
 conformance!(aws);
 conformance!(gcp);
+conformance!(azure);
