@@ -135,13 +135,16 @@ pub fn digest_name(alphabet: Alphabet, full: &str) -> String {
 /// hashes to that name. The name is authoritative: a tag copied onto
 /// another secret cannot alias a path.
 pub fn full_path_of(alphabet: Alphabet, name: &str, tagged: Option<&str>) -> Option<String> {
+    let same = |n: &str| match alphabet {
+        Alphabet::Gcp => n == name,
+        Alphabet::Azure => n.eq_ignore_ascii_case(name),
+    };
     if let Some(full) = decode(alphabet, name) {
-        // INVARIANT: only canonical encodings decode to a path; a short
-        // path never has a digest name, a long one never a plain one.
-        return (name_for(alphabet, &full).as_deref() == Some(name)
-            || (alphabet == Alphabet::Azure
-                && name_for(alphabet, &full).is_some_and(|n| n.eq_ignore_ascii_case(name))))
-        .then_some(full);
+        // INVARIANT: only canonical names map to a path: a short path never
+        // has a digest name, a long one never a plain one.
+        return name_for(alphabet, &full)
+            .is_some_and(|n| same(&n))
+            .then_some(full);
     }
     let tagged = tagged?;
     let expected = name_for(alphabet, tagged)?;
