@@ -86,6 +86,10 @@ pub enum StoreConfig {
     Vault(VaultConfig),
     /// AWS Secrets Manager.
     Aws(AwsConfig),
+    /// Google Secret Manager.
+    Gcp(GcpConfig),
+    /// Azure Key Vault.
+    Azure(AzureConfig),
 }
 
 impl StoreConfig {
@@ -95,6 +99,8 @@ impl StoreConfig {
             Self::Embedded { .. } => "embedded",
             Self::Vault(_) => "vault",
             Self::Aws(_) => "aws",
+            Self::Gcp(_) => "gcp",
+            Self::Azure(_) => "azure",
         }
     }
 }
@@ -158,6 +164,59 @@ pub struct AwsConfig {
     pub endpoint_url: Option<String>,
     /// Prefix and timeout.
     pub remote: RemoteConfig,
+}
+
+/// The `gcp` store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GcpConfig {
+    /// The Google Cloud project id that holds the secrets.
+    pub project: String,
+    /// Another endpoint (a private endpoint or a local test server).
+    pub endpoint: Option<String>,
+    /// Where credentials come from.
+    pub credentials: GcpCredentials,
+    /// Prefix and timeout.
+    pub remote: RemoteConfig,
+}
+
+/// How the `gcp` store authenticates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GcpCredentials {
+    /// Application Default Credentials: `$GOOGLE_APPLICATION_CREDENTIALS`,
+    /// gcloud's file, or the metadata server (workload identity).
+    Default,
+    /// No credentials at all: only for a local test server.
+    Anonymous,
+}
+
+/// The `azure` store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AzureConfig {
+    /// `https://NAME.vault.azure.net`.
+    pub vault_url: String,
+    /// Where credentials come from.
+    pub credentials: AzureCredentials,
+    /// Prefix and timeout.
+    pub remote: RemoteConfig,
+}
+
+/// How the `azure` store authenticates. Holds ids and file paths only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AzureCredentials {
+    /// Workload identity if its environment is set, else managed identity.
+    Default,
+    /// Workload identity federation: `$AZURE_TENANT_ID`, `$AZURE_CLIENT_ID`,
+    /// `$AZURE_FEDERATED_TOKEN_FILE` (as the AKS webhook sets them).
+    Workload,
+    /// A service principal's client secret, read from a file.
+    ClientSecret {
+        /// The Entra ID tenant.
+        tenant_id: String,
+        /// The application (client) id.
+        client_id: String,
+        /// The file holding the client secret (re-read at every token).
+        client_secret_file: PathBuf,
+    },
 }
 
 /// Read cache settings.

@@ -5,8 +5,14 @@
 
 #[cfg(feature = "aws")]
 pub mod aws;
+#[cfg(feature = "azure")]
+pub mod azure;
 pub mod cache;
 pub mod embedded;
+#[cfg(any(feature = "gcp", feature = "azure"))]
+pub mod encode;
+#[cfg(feature = "gcp")]
+pub mod gcp;
 pub mod metered;
 #[cfg(feature = "vault")]
 pub mod vault;

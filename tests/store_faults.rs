@@ -114,7 +114,8 @@ impl Server {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let ok = Command::new("curl")
-                .args(["-sf", "-o", "/dev/null", &self.ready])
+                // `-k`: readiness only; the brokers verify TLS against the test CA.
+                .args(["-skf", "-o", "/dev/null", &self.ready])
                 .status()
                 .is_ok_and(|s| s.success());
             if ok {
@@ -397,4 +398,145 @@ fn aws_without_credentials_is_refused_at_start_naming_what_to_check() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert!(err.contains("`aws`") && err.contains("credential"), "{err}");
+}
+
+#[test]
+fn gcp_frozen_dead_and_back() {
+    let test = "store_faults::gcp";
+    let Some(bin) = server_bin("SB_CLOUDBOX_BIN", "cloudbox-secretmanager", test) else {
+        return;
+    };
+    let port = free_port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let mut server = Server::launch(
+        Box::new(move || {
+            // The launcher `exec`s the server, so this PID is the server's.
+            Command::new(&bin)
+                .args(["127.0.0.1", &port.to_string()])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        }),
+        format!("{endpoint}/v1/projects/ready/secrets"),
+    );
+    let store = format!(
+        "backend = \"gcp\"\nproject = \"faults\"\nendpoint = \"{endpoint}\"\ncredentials = \"anonymous\"\ntimeout = \"2s\""
+    );
+    let b = Broker::start_with_store(Broker::temp_dir(), &store, &no_cache());
+    faults(&b, &mut server, Duration::from_secs(2));
+}
+
+#[test]
+fn gcp_without_credentials_is_refused_at_start_naming_what_to_check() {
+    // Default credentials, with no ADC file, no gcloud config and the
+    // metadata server pointed at a closed port: a clear start-up error.
+    let test = "store_faults::gcp_no_credentials";
+    if !backends::server_up("gcp", &backends::gcp_endpoint(), test) {
+        return;
+    }
+    let dir = Broker::temp_dir();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\nbackend = \"gcp\"\nproject = \"p-1\"\nendpoint = \"{}\"\ntimeout = \"3s\"\n[listen]\nsocket = \"api.sock\"\n[policy]\ndir = \"{}/policies\"\n",
+            backends::gcp_endpoint(),
+            env!("CARGO_MANIFEST_DIR")
+        ),
+    )
+    .unwrap();
+    let out = Command::new(common::BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("HOME", dir.path())
+        .env("GCE_METADATA_HOST", "127.0.0.1:9")
+        .env("NO_GCE_CHECK", "True")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("`gcp`") && err.contains("credentials"),
+        "{err}"
+    );
+}
+
+#[test]
+fn azure_frozen_dead_and_back() {
+    let test = "store_faults::azure";
+    let Some(python) = server_bin("SB_AZURE_PYTHON", "../azure/bin/python", test) else {
+        return;
+    };
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/azure_kv_server.py");
+    let port = free_port();
+    let url = format!("https://127.0.0.1:{port}");
+    let tls = tempfile::tempdir().unwrap();
+    let tls_dir = tls.path().to_owned();
+    let ca = tls_dir.join("ca.pem");
+    let ready_ca = ca.clone();
+    let mut server = Server::launch(
+        Box::new(move || {
+            // A restart reuses the certificate in `tls_dir`; tokens are lost.
+            Command::new(&python)
+                .arg(&script)
+                .args(["--port", &port.to_string(), "--tls-dir"])
+                .arg(&tls_dir)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        }),
+        format!("{url}/healthz"),
+    );
+    // `Server` readies with plain curl: trust the test CA for it as well.
+    assert!(ready_ca.exists());
+    let dir = Broker::temp_dir();
+    let (store, env) = backends::azure_store(&dir, &url, ca.to_str().unwrap(), "timeout = \"2s\"");
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let b = Broker::start_with_store_env(dir, &store, &no_cache(), &env);
+    faults(&b, &mut server, Duration::from_secs(2));
+}
+
+#[test]
+fn azure_with_a_wrong_client_secret_is_refused_at_start_naming_what_to_check() {
+    let test = "store_faults::azure_bad_secret";
+    if !backends::server_up("azure", &backends::azure_url(), test) {
+        return;
+    }
+    let dir = Broker::temp_dir();
+    let canary = "CANARY-wrong-client-secret";
+    let secret = backends::write_secret_file(&dir, "sp", canary);
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\nbackend = \"azure\"\nvault_url = \"{}\"\ncredentials = \"client_secret\"\ntenant_id = \"{}\"\nclient_id = \"{}\"\nclient_secret_file = \"{secret}\"\n[listen]\nsocket = \"api.sock\"\n[policy]\ndir = \"{}/policies\"\n",
+            backends::azure_url(),
+            backends::AZURE_TENANT,
+            backends::AZURE_CLIENT,
+            env!("CARGO_MANIFEST_DIR")
+        ),
+    )
+    .unwrap();
+    let out = Command::new(common::BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("SSL_CERT_FILE", backends::azure_ca())
+        .env("AZURE_AUTHORITY_HOST", backends::azure_url())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("`azure`") && err.contains("credentials"),
+        "{err}"
+    );
+    assert!(!err.contains(canary), "{err}");
 }

@@ -149,6 +149,10 @@ async fn open_store(config: &StoreConfig) -> Result<Arc<dyn Store>, StartError> 
         StoreConfig::Vault(c) => Arc::new(crate::store::vault::VaultStore::connect(c).await?),
         #[cfg(feature = "aws")]
         StoreConfig::Aws(c) => Arc::new(crate::store::aws::AwsStore::connect(c).await?),
+        #[cfg(feature = "azure")]
+        StoreConfig::Azure(c) => Arc::new(crate::store::azure::AzureStore::connect(c).await?),
+        #[cfg(feature = "gcp")]
+        StoreConfig::Gcp(c) => Arc::new(crate::store::gcp::GcpStore::connect(c).await?),
         #[allow(unreachable_patterns)]
         other => {
             return Err(StartError::Config(ConfigError::Invalid {

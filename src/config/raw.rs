@@ -15,6 +15,8 @@ use super::{
 };
 use crate::identity::{Principal, PrincipalKind, PrincipalSpec};
 
+mod cloud;
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawConfig {
@@ -93,6 +95,15 @@ struct RawStore {
     // aws
     region: Option<String>,
     endpoint_url: Option<String>,
+    // gcp
+    project: Option<String>,
+    endpoint: Option<String>,
+    credentials: Option<String>,
+    // azure
+    vault_url: Option<String>,
+    tenant_id: Option<String>,
+    client_id: Option<String>,
+    client_secret_file: Option<String>,
     // SECURITY: inline credentials are named here only to be refused with a
     // useful message. Left to `deny_unknown_fields`, TOML's error would quote
     // the offending line, credential and all; `IgnoredAny` keeps no value.
@@ -103,6 +114,9 @@ struct RawStore {
     secret_access_key: Option<IgnoredAny>,
     session_token: Option<IgnoredAny>,
     client_secret: Option<IgnoredAny>,
+    private_key: Option<IgnoredAny>,
+    credentials_json: Option<IgnoredAny>,
+    api_key: Option<IgnoredAny>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -352,12 +366,28 @@ impl RawStore {
                     remote,
                 }))
             }
-            b @ ("azure" | "gcp") => Err(invalid(
-                "store.backend",
-                format!(
-                    "the `{b}` store is not available in this build; use \"embedded\", \"vault\" or \"aws\""
-                ),
-            )),
+            "gcp" => {
+                self.only(
+                    backend,
+                    &["prefix", "timeout", "project", "endpoint", "credentials"],
+                )?;
+                self.gcp().map(StoreConfig::Gcp)
+            }
+            "azure" => {
+                self.only(
+                    backend,
+                    &[
+                        "prefix",
+                        "timeout",
+                        "vault_url",
+                        "credentials",
+                        "tenant_id",
+                        "client_id",
+                        "client_secret_file",
+                    ],
+                )?;
+                self.azure(base).map(StoreConfig::Azure)
+            }
             b => Err(invalid(
                 "store.backend",
                 format!("`{b}` is not one of embedded, vault, aws, azure, gcp"),
@@ -385,7 +415,26 @@ impl RawStore {
                 self.session_token.is_some(),
                 "the AWS default credential chain",
             ),
-            ("client_secret", self.client_secret.is_some(), "a file"),
+            (
+                "client_secret",
+                self.client_secret.is_some(),
+                "client_secret_file",
+            ),
+            (
+                "private_key",
+                self.private_key.is_some(),
+                "$GOOGLE_APPLICATION_CREDENTIALS or workload identity",
+            ),
+            (
+                "credentials_json",
+                self.credentials_json.is_some(),
+                "$GOOGLE_APPLICATION_CREDENTIALS or workload identity",
+            ),
+            (
+                "api_key",
+                self.api_key.is_some(),
+                "the store's credential chain",
+            ),
         ];
         match inline.iter().find(|(_, set, _)| *set) {
             Some((key, _, instead)) => Err(invalid(
@@ -415,6 +464,13 @@ impl RawStore {
             ("jwt_file", self.jwt_file.is_some()),
             ("region", self.region.is_some()),
             ("endpoint_url", self.endpoint_url.is_some()),
+            ("project", self.project.is_some()),
+            ("endpoint", self.endpoint.is_some()),
+            ("credentials", self.credentials.is_some()),
+            ("vault_url", self.vault_url.is_some()),
+            ("tenant_id", self.tenant_id.is_some()),
+            ("client_id", self.client_id.is_some()),
+            ("client_secret_file", self.client_secret_file.is_some()),
         ];
         match set.iter().find(|(k, s)| *s && !allowed.contains(k)) {
             Some((key, _)) => Err(invalid(

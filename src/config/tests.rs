@@ -257,9 +257,51 @@ fn bad_store_configs_are_refused_with_the_key() {
             "backend = \"embedded\"\nprefix = \"p\"".to_owned(),
             "store.prefix",
         ),
+        ("backend = \"gcp\"".to_owned(), "store.project"),
         (
-            "backend = \"gcp\"".to_owned(),
-            "not available in this build",
+            "backend = \"gcp\"\nproject = \"My Project\"".to_owned(),
+            "store.project",
+        ),
+        (
+            "backend = \"gcp\"\nproject = \"p-1\"\ncredentials = \"anonymous\"".to_owned(),
+            "only for a local test server",
+        ),
+        (
+            "backend = \"gcp\"\nproject = \"p-1\"\ncredentials = \"key\"".to_owned(),
+            "store.credentials",
+        ),
+        (
+            "backend = \"gcp\"\nproject = \"p-1\"\nendpoint = \"http://gcp.example\"".to_owned(),
+            "plain http",
+        ),
+        (
+            "backend = \"gcp\"\nproject = \"p-1\"\nregion = \"x\"".to_owned(),
+            "store.region",
+        ),
+        ("backend = \"azure\"".to_owned(), "store.vault_url"),
+        (
+            "backend = \"azure\"\nvault_url = \"http://127.0.0.1:1\"".to_owned(),
+            "https only",
+        ),
+        (
+            "backend = \"azure\"\nvault_url = \"https://v.vault.azure.net\"\ncredentials = \"client_secret\"".to_owned(),
+            "store.tenant_id",
+        ),
+        (
+            "backend = \"azure\"\nvault_url = \"https://v.vault.azure.net\"\ncredentials = \"client_secret\"\ntenant_id = \"t\"\nclient_id = \"c\"".to_owned(),
+            "store.client_secret_file",
+        ),
+        (
+            "backend = \"azure\"\nvault_url = \"https://v.vault.azure.net\"\ntenant_id = \"t\"".to_owned(),
+            "store.tenant_id",
+        ),
+        (
+            "backend = \"azure\"\nvault_url = \"https://v.vault.azure.net\"\ncredentials = \"password\"".to_owned(),
+            "store.credentials",
+        ),
+        (
+            "backend = \"azure\"\nvault_url = \"https://v.vault.azure.net\"\nproject = \"p\"".to_owned(),
+            "store.project",
         ),
         ("backend = \"vaults\"".to_owned(), "store.backend"),
         (
@@ -283,6 +325,10 @@ fn inline_credentials_are_refused_without_echoing_them() {
         "access_key_id",
         "secret_access_key",
         "session_token",
+        "client_secret",
+        "private_key",
+        "credentials_json",
+        "api_key",
     ] {
         let text = format!("backend = \"vault\"\naddress = \"https://v\"\n{key} = \"{canary}\"");
         let err = store(&text).unwrap_err();
@@ -304,4 +350,53 @@ fn parse_errors_never_quote_the_offending_line() {
         assert!(!err.contains(canary), "{err}");
         assert!(err.contains("line "), "{err}");
     }
+}
+
+#[test]
+fn gcp_keys() {
+    let StoreConfig::Gcp(g) = store(
+        "backend = \"gcp\"\nproject = \"my-project\"\nendpoint = \"http://127.0.0.1:8090/\"\ncredentials = \"anonymous\"\nprefix = \"sb\"\ntimeout = \"2s\"",
+    )
+    .unwrap() else {
+        panic!("not gcp")
+    };
+    assert_eq!(g.project, "my-project");
+    assert_eq!(g.endpoint.as_deref(), Some("http://127.0.0.1:8090"));
+    assert_eq!(g.credentials, GcpCredentials::Anonymous);
+    assert_eq!(g.remote.prefix, "sb/");
+    assert_eq!(g.remote.timeout, Duration::from_secs(2));
+    let StoreConfig::Gcp(g) =
+        store("backend = \"gcp\"\nproject = \"example.com:legacy-1\"").unwrap()
+    else {
+        panic!("not gcp")
+    };
+    assert_eq!((g.credentials, g.endpoint), (GcpCredentials::Default, None));
+}
+
+#[test]
+fn azure_keys() {
+    let v = "backend = \"azure\"\nvault_url = \"https://team.vault.azure.net/\"\n";
+    let StoreConfig::Azure(a) = store(v).unwrap() else {
+        panic!("not azure")
+    };
+    assert_eq!(a.vault_url, "https://team.vault.azure.net");
+    assert_eq!(a.credentials, AzureCredentials::Default);
+    let StoreConfig::Azure(a) = store(&format!("{v}credentials = \"workload\"")).unwrap() else {
+        panic!("not azure")
+    };
+    assert_eq!(a.credentials, AzureCredentials::Workload);
+    let StoreConfig::Azure(a) = store(&format!(
+        "{v}credentials = \"client_secret\"\ntenant_id = \"0000-1\"\nclient_id = \"app-2\"\nclient_secret_file = \"sp.secret\""
+    ))
+    .unwrap() else {
+        panic!("not azure")
+    };
+    assert_eq!(
+        a.credentials,
+        AzureCredentials::ClientSecret {
+            tenant_id: "0000-1".to_owned(),
+            client_id: "app-2".to_owned(),
+            client_secret_file: PathBuf::from("/etc/sb/sp.secret"),
+        }
+    );
 }

@@ -152,3 +152,97 @@ pub fn vault_api(token: &str, method: &str, path: &str, body: Option<&str>) -> (
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
     (code.trim().parse().unwrap_or(0), body.to_owned())
 }
+
+/// The cloudbox (Google Secret Manager) server's endpoint.
+pub fn gcp_endpoint() -> String {
+    std::env::var("SB_GCP_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:8090".to_owned())
+}
+
+/// The project the gcp tests use (cloudbox takes any).
+pub const GCP_PROJECT: &str = "sb-conformance";
+
+/// A broker on the shared cloudbox server with anonymous credentials, or
+/// `None` (skipped).
+pub fn gcp(test: &str) -> Option<Started> {
+    let endpoint = gcp_endpoint();
+    if !server_up("gcp", &endpoint, test) {
+        return None;
+    }
+    let prefix = unique("conf");
+    let store = format!(
+        "backend = \"gcp\"\nproject = \"{GCP_PROJECT}\"\nendpoint = \"{endpoint}\"\ncredentials = \"anonymous\"\nprefix = \"{prefix}\"\ntimeout = \"5s\""
+    );
+    Some(Started {
+        broker: Broker::start_with_store(Broker::temp_dir(), &store, &default_principals()),
+        prefix,
+    })
+}
+
+/// Our Key Vault test server's URL (tests/azure_kv_server.py).
+pub fn azure_url() -> String {
+    std::env::var("SB_AZURE_URL").unwrap_or_else(|_| "https://127.0.0.1:8443".to_owned())
+}
+
+/// The test server's CA, which the broker trusts through `SSL_CERT_FILE`
+/// (the standard variable rustls-native-certs reads) and nothing else.
+pub fn azure_ca() -> String {
+    std::env::var("SB_AZURE_CA")
+        .unwrap_or_else(|_| format!("{}/.backends/azure-tls/ca.pem", env!("CARGO_MANIFEST_DIR")))
+}
+
+/// The test server's fixed tenant and client (see tests/azure_kv_server.py).
+pub const AZURE_TENANT: &str = "00000000-0000-0000-0000-00000000cafe";
+pub const AZURE_CLIENT: &str = "secret-broker-test";
+pub const AZURE_CLIENT_SECRET: &str = "test-client-secret";
+
+/// The `[store]` body and broker environment for a Key Vault test server
+/// at `url` with CA `ca`: client-secret credentials, the token endpoint
+/// through `AZURE_AUTHORITY_HOST`, the CA through `SSL_CERT_FILE`.
+pub fn azure_store(
+    dir: &tempfile::TempDir,
+    url: &str,
+    ca: &str,
+    extra: &str,
+) -> (String, Vec<(String, String)>) {
+    let secret = write_secret_file(dir, "sp-secret", AZURE_CLIENT_SECRET);
+    let store = format!(
+        "backend = \"azure\"\nvault_url = \"{url}\"\ncredentials = \"client_secret\"\ntenant_id = \"{AZURE_TENANT}\"\nclient_id = \"{AZURE_CLIENT}\"\nclient_secret_file = \"{secret}\"\n{extra}"
+    );
+    let env = vec![
+        ("SSL_CERT_FILE".to_owned(), ca.to_owned()),
+        ("AZURE_AUTHORITY_HOST".to_owned(), url.to_owned()),
+    ];
+    (store, env)
+}
+
+/// A broker on a real vault when `AZURE_KEYVAULT_URL` is set (credentials
+/// from the environment, `credentials = "default"`), else on the shared
+/// test server, or `None` (skipped).
+pub fn azure(test: &str) -> Option<Started> {
+    let prefix = unique("conf");
+    let dir = Broker::temp_dir();
+    if let Ok(real) = std::env::var("AZURE_KEYVAULT_URL") {
+        let store = format!(
+            "backend = \"azure\"\nvault_url = \"{real}\"\nprefix = \"{prefix}\"\ntimeout = \"30s\""
+        );
+        return Some(Started {
+            broker: Broker::start_with_store(dir, &store, &default_principals()),
+            prefix,
+        });
+    }
+    let url = azure_url();
+    if !server_up("azure", &url, test) {
+        return None;
+    }
+    let (store, env) = azure_store(
+        &dir,
+        &url,
+        &azure_ca(),
+        &format!("prefix = \"{prefix}\"\ntimeout = \"5s\""),
+    );
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    Some(Started {
+        broker: Broker::start_with_store_env(dir, &store, &default_principals(), &env),
+        prefix,
+    })
+}
