@@ -36,6 +36,8 @@ pub enum Exit {
     Unavailable = 69,
     /// Startup failed for another reason (EX_SOFTWARE).
     Software = 70,
+    /// The OS refused something the config asks for, e.g. locking memory (EX_OSERR).
+    OsErr = 71,
     /// Local I/O failed (EX_IOERR).
     Io = 74,
 }

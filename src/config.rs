@@ -328,6 +328,8 @@ pub struct Config {
     pub limits: Limits,
     /// The async runtime.
     pub runtime: RuntimeConfig,
+    /// `[memory] lock`: lock all memory into RAM (no swap) at start.
+    pub memory_lock: bool,
     /// Where to serve Prometheus metrics (`[metrics] addr`); off when `None`.
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// Who may call, and how they prove it.

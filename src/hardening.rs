@@ -17,6 +17,44 @@ pub fn disable_core_dumps() -> std::io::Result<()> {
     Ok(())
 }
 
+/// The smallest `RLIMIT_MEMLOCK` `[memory] lock` accepts for an unprivileged
+/// broker: its heap, cache and thread stacks must fit when locked.
+pub const MIN_MEMLOCK_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Why memory could not be locked.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// The limit is below what the broker needs.
+    #[error(
+        "memory.lock needs RLIMIT_MEMLOCK of at least {} MiB but it is {have} KiB; raise it (`ulimit -l unlimited`, systemd `LimitMEMLOCK=infinity`, or the container's memlock ulimit) or set memory.lock = false",
+        MIN_MEMLOCK_BYTES / (1024 * 1024)
+    )]
+    LimitTooSmall {
+        /// The current soft limit, in KiB.
+        have: u64,
+    },
+    /// `mlockall` failed.
+    #[error("cannot lock memory ({0}); raise RLIMIT_MEMLOCK or set memory.lock = false")]
+    Lock(std::io::Error),
+}
+
+/// Locks every page of the process, now and later, into RAM as it is
+/// touched (`mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT)`), so no
+/// secret is ever written to swap.
+pub fn lock_memory() -> Result<(), LockError> {
+    use rustix::mm::{MlockAllFlags, mlockall};
+    use rustix::process::{Resource, geteuid, getrlimit};
+    // SECURITY: fail clearly up front rather than half-locked later; root
+    // (CAP_IPC_LOCK) is not bound by the limit.
+    if let Some(limit) = getrlimit(Resource::Memlock).current {
+        if limit < MIN_MEMLOCK_BYTES && !geteuid().is_root() {
+            return Err(LockError::LimitTooSmall { have: limit / 1024 });
+        }
+    }
+    mlockall(MlockAllFlags::CURRENT | MlockAllFlags::FUTURE | MlockAllFlags::ONFAULT)
+        .map_err(|e| LockError::Lock(e.into()))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -2,7 +2,7 @@
 //! for AdmissionReviews, `GET /healthz`; the certificate is reloaded when
 //! its files change.
 
-mod review;
+pub mod review;
 mod tls;
 
 use std::convert::Infallible;

@@ -158,3 +158,50 @@ fn broker_is_not_dumpable_and_has_no_core_limit() {
     let meta = std::fs::metadata(format!("/proc/{}/environ", b.pid())).unwrap();
     assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), 0);
 }
+
+#[test]
+fn memory_lock_locks_pages_and_refuses_a_small_limit_clearly() {
+    // Locked: VmLck grows past zero once pages are touched.
+    let b = Broker::start(&format!(
+        "{}\n[memory]\nlock = true\n",
+        default_principals()
+    ));
+    assert!(b.put("acme/tasks/t-42/l", P, "locked").status < 300);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", b.pid())).unwrap();
+    let locked_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmLck:"))
+        .map(|v| v.trim().trim_end_matches("kB").trim().parse().unwrap())
+        .unwrap();
+    assert!(locked_kib > 0, "VmLck is 0 with memory.lock = true");
+
+    // Unprivileged with a 64 KiB limit: a clear error naming what to raise.
+    if !common::is_root()
+        || std::process::Command::new("setpriv")
+            .arg("--version")
+            .output()
+            .is_err()
+    {
+        eprintln!("SKIP the small-limit half: needs root and setpriv/prlimit (util-linux)");
+        return;
+    }
+    let out = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=2000",
+            "--regid=2000",
+            "--clear-groups",
+            "prlimit",
+            "--memlock=65536:65536",
+        ])
+        .arg(common::BIN)
+        .args(["serve", "--config"])
+        .arg(&b.config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(71), "{err}");
+    assert!(
+        err.contains("RLIMIT_MEMLOCK") && err.contains("memory.lock = false"),
+        "{err}"
+    );
+}

@@ -61,6 +61,9 @@ pub enum StartError {
     /// The metrics listener could not start.
     #[error(transparent)]
     Metrics(#[from] MetricsError),
+    /// `[memory] lock` could not be honoured.
+    #[error(transparent)]
+    MemoryLock(#[from] crate::hardening::LockError),
     /// The async runtime could not start.
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
@@ -75,6 +78,7 @@ impl StartError {
             Self::Config(_) | Self::Policy(_) => Exit::Config,
             Self::Store(_) => Exit::Unavailable,
             Self::Audit(_) | Self::Dev(_) => Exit::Io,
+            Self::MemoryLock(_) => Exit::OsErr,
             Self::Server(_) | Self::Hardening(_) | Self::Metrics(_) | Self::Runtime(_) => {
                 Exit::Software
             }
@@ -171,6 +175,9 @@ async fn open_store(config: &StoreConfig) -> Result<Arc<dyn Store>, StartError> 
 async fn start(config: Config, dev: Option<&super::dev::DevEnv>) -> Result<(), StartError> {
     init_tracing(&config.log);
     crate::hardening::disable_core_dumps().map_err(StartError::Hardening)?;
+    if config.memory_lock {
+        crate::hardening::lock_memory()?;
+    }
     let authz = Arc::new(Authorizer::load_dir(&config.policy_dir)?);
     // Bind before opening the store, so a second broker on the same config
     // is told the socket is served rather than that the store is locked.

@@ -150,6 +150,7 @@ fn take_tables(config: &mut Config, part: Config, keys: &[String]) {
         log,
         limits,
         runtime,
+        memory_lock,
         metrics_addr,
         principals,
     } = part;
@@ -177,6 +178,9 @@ fn take_tables(config: &mut Config, part: Config, keys: &[String]) {
     }
     if has("runtime") {
         config.runtime = runtime;
+    }
+    if has("memory") {
+        config.memory_lock = memory_lock;
     }
     if has("metrics") {
         config.metrics_addr = metrics_addr;

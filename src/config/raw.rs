@@ -41,6 +41,8 @@ pub(super) struct RawConfig {
     metrics: RawMetrics,
     #[serde(default)]
     runtime: RawRuntime,
+    #[serde(default)]
+    memory: RawMemory,
     #[serde(default, rename = "principal")]
     principals: Vec<RawPrincipal>,
 }
@@ -54,6 +56,12 @@ const DEFAULT_RUNTIME: &str = "multi_thread";
 struct RawRuntime {
     flavor: Option<String>,
     worker_threads: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMemory {
+    lock: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -267,6 +275,7 @@ impl RawConfig {
             log,
             limits,
             runtime,
+            memory_lock: self.memory.lock.unwrap_or(false),
             metrics_addr,
             principals,
         })
