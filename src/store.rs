@@ -73,6 +73,39 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
+/// What a remote store's first contact at start means: a store that cannot
+/// be reached yet (down, or not answering in time) lets the broker start
+/// unready (`/readyz` 503) and keep trying; anything else (refused
+/// credentials, bad config) refuses the start. One rule for every store.
+#[cfg(any(feature = "vault", feature = "aws", feature = "gcp", feature = "azure"))]
+pub(crate) fn start_unready_if_unreachable(
+    store: &'static str,
+    first_contact: Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    match first_contact {
+        Err(e)
+            if matches!(
+                e.kind(),
+                StoreErrorKind::Unavailable | StoreErrorKind::Timeout
+            ) =>
+        {
+            tracing::warn!(store, error = %e, "the store is not reachable yet; starting unready");
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+/// Sorts a listing by path and keeps one entry per path (its newest
+/// version). Remote stores list in pages with no snapshot guarantee: a
+/// write between two pages can shift items so one appears twice.
+#[cfg(any(feature = "vault", feature = "aws", feature = "gcp", feature = "azure"))]
+pub(crate) fn settle_listing(mut items: Vec<SecretMeta>) -> Vec<SecretMeta> {
+    items.sort_by(|a, b| a.path.cmp(&b.path).then(b.version.cmp(&a.version)));
+    items.dedup_by(|later, kept| later.path == kept.path);
+    items
+}
+
 /// What a write asks of the store.
 #[derive(Debug)]
 pub struct PutRequest {
@@ -245,6 +278,28 @@ impl StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(any(feature = "vault", feature = "aws", feature = "gcp", feature = "azure"))]
+    #[test]
+    fn settled_listings_have_one_entry_per_path_the_newest() {
+        let meta = |p: &str, v: u64| SecretMeta {
+            path: SecretPath::parse(p).unwrap(),
+            version: v,
+            updated_at: Timestamp(0),
+            labels: Labels::new(),
+        };
+        let got = settle_listing(vec![
+            meta("a/c", 1),
+            meta("a/b", 2),
+            meta("a/c", 3),
+            meta("a/b", 2),
+        ]);
+        let got: Vec<(String, u64)> = got
+            .iter()
+            .map(|m| (m.path.to_string(), m.version))
+            .collect();
+        assert_eq!(got, [("a/b".to_owned(), 2), ("a/c".to_owned(), 3)]);
+    }
 
     #[test]
     fn rfc3339() {

@@ -182,13 +182,19 @@ class Handler(BaseHTTPRequestHandler):
         tokens.add(t)
         self.reply(200, {"token_type": "Bearer", "expires_in": 3599, "access_token": t})
 
-    def page(self, items, query, path):
+    def page(self, keyed, query, path):
+        """One page of `keyed` ((key, item) pairs sorted by key). The
+        continuation token is the last key served, as Key Vault's opaque
+        tokens behave: a write between two pages neither repeats nor skips an
+        item that exists throughout (an offset would do both)."""
         size = min(int((query.get("maxresults") or [self.page_size])[0]), self.page_size)
-        skip = int((query.get("$skiptoken") or ["0"])[0])
-        out = {"value": items[skip : skip + size], "nextLink": None}
-        if skip + size < len(items):
+        after = (query.get("$skiptoken") or [None])[0]
+        rest = [(k, i) for k, i in keyed if after is None or k > after]
+        chunk = rest[:size]
+        out = {"value": [i for _, i in chunk], "nextLink": None}
+        if len(rest) > size:
             q = urllib.parse.urlencode(
-                {"api-version": query["api-version"][0], "maxresults": size, "$skiptoken": skip + size}
+                {"api-version": query["api-version"][0], "maxresults": size, "$skiptoken": chunk[-1][0]}
             )
             out["nextLink"] = f"{self.base()}{path}?{q}"
         return self.reply(200, out)
@@ -207,13 +213,13 @@ class Handler(BaseHTTPRequestHandler):
 
     def vault(self, method, parts, query, body):
         if parts == ["secrets"] and method == "GET":
-            items = []
-            for s in sorted(secrets_db.values(), key=lambda s: s["name"].lower()):
+            keyed = []
+            for s in sorted(list(secrets_db.values()), key=lambda s: s["name"].lower()):
                 v = s["versions"][-1]
                 item = self.bundle(s, v, False)
                 item["id"] = f"{self.base()}/secrets/{s['name']}"
-                items.append(item)
-            return self.page(items, query, "/secrets")
+                keyed.append((s["name"].lower(), item))
+            return self.page(keyed, query, "/secrets")
         if len(parts) >= 2 and parts[0] == "secrets":
             name = parts[1]
             if not NAME.match(name):
@@ -249,8 +255,8 @@ class Handler(BaseHTTPRequestHandler):
             if method == "GET" and len(parts) == 3 and parts[2] == "versions":
                 if s is None:
                     return self.error(404, "SecretNotFound", f"A secret with (name/id) {name} was not found in this key vault.")
-                items = [self.bundle(s, v, False) for v in s["versions"]]
-                return self.page(items, query, f"/secrets/{name}/versions")
+                keyed = [(f"{i:08d}", self.bundle(s, v, False)) for i, v in enumerate(s["versions"])]
+                return self.page(keyed, query, f"/secrets/{name}/versions")
             if method == "GET" and len(parts) in (2, 3):
                 if s is None:
                     return self.error(404, "SecretNotFound", f"A secret with (name/id) {name} was not found in this key vault.")

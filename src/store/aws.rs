@@ -145,18 +145,7 @@ impl AwsStore {
             timeout,
             region: sdk.region().map(ToString::to_string),
         };
-        match store.health().await {
-            Ok(()) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    StoreErrorKind::Unavailable | StoreErrorKind::Timeout
-                ) =>
-            {
-                tracing::warn!(store = STORE, error = %e, "aws is not reachable yet; starting unready");
-            }
-            Err(e) => return Err(e),
-        }
+        super::start_unready_if_unreachable(STORE, store.health().await)?;
         Ok(store)
     }
 
@@ -450,8 +439,7 @@ impl Store for AwsStore {
                 _ => break,
             }
         }
-        out.sort_by(|a, b| a.path.cmp(&b.path));
-        Ok(out)
+        Ok(super::settle_listing(out))
     }
 
     async fn delete(&self, path: &SecretPath) -> Result<(), StoreError> {

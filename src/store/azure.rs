@@ -376,18 +376,7 @@ impl AzureStore {
             timeout,
             locks: Mutex::new(HashMap::new()),
         };
-        match store.health().await {
-            Ok(()) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    StoreErrorKind::Unavailable | StoreErrorKind::Timeout
-                ) =>
-            {
-                tracing::warn!(store = STORE, error = %e, "azure is not reachable yet; starting unready");
-            }
-            Err(e) => return Err(e),
-        }
+        super::start_unready_if_unreachable(STORE, store.health().await)?;
         Ok(store)
     }
 
@@ -691,8 +680,7 @@ impl Store for AzureStore {
                 labels: labels_of(item.tags.as_ref()),
             });
         }
-        out.sort_by(|a, b| a.path.cmp(&b.path));
-        Ok(out)
+        Ok(super::settle_listing(out))
     }
 
     async fn delete(&self, path: &SecretPath) -> Result<(), StoreError> {

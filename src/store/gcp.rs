@@ -144,18 +144,7 @@ impl GcpStore {
             prefix: config.remote.prefix.clone(),
             timeout,
         };
-        match store.health().await {
-            Ok(()) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    StoreErrorKind::Unavailable | StoreErrorKind::Timeout
-                ) =>
-            {
-                tracing::warn!(store = STORE, error = %e, "gcp is not reachable yet; starting unready");
-            }
-            Err(e) => return Err(e),
-        }
+        super::start_unready_if_unreachable(STORE, store.health().await)?;
         Ok(store)
     }
 
@@ -455,8 +444,7 @@ impl Store for GcpStore {
                 });
             }
         }
-        out.sort_by(|a, b| a.path.cmp(&b.path));
-        Ok(out)
+        Ok(super::settle_listing(out))
     }
 
     async fn delete(&self, path: &SecretPath) -> Result<(), StoreError> {

@@ -82,18 +82,7 @@ impl VaultStore {
             timeout,
             config.auth.clone(),
         ));
-        match session.login().await {
-            Ok(()) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    StoreErrorKind::Unavailable | StoreErrorKind::Timeout
-                ) =>
-            {
-                tracing::warn!(store = STORE, error = %e, "vault is not reachable yet; starting unready");
-            }
-            Err(e) => return Err(e),
-        }
+        super::start_unready_if_unreachable(STORE, session.login().await)?;
         let upkeep = auth::spawn_upkeep(&session);
         Ok(Self {
             session,
@@ -285,8 +274,7 @@ impl Store for VaultStore {
                 });
             }
         }
-        out.sort_by(|a, b| a.path.cmp(&b.path));
-        Ok(out)
+        Ok(super::settle_listing(out))
     }
 
     async fn delete(&self, path: &SecretPath) -> Result<(), StoreError> {
