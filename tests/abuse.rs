@@ -24,17 +24,28 @@ fn oversized_heads_get_431_and_the_broker_keeps_serving() {
     let big = "a".repeat(8192);
     let req =
         format!("GET /healthz HTTP/1.1\r\nhost: x\r\nx-big: {big}\r\nconnection: close\r\n\r\n");
-    let out = b.raw(req.as_bytes()).unwrap();
-    assert!(
-        out.starts_with(b"HTTP/1.1 431"),
-        "{}",
-        String::from_utf8_lossy(&out[..out.len().min(80)])
-    );
+    // hyper answers 431 and closes without reading the rest of the head, so
+    // the kernel may reset the connection before the client reads the
+    // answer: a closed connection is an allowed outcome; the audit line
+    // below shows the 431 was sent.
+    match b.raw(req.as_bytes()) {
+        Ok(out) => assert!(
+            out.is_empty() || out.starts_with(b"HTTP/1.1 431"),
+            "{}",
+            String::from_utf8_lossy(&out[..out.len().min(80)])
+        ),
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+    }
     assert_eq!(b.req("GET", "/healthz", None, None).status, 200);
-    assert!(
-        b.audit_lines().iter().any(|l| l["status"] == 431),
-        "the refused head is audited"
-    );
+    // Audited when its connection task ends, a moment after the close.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !b.audit_lines().iter().any(|l| l["status"] == 431) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the refused head is not audited"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[test]

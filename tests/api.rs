@@ -422,8 +422,17 @@ fn every_bad_input_gets_its_status_and_code() {
         chunked.extend_from_slice(format!("{:x}\r\n{}\r\n", 8192, "y".repeat(8192)).as_bytes());
     }
     chunked.extend_from_slice(b"0\r\n\r\n");
-    let r = common::parse_response(&b.raw(&chunked).unwrap_or_default());
-    assert_eq!(r.status, 413);
+    // The broker stops reading at the limit, so the kernel may reset the
+    // connection before the client reads the 413; then the audit shows it.
+    match b.raw(&chunked) {
+        Ok(out) if !out.is_empty() => assert_eq!(common::parse_response(&out).status, 413),
+        _ => assert!(
+            b.audit_lines()
+                .iter()
+                .any(|l| l["status"] == 413 && l["path"] == "a/c"),
+            "a 413 for the chunked body is audited"
+        ),
+    }
 
     // Still serving after all of it, and every request was audited.
     assert_eq!(b.req("GET", "/healthz", None, None).status, 200);
