@@ -200,7 +200,17 @@ fn approle_logs_in_and_logs_in_again_past_the_max_ttl() {
     let r = b.put("acme/tasks/t-42/a", P, "v2");
     assert_eq!(r.status, 200, "{} {}", r.text(), b.stderr_text());
     assert_eq!(b.get("acme/tasks/t-42/a", T).json()["value"], "v2");
-    assert_eq!(b.req("GET", "/readyz", None, None).status, 200);
+    // With a 3 s max TTL, /readyz can land between a token's expiry and the
+    // proactive re-login (a known gap, noted on the backends issue); it must
+    // come back on its own.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while b.req("GET", "/readyz", None, None).status != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not ready again after re-login"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert!(!b.stderr_text().contains(&secret_id));
 }
 
