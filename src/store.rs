@@ -96,6 +96,39 @@ pub(crate) fn start_unready_if_unreachable(
     }
 }
 
+/// Maps a reqwest transport failure of an HTTP store: a timeout is
+/// `Timeout`, a failure to connect or send is `Unavailable` (prefixed with
+/// `unreachable`, e.g. "cannot reach Key Vault"), anything else `Backend`.
+/// reqwest's messages carry the URL, never a body or a header.
+#[cfg(any(feature = "vault", feature = "azure"))]
+pub(crate) fn map_reqwest(
+    store: &'static str,
+    unreachable: &str,
+    e: &reqwest::Error,
+    after: Duration,
+) -> StoreError {
+    if e.is_timeout() {
+        return StoreError::Timeout { store, after };
+    }
+    let mut detail = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        detail.push_str(": ");
+        detail.push_str(&s.to_string());
+        source = s.source();
+    }
+    if e.is_connect() || e.is_request() || e.is_body() {
+        let detail = if unreachable.is_empty() {
+            detail
+        } else {
+            format!("{unreachable}: {detail}")
+        };
+        StoreError::Unavailable { store, detail }
+    } else {
+        StoreError::Backend { store, detail }
+    }
+}
+
 /// Sorts a listing by path and keeps one entry per path (its newest
 /// version). Remote stores list in pages with no snapshot guarantee: a
 /// write between two pages can shift items so one appears twice.

@@ -80,32 +80,9 @@ fn denied(what: &str) -> StoreError {
     }
 }
 
-/// Maps a transport failure.
+/// Maps a transport failure (shared with the other HTTP store).
 fn map_reqwest(e: &reqwest::Error, after: Duration) -> StoreError {
-    if e.is_timeout() {
-        return StoreError::Timeout {
-            store: STORE,
-            after,
-        };
-    }
-    let mut detail = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        detail.push_str(": ");
-        detail.push_str(&s.to_string());
-        source = s.source();
-    }
-    if e.is_connect() || e.is_request() || e.is_body() {
-        StoreError::Unavailable {
-            store: STORE,
-            detail: format!("cannot reach Key Vault: {detail}"),
-        }
-    } else {
-        StoreError::Backend {
-            store: STORE,
-            detail,
-        }
-    }
+    super::map_reqwest(STORE, "cannot reach Key Vault", e, after)
 }
 
 /// Key Vault's `{"error": {"code", "message"}}`, shortened.

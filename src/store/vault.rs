@@ -400,30 +400,9 @@ fn by_status(status: u16, msg: &str, key: &str) -> StoreError {
     }
 }
 
-/// Maps a transport failure. reqwest's messages carry the URL (mount and
-/// path names), never a body.
+/// Maps a transport failure (shared with the other HTTP store).
 fn map_reqwest(e: &reqwest::Error, after: Duration) -> StoreError {
-    if e.is_timeout() {
-        return StoreError::Timeout {
-            store: STORE,
-            after,
-        };
-    }
-    let mut detail = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        detail.push_str(": ");
-        detail.push_str(&s.to_string());
-        source = s.source();
-    }
-    if e.is_connect() || e.is_request() || e.is_body() {
-        StoreError::Unavailable {
-            store: STORE,
-            detail,
-        }
-    } else {
-        backend(detail)
-    }
+    super::map_reqwest(STORE, "", e, after)
 }
 
 /// Maps a vaultrs failure. Only `Display` of vaultrs errors is used: some
