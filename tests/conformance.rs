@@ -1,6 +1,7 @@
 //! One conformance suite, instantiated per store: every store answers the
 //! same API calls the same way (embedded, vault on OpenBao, aws on moto,
-//! gcp on cloudbox, azure on our Key Vault test server or a real vault).
+//! gcp on cloudbox, azure on our Key Vault test server or a real vault),
+//! plus vault-only checks (auth methods, TLS, namespaces).
 //! Remote stores run against the loopback servers `scripts/backends start`
 //! brings up; an absent server skips loudly, or fails when `CI` is set.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -14,6 +15,8 @@ mod backends;
 mod suite;
 #[path = "conformance/vault.rs"]
 mod vault_only;
+#[path = "conformance/vault_tls.rs"]
+mod vault_tls;
 
 /// Instantiates every check of `suite` for one store.
 macro_rules! conformance {

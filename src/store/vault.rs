@@ -11,7 +11,9 @@
 //!   set after the value (a crash between the two leaves the previous
 //!   labels, and the write is then answered with an error).
 //! - Reads (`get`, metadata, lists, health) retry a refused connection with
-//!   backoff; writes are never retried after they were sent.
+//!   backoff; writes are never retried after they were sent. A TLS
+//!   certificate that does not verify is a configuration error, not an
+//!   outage.
 
 mod auth;
 mod kv;
@@ -400,9 +402,19 @@ fn by_status(status: u16, msg: &str, key: &str) -> StoreError {
     }
 }
 
-/// Maps a transport failure (shared with the other HTTP store).
+/// Maps a transport failure (shared with the other HTTP store), except a
+/// failed TLS handshake: `Backend` with what to check, not `Unavailable`,
+/// so that a wrong CA stops the broker at start (it would never become
+/// ready) and answers 502 naming the cause at run time.
 fn map_reqwest(e: &reqwest::Error, after: Duration) -> StoreError {
-    super::map_reqwest(STORE, "", e, after)
+    // Scheme, host and port only: the path names secrets.
+    let address = e
+        .url()
+        .map_or_else(String::new, |u| u.origin().ascii_serialization());
+    match tls::handshake_failure(e, &address) {
+        Some(detail) => backend(detail),
+        None => super::map_reqwest(STORE, "", e, after),
+    }
 }
 
 /// Maps a vaultrs failure. Only `Display` of vaultrs errors is used: some

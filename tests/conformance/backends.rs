@@ -15,6 +15,23 @@ pub fn vault_addr() -> String {
     std::env::var("SB_VAULT_ADDR").unwrap_or_else(|_| "http://127.0.0.1:8200".to_owned())
 }
 
+/// The Vault (OpenBao) dev server over https (`scripts/backends start
+/// vault-tls`).
+pub fn vault_tls_addr() -> String {
+    std::env::var("SB_VAULT_TLS_ADDR").unwrap_or_else(|_| "https://127.0.0.1:8202".to_owned())
+}
+
+/// The CA that signed the https dev server's certificate (OpenBao makes it
+/// at start).
+pub fn vault_tls_ca() -> String {
+    std::env::var("SB_VAULT_TLS_CA").unwrap_or_else(|_| {
+        format!(
+            "{}/.backends/vault-tls/vault-ca.pem",
+            env!("CARGO_MANIFEST_DIR")
+        )
+    })
+}
+
 /// The moto server's address.
 pub fn aws_endpoint() -> String {
     std::env::var("SB_AWS_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:5000".to_owned())
@@ -140,17 +157,123 @@ pub fn start_aws(dir: tempfile::TempDir, store: &str) -> Broker {
 
 /// `curl` against Vault as `token`; returns (status, body).
 pub fn vault_api(token: &str, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    vault_call(&VaultAt::shared(), token, method, path, body)
+}
+
+/// Which Vault a [`vault_call`] goes to.
+pub struct VaultAt {
+    /// `http(s)://host:port`.
+    pub addr: String,
+    /// The CA to trust (for https).
+    pub ca: Option<String>,
+    /// Sent as `X-Vault-Namespace`.
+    pub namespace: Option<String>,
+}
+
+impl VaultAt {
+    /// The shared plain-http dev server, root namespace.
+    pub fn shared() -> Self {
+        Self {
+            addr: vault_addr(),
+            ca: None,
+            namespace: None,
+        }
+    }
+
+    /// The shared dev server, inside namespace `ns`.
+    pub fn namespace(ns: &str) -> Self {
+        Self {
+            namespace: Some(ns.to_owned()),
+            ..Self::shared()
+        }
+    }
+
+    /// The shared https dev server, trusting its CA.
+    pub fn tls() -> Self {
+        Self {
+            addr: vault_tls_addr(),
+            ca: Some(vault_tls_ca()),
+            namespace: None,
+        }
+    }
+}
+
+/// `curl` against the Vault `at` as `token`; returns (status, body).
+pub fn vault_call(
+    at: &VaultAt,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> (u16, String) {
     let mut cmd = Command::new("curl");
     cmd.args(["-s", "-o", "-", "-w", "\n%{http_code}", "-X", method])
         .args(["-H", &format!("X-Vault-Token: {token}")]);
+    if let Some(ca) = &at.ca {
+        cmd.args(["--cacert", ca]);
+    }
+    if let Some(ns) = &at.namespace {
+        cmd.args(["-H", &format!("X-Vault-Namespace: {ns}")]);
+    }
     if let Some(b) = body {
         cmd.args(["-H", "content-type: application/json", "--data-binary", b]);
     }
-    cmd.arg(format!("{}/v1/{path}", vault_addr()));
+    cmd.arg(format!("{}/v1/{path}", at.addr));
     let out = cmd.output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
     (code.trim().parse().unwrap_or(0), body.to_owned())
+}
+
+/// Runs `serve` on a config with `store` as its `[store]` body in `dir`,
+/// with only `env` (and PATH) in its environment, expecting it to refuse
+/// to start; returns its stderr. Fails if it is still up after `within`.
+pub fn serve_expecting_refusal(
+    dir: &tempfile::TempDir,
+    store: &str,
+    env: &[(&str, &str)],
+    within: Duration,
+) -> String {
+    let config = dir.path().join("refused.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\n{store}\n[listen]\nsocket = \"refused.sock\"\n[policy]\ndir = \"{}/policies\"\n",
+            env!("CARGO_MANIFEST_DIR")
+        ),
+    )
+    .unwrap();
+    let stderr = dir.path().join("refused.stderr");
+    let mut child = Command::new(crate::common::BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + within;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "the broker started although it should have refused: {}",
+                std::fs::read_to_string(&stderr).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let err = std::fs::read_to_string(&stderr).unwrap_or_default();
+    // EX_UNAVAILABLE: the store could not be opened.
+    assert_eq!(status.code(), Some(69), "{err}");
+    err
 }
 
 /// The cloudbox (Google Secret Manager) server's endpoint.

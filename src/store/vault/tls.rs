@@ -1,6 +1,7 @@
 //! The HTTP client the vault store talks through: rustls on *ring*, TLS 1.3
 //! preferred and 1.2 accepted with only ring's AEAD suites, trusting either
-//! the system roots or, when `ca_file` is set, that CA bundle alone.
+//! the system roots or, when `ca_file` is set, that CA bundle alone; and
+//! what to tell an operator when a handshake fails.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -80,6 +81,43 @@ fn system_roots() -> Result<RootCertStore, StoreError> {
     Ok(roots)
 }
 
+/// What to tell an operator when `e` (or an error under it) is a failed
+/// TLS handshake, or `None` when it is not one. A certificate that does not
+/// verify is a configuration problem (or an attack), never an outage that
+/// waiting would mend, so the caller reports it as such, not as
+/// "unavailable".
+pub(super) fn handshake_failure(
+    e: &(dyn std::error::Error + 'static),
+    address: &str,
+) -> Option<String> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(t) = rustls_error(err) {
+            return Some(match t {
+                rustls::Error::InvalidCertificate(_) => format!(
+                    "cannot verify the TLS certificate of `{address}` ({t}); check that store.ca_file (or, without it, the system roots) holds the CA that signed the server's certificate and that the certificate names the host in store.address"
+                ),
+                _ => format!(
+                    "the TLS handshake with `{address}` failed ({t}); the server must speak TLS 1.3 or 1.2 with a forward-secret AEAD suite on an https address"
+                ),
+            });
+        }
+        cur = err.source();
+    }
+    None
+}
+
+/// `e` itself as a rustls error, also when wrapped in `io::Error`s (which
+/// hide their inner error from `source()`: hyper-rustls wraps tokio-rustls's
+/// `io::Error` in another).
+fn rustls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    if let Some(t) = e.downcast_ref::<rustls::Error>() {
+        return Some(t);
+    }
+    let inner = e.downcast_ref::<std::io::Error>()?.get_ref()?;
+    rustls_error(inner)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,5 +132,126 @@ mod tests {
         std::fs::write(&empty, "not a certificate\n").unwrap();
         let err = client_config(Some(&empty)).unwrap_err().to_string();
         assert!(err.contains("no usable certificate"), "{err}");
+    }
+
+    /// A test CA and a server certificate for 127.0.0.1 signed by it.
+    struct Pki {
+        ca_pem: String,
+        leaf: CertificateDer<'static>,
+        key: rustls::pki_types::PrivateKeyDer<'static>,
+    }
+
+    fn pki() -> Pki {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
+        Pki {
+            ca_pem: ca.pem(),
+            leaf: leaf.der().clone(),
+            key: rustls::pki_types::PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes())
+                .unwrap(),
+        }
+    }
+
+    /// Serves one HTTPS request on loopback with `versions` and reports the
+    /// negotiated version and suite (or nothing if the handshake failed).
+    fn serve_once(
+        pki: &Pki,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> (
+        u16,
+        std::thread::JoinHandle<Option<(rustls::ProtocolVersion, rustls::CipherSuite)>>,
+    ) {
+        use std::io::{Read, Write};
+        let config = Arc::new(
+            rustls::ServerConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![pki.leaf.clone()], pki.key.clone_key())
+            .unwrap(),
+        );
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let handle = std::thread::spawn(move || {
+            let (tcp, _) = listener.accept().ok()?;
+            tcp.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+            let conn = rustls::ServerConnection::new(config).ok()?;
+            let mut tls = rustls::StreamOwned::new(conn, tcp);
+            let mut buf = [0u8; 4096];
+            let n = tls.read(&mut buf).ok()?;
+            assert!(n > 0);
+            let seen = (
+                tls.conn.protocol_version()?,
+                tls.conn.negotiated_cipher_suite()?.suite(),
+            );
+            tls.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}")
+                .ok()?;
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
+            Some(seen)
+        });
+        (port, handle)
+    }
+
+    async fn get(ca: &Path, port: u16) -> Result<reqwest::Response, reqwest::Error> {
+        http_client(Some(ca), Duration::from_secs(10))
+            .unwrap()
+            .get(format!("https://127.0.0.1:{port}/v1/sys/health"))
+            .send()
+            .await
+    }
+
+    #[tokio::test]
+    async fn tls_13_is_preferred_and_12_accepted_with_aead_suites_only() {
+        let pki = pki();
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, &pki.ca_pem).unwrap();
+
+        let (port, server) = serve_once(&pki, &[&rustls::version::TLS13, &rustls::version::TLS12]);
+        assert_eq!(get(&ca, port).await.unwrap().status(), 200);
+        let (version, _) = server.join().unwrap().unwrap();
+        assert_eq!(version, rustls::ProtocolVersion::TLSv1_3);
+
+        let (port, server) = serve_once(&pki, &[&rustls::version::TLS12]);
+        assert_eq!(get(&ca, port).await.unwrap().status(), 200);
+        let (version, suite) = server.join().unwrap().unwrap();
+        assert_eq!(version, rustls::ProtocolVersion::TLSv1_2);
+        let name = format!("{suite:?}");
+        assert!(
+            name.contains("ECDHE") && (name.contains("GCM") || name.contains("CHACHA20")),
+            "{name}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_server_the_ca_file_did_not_sign_is_a_configuration_error() {
+        let (server_pki, other) = (pki(), pki());
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("other-ca.pem");
+        std::fs::write(&ca, &other.ca_pem).unwrap();
+        let (port, server) = serve_once(&server_pki, &[&rustls::version::TLS13]);
+        let e = get(&ca, port).await.unwrap_err();
+        assert!(server.join().unwrap().is_none());
+        let err = super::super::map_reqwest(&e, Duration::from_secs(10));
+        assert_eq!(err.kind(), crate::store::StoreErrorKind::Backend, "{err}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("`vault`")
+                && msg.contains(&format!("`https://127.0.0.1:{port}`"))
+                && msg.contains("store.ca_file")
+                && msg.contains("invalid peer certificate"),
+            "{msg}"
+        );
+        assert!(!msg.contains("/v1/sys/health"), "{msg}");
     }
 }
