@@ -11,9 +11,12 @@
 //!   set after the value (a crash between the two leaves the previous
 //!   labels, and the write is then answered with an error).
 //! - Reads (`get`, metadata, lists, health) retry a refused connection with
-//!   backoff; writes are never retried after they were sent. A TLS
-//!   certificate that does not verify is a configuration error, not an
-//!   outage.
+//!   backoff; writes are never retried after they were sent, except once
+//!   when Vault refused the token because it had died (expired or revoked):
+//!   Vault checks the token before anything else, so that write changed
+//!   nothing, and the broker logs in afresh and sends it again
+//!   (`auth::Session::with_login`). A TLS certificate that does not verify
+//!   is a configuration error, not an outage.
 
 mod auth;
 mod kv;
@@ -103,11 +106,12 @@ impl VaultStore {
         &self,
         key: &str,
     ) -> Result<Option<vaultrs::api::kv2::responses::ReadSecretMetadataResponse>, StoreError> {
-        let r = retry_read(|| async {
-            let login = self.session.current()?;
-            vaultrs::kv2::read_metadata(&*login.client, &self.mount, key)
-                .await
-                .map_err(|e| map_client_error(e, self.session.timeout))
+        let r = retry_read(|| {
+            self.session.with_login(|login| async move {
+                vaultrs::kv2::read_metadata(&*login.client, &self.mount, key)
+                    .await
+                    .map_err(|e| map_client_error(e, self.session.timeout))
+            })
         })
         .await;
         match r {
@@ -119,11 +123,12 @@ impl VaultStore {
 
     /// Lists a folder; a missing folder is empty.
     async fn list_folder(&self, folder: &str) -> Result<Vec<String>, StoreError> {
-        let r = retry_read(|| async {
-            let login = self.session.current()?;
-            vaultrs::kv2::list(&*login.client, &self.mount, folder)
-                .await
-                .map_err(|e| map_client_error(e, self.session.timeout))
+        let r = retry_read(|| {
+            self.session.with_login(|login| async move {
+                vaultrs::kv2::list(&*login.client, &self.mount, folder)
+                    .await
+                    .map_err(|e| map_client_error(e, self.session.timeout))
+            })
         })
         .await;
         match r {
@@ -222,11 +227,13 @@ impl Store for VaultStore {
                 let mount = self.mount.clone();
                 let key = key.clone();
                 set.spawn(async move {
-                    let r = retry_read(|| async {
-                        let login = session.current()?;
-                        vaultrs::kv2::read_metadata(&*login.client, &mount, &key)
-                            .await
-                            .map_err(|e| map_client_error(e, session.timeout))
+                    let (session, mount, key_ref) = (&session, &mount, &key);
+                    let r = retry_read(|| {
+                        session.with_login(|login| async move {
+                            vaultrs::kv2::read_metadata(&*login.client, mount, key_ref)
+                                .await
+                                .map_err(|e| map_client_error(e, session.timeout))
+                        })
                     })
                     .await;
                     (i, key, r)
@@ -288,38 +295,51 @@ impl Store for VaultStore {
             });
         }
         // Idempotent, so safe to retry.
-        retry_read(|| async {
-            let login = self.session.current()?;
-            vaultrs::kv2::delete_metadata(&*login.client, &self.mount, &key)
-                .await
-                .map_err(|e| map_client_error(e, self.session.timeout))
+        let key = &key;
+        retry_read(|| {
+            self.session.with_login(|login| async move {
+                vaultrs::kv2::delete_metadata(&*login.client, &self.mount, key)
+                    .await
+                    .map_err(|e| map_client_error(e, self.session.timeout))
+            })
         })
         .await
     }
 
+    /// The token looks itself up; a token that died since the last upkeep
+    /// step is replaced first (see `Session::with_login`), so a rollover
+    /// never reads as unready.
     async fn health(&self) -> Result<(), StoreError> {
-        let login = self.session.current()?;
-        vaultrs::token::lookup_self(&*login.client)
+        self.session
+            .with_login(|login| async move {
+                vaultrs::token::lookup_self(&*login.client)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| map_client_error(e, self.session.timeout))
+            })
             .await
-            .map(|_| ())
-            .map_err(|e| map_client_error(e, self.session.timeout))
     }
 }
 
 impl VaultStore {
     async fn set_labels(&self, key: &str, labels: &Labels, version: u64) -> Result<(), StoreError> {
-        let login = self.session.current()?;
-        let mut opts = vaultrs::api::kv2::requests::SetSecretMetadataRequest::builder();
-        opts.custom_metadata(
-            labels
-                .clone()
-                .into_iter()
-                .collect::<std::collections::HashMap<_, _>>(),
-        );
-        vaultrs::kv2::set_metadata(&*login.client, &self.mount, key, Some(&mut opts))
+        // Setting the same metadata twice is harmless, so a refused (dead
+        // token) attempt may be repeated.
+        self.session
+            .with_login(|login| async move {
+                let mut opts = vaultrs::api::kv2::requests::SetSecretMetadataRequest::builder();
+                opts.custom_metadata(
+                    labels
+                        .clone()
+                        .into_iter()
+                        .collect::<std::collections::HashMap<_, _>>(),
+                );
+                vaultrs::kv2::set_metadata(&*login.client, &self.mount, key, Some(&mut opts))
+                    .await
+                    .map_err(|e| map_client_error(e, self.session.timeout))
+            })
             .await
             .map_err(|e| {
-                let e = map_client_error(e, self.session.timeout);
                 StoreError::Backend {
                     store: STORE,
                     detail: format!(

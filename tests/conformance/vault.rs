@@ -1,6 +1,8 @@
 //! Vault-only checks on the shared OpenBao dev server: the shipped writer
-//! policy for real, AppRole login with re-login past the token's max TTL,
-//! token renewal, and a revoked token reported as the store's refusal.
+//! policy for real, AppRole login with re-login past the token's max TTL
+//! (every request across the rollovers answered), a dead token replaced by
+//! a fresh login on the request that met it, token renewal, and a revoked
+//! token reported as the store's refusal.
 
 use std::time::Duration;
 
@@ -13,7 +15,7 @@ use crate::common::{Broker, PLATFORM_TOKEN as P, TASK_TOKEN as T, default_princi
 
 const WRITER_HCL: &str = include_str!("../../deploy/backend-policies/vault/writer.hcl");
 
-fn api_ok(method: &str, path: &str, body: Option<Value>) -> Value {
+pub fn api_ok(method: &str, path: &str, body: Option<Value>) -> Value {
     let (status, text) = vault_api(
         VAULT_ROOT,
         method,
@@ -39,7 +41,7 @@ fn policy(hcl: &str) -> String {
 }
 
 /// The writer policy plus `read` on values, for a broker that serves tasks.
-fn read_write_policy() -> String {
+pub fn read_write_policy() -> String {
     policy(&format!(
         "{WRITER_HCL}\npath \"secret/data/*\" {{\n  capabilities = [\"create\", \"update\", \"read\"]\n}}\n"
     ))
@@ -155,12 +157,9 @@ fn the_reader_policy_reads_its_scope_only() {
     assert_eq!(status, 403);
 }
 
-#[test]
-fn approle_logs_in_and_logs_in_again_past_the_max_ttl() {
-    let test = "vault_only::approle";
-    if !server_up("vault", &vault_addr(), test) {
-        return;
-    }
+/// An AppRole role with `policies` and token TTLs; returns (role, role_id,
+/// secret_id).
+fn approle(policies: &[String], ttl: &str, max_ttl: &str) -> (String, String, String) {
     // Enabling twice answers 400 "path is already in use": fine.
     let _ = vault_api(
         VAULT_ROOT,
@@ -172,9 +171,7 @@ fn approle_logs_in_and_logs_in_again_past_the_max_ttl() {
     api_ok(
         "POST",
         &format!("auth/approle/role/{role}"),
-        Some(
-            json!({"token_policies": [read_write_policy()], "token_ttl": "2s", "token_max_ttl": "3s"}),
-        ),
+        Some(json!({"token_policies": policies, "token_ttl": ttl, "token_max_ttl": max_ttl})),
     );
     let role_id =
         api_ok("GET", &format!("auth/approle/role/{role}/role-id"), None)["data"]["role_id"]
@@ -186,32 +183,181 @@ fn approle_logs_in_and_logs_in_again_past_the_max_ttl() {
             .as_str()
             .unwrap()
             .to_owned();
+    (role, role_id, secret_id)
+}
+
+/// A broker logging in with AppRole; returns it and its store prefix.
+fn approle_broker(role_id: &str, secret_id: &str) -> (Broker, String) {
     let dir = Broker::temp_dir();
-    let file = write_secret_file(&dir, "secret-id", &secret_id);
+    let file = write_secret_file(&dir, "secret-id", secret_id);
     let prefix = unique("approle");
     let store = format!(
         "backend = \"vault\"\naddress = \"{}\"\nprefix = \"{prefix}\"\nauth = \"approle\"\nrole_id = \"{role_id}\"\nsecret_id_file = \"{file}\"",
         vault_addr()
     );
-    let b = Broker::start_with_store(dir, &store, &default_principals());
-    assert_eq!(b.put("acme/tasks/t-42/a", P, "v1").status, 201);
-    // Past the 3 s max TTL the first token is dead: only a new login works.
-    std::thread::sleep(Duration::from_secs(5));
-    let r = b.put("acme/tasks/t-42/a", P, "v2");
-    assert_eq!(r.status, 200, "{} {}", r.text(), b.stderr_text());
-    assert_eq!(b.get("acme/tasks/t-42/a", T).json()["value"], "v2");
-    // With a 3 s max TTL, /readyz can land between a token's expiry and the
-    // proactive re-login (a known gap, noted on the backends issue); it must
-    // come back on its own.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while b.req("GET", "/readyz", None, None).status != 200 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not ready again after re-login"
+    (
+        Broker::start_with_store(dir, &store, &default_principals()),
+        prefix,
+    )
+}
+
+/// Revokes, behind the broker's back, every live token whose metadata has
+/// `key` = `value` (e.g. AppRole's `role_name`); returns how many.
+pub fn revoke_tokens_where(key: &str, value: &str) -> usize {
+    let list = api_ok("LIST", "auth/token/accessors", None);
+    let mut n = 0;
+    for acc in list["data"]["keys"].as_array().unwrap() {
+        let body = json!({ "accessor": acc }).to_string();
+        let (status, text) = vault_api(
+            VAULT_ROOT,
+            "POST",
+            "auth/token/lookup-accessor",
+            Some(&body),
         );
-        std::thread::sleep(Duration::from_millis(100));
+        if status != 200 {
+            continue; // expired meanwhile
+        }
+        let v: Value = serde_json::from_str(&text).unwrap();
+        if v["data"]["meta"][key] == value {
+            api_ok(
+                "POST",
+                "auth/token/revoke-accessor",
+                Some(json!({ "accessor": acc })),
+            );
+            n += 1;
+        }
     }
+    n
+}
+
+/// How often the broker logged in to Vault so far.
+fn logins(b: &Broker) -> usize {
+    b.stderr_text().matches("logged in to vault").count()
+}
+
+#[test]
+fn approle_logs_in_and_logs_in_again_past_the_max_ttl() {
+    let test = "vault_only::approle";
+    if !server_up("vault", &vault_addr(), test) {
+        return;
+    }
+    let (_, role_id, secret_id) = approle(&[read_write_policy()], "2s", "3s");
+    let (b, _) = approle_broker(&role_id, &secret_id);
+    let path = "acme/tasks/t-42/a";
+    assert_eq!(b.put(path, P, "v0").status, 201);
+    // Tokens live 3 s at most, so within 8 s the broker's token dies, and
+    // is replaced, several times over. Every request across those
+    // rollovers is answered: one that meets a token just expired (before
+    // the upkeep task replaced it) logs in again and is retried, and
+    // /readyz never reports the rollover as unready.
+    let until = std::time::Instant::now() + Duration::from_secs(8);
+    let mut i = 0;
+    while std::time::Instant::now() < until {
+        i += 1;
+        let value = format!("v{i}");
+        let r = b.put(path, P, &value);
+        assert_eq!(r.status, 200, "put #{i}: {} {}", r.text(), b.stderr_text());
+        let r = b.get(path, T);
+        assert_eq!(
+            (r.status, r.json()["value"].as_str()),
+            (200, Some(value.as_str())),
+            "get #{i}: {}",
+            r.text()
+        );
+        let r = b.req("GET", "/v1/secrets/acme/", Some(P), None);
+        assert_eq!(r.status, 200, "list #{i}: {}", r.text());
+        assert_eq!(r.json()["secrets"][0]["version"].as_u64(), Some(i + 1));
+        let r = b.req("GET", "/readyz", None, None);
+        assert_eq!(r.status, 200, "readyz #{i}: {}", r.text());
+    }
+    // The loop did cross rollovers: past the first login, at least two more.
+    assert!(logins(&b) >= 3, "{}", b.stderr_text());
     assert!(!b.stderr_text().contains(&secret_id));
+}
+
+#[test]
+fn a_token_revoked_behind_the_brokers_back_is_replaced_on_the_request_that_meets_it() {
+    let test = "vault_only::approle_revoked";
+    if !server_up("vault", &vault_addr(), test) {
+        return;
+    }
+    // A long TTL: the upkeep task would not replace the token for 40 min.
+    let (role, role_id, secret_id) = approle(&[read_write_policy()], "1h", "2h");
+    let (b, prefix) = approle_broker(&role_id, &secret_id);
+    let path = "acme/tasks/t-42/revoked";
+    assert_eq!(b.put(path, P, "v1").status, 201);
+    assert_eq!(logins(&b), 1);
+
+    // Each kind of call meets a dead token once: read, write, list, delete
+    // and the health check all log in again and are answered.
+    let mut expected_logins = 1;
+    let mut revoke = || {
+        assert_eq!(revoke_tokens_where("role_name", &role), 1);
+        expected_logins += 1;
+        expected_logins
+    };
+    let want = revoke();
+    let r = b.get(path, T);
+    assert_eq!(
+        (r.status, r.json()["value"].as_str()),
+        (200, Some("v1")),
+        "{}",
+        r.text()
+    );
+    assert_eq!(logins(&b), want);
+
+    let want = revoke();
+    let r = b.put(path, P, "v2");
+    assert_eq!(
+        (r.status, r.json()["version"].as_u64()),
+        (200, Some(2)),
+        "{}",
+        r.text()
+    );
+    assert_eq!(logins(&b), want);
+    // Written exactly once: version 2 is the current and only new version.
+    let meta = api_ok("GET", &format!("secret/metadata/{prefix}/{path}"), None);
+    assert_eq!(meta["data"]["current_version"], 2);
+
+    let want = revoke();
+    let r = b.req("GET", "/v1/secrets/acme/", Some(P), None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(logins(&b), want);
+
+    let want = revoke();
+    assert_eq!(b.req("GET", "/readyz", None, None).status, 200);
+    assert_eq!(logins(&b), want);
+
+    let want = revoke();
+    let r = b.req("DELETE", &format!("/v1/secrets/{path}"), Some(P), None);
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert_eq!(logins(&b), want);
+    assert!(b.stderr_text().contains("logged in again"));
+    assert!(!b.stderr_text().contains(&secret_id));
+}
+
+#[test]
+fn a_policy_refusal_is_not_mistaken_for_a_dead_token() {
+    let test = "vault_only::approle_policy_refusal";
+    if !server_up("vault", &vault_addr(), test) {
+        return;
+    }
+    // The writer policy cannot read values: Vault answers 403, as for a
+    // dead token, but the token is alive, so no new login is made.
+    let (_, role_id, secret_id) = approle(&[policy(WRITER_HCL)], "1h", "2h");
+    let (b, _) = approle_broker(&role_id, &secret_id);
+    let path = "acme/tasks/t-42/denied";
+    assert_eq!(b.put(path, P, "v1").status, 201);
+    for _ in 0..3 {
+        let r = b.get(path, T);
+        assert_eq!(
+            (r.status, r.code()),
+            (502, "backend_error".into()),
+            "{}",
+            r.text()
+        );
+    }
+    assert_eq!(logins(&b), 1, "{}", b.stderr_text());
 }
 
 #[test]
@@ -260,4 +406,35 @@ fn a_revoked_token_is_the_store_refusing_not_a_crash() {
         std::fs::read_to_string(&b.audit).unwrap()
     );
     assert!(!logs.contains(&t), "the token leaked into logs");
+}
+
+#[test]
+fn a_rotated_token_file_is_used_when_vault_refuses_the_old_token() {
+    let test = "vault_only::token_file_rotated";
+    if !server_up("vault", &vault_addr(), test) {
+        return;
+    }
+    let old = token(&[read_write_policy()], json!({}));
+    let s = vault_with(test, &old, "").unwrap();
+    let b = &s.broker;
+    assert_eq!(b.put("acme/tasks/t-42/a", P, "v1").status, 201);
+    // The token file is rotated and the old token revoked at once; the
+    // upkeep task would notice only much later (the token has an hour).
+    let new = token(&[read_write_policy()], json!({}));
+    write_secret_file(&b.dir, "vault-token", &new);
+    api_ok("POST", "auth/token/revoke", Some(json!({ "token": old })));
+    let r = b.put("acme/tasks/t-42/a", P, "v2");
+    assert_eq!(
+        (r.status, r.json()["version"].as_u64()),
+        (200, Some(2)),
+        "{}",
+        r.text()
+    );
+    assert_eq!(b.get("acme/tasks/t-42/a", T).json()["value"], "v2");
+    assert_eq!(b.req("GET", "/readyz", None, None).status, 200);
+    let logs = b.stderr_text();
+    assert!(
+        !logs.contains(&old) && !logs.contains(&new),
+        "a token leaked into logs"
+    );
 }

@@ -1,14 +1,19 @@
 //! Logging in to Vault and staying logged in: token (file or
 //! `$VAULT_TOKEN`), AppRole and Kubernetes service-account logins, renewal
 //! at two thirds of the token's TTL, and a fresh login when renewal fails or
-//! the token nears its maximum TTL.
+//! the token nears its maximum TTL. Every call runs through
+//! [`Session::with_login`], which also logs in afresh when Vault refuses a
+//! token that has died under it (expired between two upkeep steps, or
+//! revoked), so a request in that window is answered, not failed.
 
 use std::fmt;
+use std::future::Future;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
+use subtle::ConstantTimeEq;
 use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
 use zeroize::Zeroizing;
 
@@ -58,6 +63,22 @@ pub(super) struct Session {
     current: ArcSwapOption<Login>,
     /// The token file's last contents' modification time, to notice rotation.
     token_file_mtime: Mutex<Option<std::time::SystemTime>>,
+    /// Held to replace the login, so that requests refused together when a
+    /// token dies (and the upkeep task) cause one fresh login, not one each.
+    relogin: tokio::sync::Mutex<()>,
+}
+
+/// A failure that may mean Vault no longer accepts the token: Vault
+/// answers 403 both for a dead token and for a missing capability.
+pub(super) trait Refusal {
+    /// Whether Vault refused the request (401 or 403).
+    fn is_refusal(&self) -> bool;
+}
+
+impl Refusal for StoreError {
+    fn is_refusal(&self) -> bool {
+        self.kind() == StoreErrorKind::Denied
+    }
 }
 
 impl fmt::Debug for Session {
@@ -103,7 +124,90 @@ impl Session {
             env_token,
             current: ArcSwapOption::empty(),
             token_file_mtime: Mutex::new(None),
+            relogin: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Runs `call` with the current login. If Vault refuses it, and the
+    /// token turns out to be dead (not merely short of a capability) and
+    /// replaceable, logs in afresh (once, shared with concurrent callers)
+    /// and runs `call` once more with the new login.
+    ///
+    /// Safe for every call the store makes, writes included: Vault checks
+    /// the token before it routes a request, so a refused request changed
+    /// nothing, and the retry is the first attempt that can take effect.
+    /// (The data write also carries `cas`, so it could not land twice.)
+    pub(super) async fn with_login<T, E, F, Fut>(&self, mut call: F) -> Result<T, E>
+    where
+        E: Refusal + From<StoreError>,
+        F: FnMut(Arc<Login>) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let login = self.current()?;
+        match call(Arc::clone(&login)).await {
+            Err(e) if e.is_refusal() && self.recover(&login).await => call(self.current()?).await,
+            r => r,
+        }
+    }
+
+    /// After Vault refused `failed`: whether there is now a login worth
+    /// retrying with (someone else's, or a fresh one of ours).
+    async fn recover(&self, failed: &Arc<Login>) -> bool {
+        if self.replaced(failed) {
+            return true;
+        }
+        let replaceable = match &self.auth {
+            VaultAuth::AppRole { .. } | VaultAuth::Kubernetes { .. } => {
+                // SECURITY: a token that still looks itself up was refused
+                // for want of a capability; logging in again would not
+                // help, and would let denied requests mint tokens.
+                match vaultrs::token::lookup_self(&*failed.client).await {
+                    Ok(_) => false,
+                    Err(e) => map_client_error(e, self.timeout).kind() == StoreErrorKind::Denied,
+                }
+            }
+            // Only a token file that now holds another token can help.
+            VaultAuth::Token {
+                token_file: Some(path),
+            } => read_credential(path, "token_file")
+                .is_ok_and(|(now, _)| !bool::from(now.as_bytes().ct_eq(failed.token.as_bytes()))),
+            VaultAuth::Token { token_file: None } => false,
+        };
+        if !replaceable {
+            return false;
+        }
+        match self.login_replacing(failed).await {
+            Ok(_) => {
+                tracing::info!(
+                    store = STORE,
+                    auth = method(&self.auth),
+                    "vault refused the broker's token; logged in again"
+                );
+                true
+            }
+            Err(e) => {
+                tracing::warn!(store = STORE, error = %e, "vault refused the broker's token and a new login failed");
+                false
+            }
+        }
+    }
+
+    /// Whether the current login is no longer `old`.
+    fn replaced(&self, old: &Arc<Login>) -> bool {
+        self.current
+            .load()
+            .as_ref()
+            .is_some_and(|now| !Arc::ptr_eq(now, old))
+    }
+
+    /// Logs in unless someone replaced `old` meanwhile; `Ok(true)` if this
+    /// call logged in.
+    async fn login_replacing(&self, old: &Arc<Login>) -> Result<bool, StoreError> {
+        let _one = self.relogin.lock().await;
+        if self.replaced(old) {
+            return Ok(false);
+        }
+        self.login().await.map(|()| true)
     }
 
     /// The current login, or `Unavailable` while the broker has none yet.
@@ -261,7 +365,7 @@ impl Session {
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner);
                 if mtime != seen {
-                    if let Err(e) = self.login().await {
+                    if let Err(e) = self.login_replacing(&login).await {
                         tracing::warn!(store = STORE, error = %e, "cannot use the rotated token file");
                     }
                 }
@@ -311,8 +415,8 @@ impl Session {
                 }
             )
         {
-            match self.login().await {
-                Ok(()) => MIN_SLEEP,
+            match self.login_replacing(&login).await {
+                Ok(_) => MIN_SLEEP,
                 Err(e) => {
                     tracing::warn!(store = STORE, error = %e, "vault re-login failed; retrying");
                     backoff(login.at + ttl, now)

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use zeroize::{Zeroize, Zeroizing};
 
-use super::auth::Session;
+use super::auth::{Login, Refusal, Session};
 use super::{STORE, by_status, map_reqwest};
 use crate::secret::SecretBytes;
 use crate::store::{Labels, StoreError, Timestamp};
@@ -33,6 +33,18 @@ pub(super) enum WriteError {
     CasMismatch,
     /// Anything else.
     Store(StoreError),
+}
+
+impl From<StoreError> for WriteError {
+    fn from(e: StoreError) -> Self {
+        Self::Store(e)
+    }
+}
+
+impl Refusal for WriteError {
+    fn is_refusal(&self) -> bool {
+        matches!(self, Self::Store(e) if e.is_refusal())
+    }
 }
 
 /// A request body that zeroizes itself when hyper is done with it.
@@ -101,6 +113,8 @@ fn request(
 }
 
 /// `POST {mount}/data/{key}` with `cas`: acknowledged only by Vault's 200.
+/// Sent again only after Vault refused a dead token (see
+/// [`Session::with_login`]: a refused write changed nothing).
 pub(super) async fn write(
     session: &Session,
     mount: &str,
@@ -108,7 +122,19 @@ pub(super) async fn write(
     value: &SecretBytes,
     cas: u64,
 ) -> Result<Written, WriteError> {
-    let login = session.current().map_err(WriteError::Store)?;
+    session
+        .with_login(|login| write_once(session, login, mount, key, value, cas))
+        .await
+}
+
+async fn write_once(
+    session: &Session,
+    login: std::sync::Arc<Login>,
+    mount: &str,
+    key: &str,
+    value: &SecretBytes,
+    cas: u64,
+) -> Result<Written, WriteError> {
     let body = write_body(value, cas).map_err(WriteError::Store)?;
     let resp = request(
         session,
@@ -173,7 +199,17 @@ pub(super) struct Read {
 /// `GET {mount}/data/{key}`: the current version, its value and the
 /// secret's custom metadata (the labels) in one call.
 pub(super) async fn read(session: &Session, mount: &str, key: &str) -> Result<Read, StoreError> {
-    let login = session.current()?;
+    session
+        .with_login(|login| read_once(session, login, mount, key))
+        .await
+}
+
+async fn read_once(
+    session: &Session,
+    login: std::sync::Arc<Login>,
+    mount: &str,
+    key: &str,
+) -> Result<Read, StoreError> {
     let resp = request(
         session,
         reqwest::Method::GET,
