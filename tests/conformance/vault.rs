@@ -1,23 +1,36 @@
 //! Vault-only checks on the shared OpenBao dev server: the shipped writer
 //! policy for real, AppRole login with re-login past the token's max TTL
 //! (every request across the rollovers answered), a dead token replaced by
-//! a fresh login on the request that met it, token renewal, and a revoked
-//! token reported as the store's refusal.
+//! a fresh login on the request that met it, token renewal, a revoked
+//! token reported as the store's refusal, and namespaces.
 
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use crate::backends::{
-    VAULT_ROOT, server_up, unique, vault_addr, vault_api, vault_with, write_secret_file,
+    VAULT_ROOT, VaultAt, server_up, unique, vault_addr, vault_api, vault_call, vault_with,
+    write_secret_file,
 };
 use crate::common::{Broker, PLATFORM_TOKEN as P, TASK_TOKEN as T, default_principals};
 
 const WRITER_HCL: &str = include_str!("../../deploy/backend-policies/vault/writer.hcl");
 
 pub fn api_ok(method: &str, path: &str, body: Option<Value>) -> Value {
-    let (status, text) = vault_api(
-        VAULT_ROOT,
+    api_ok_at(&VaultAt::shared(), VAULT_ROOT, method, path, body)
+}
+
+/// A Vault call that must succeed, to the Vault `at` as `token`.
+pub fn api_ok_at(
+    at: &VaultAt,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> Value {
+    let (status, text) = vault_call(
+        at,
+        token,
         method,
         path,
         body.map(|b| b.to_string()).as_deref(),
@@ -437,4 +450,104 @@ fn a_rotated_token_file_is_used_when_vault_refuses_the_old_token() {
         !logs.contains(&old) && !logs.contains(&new),
         "a token leaked into logs"
     );
+}
+
+#[test]
+fn a_namespace_holds_the_brokers_secrets_and_the_root_mount_does_not() {
+    let test = "vault_only::namespace";
+    if !server_up("vault", &vault_addr(), test) {
+        return;
+    }
+    // A nested namespace, with its own KV v2 mount at `secret/` (the same
+    // name as the root's, so a broker ignoring the namespace would write
+    // to the root mount instead) and a token of its own.
+    let (parent, child) = (unique("sb-ns"), unique("team"));
+    api_ok("POST", &format!("sys/namespaces/{parent}"), Some(json!({})));
+    let at_parent = VaultAt::namespace(&parent);
+    api_ok_at(
+        &at_parent,
+        VAULT_ROOT,
+        "POST",
+        &format!("sys/namespaces/{child}"),
+        Some(json!({})),
+    );
+    let ns = format!("{parent}/{child}");
+    let at = VaultAt::namespace(&ns);
+    api_ok_at(
+        &at,
+        VAULT_ROOT,
+        "POST",
+        "sys/mounts/secret",
+        Some(json!({"type": "kv", "options": {"version": "2"}})),
+    );
+    let rw = format!(
+        "{WRITER_HCL}\npath \"secret/data/*\" {{\n  capabilities = [\"create\", \"update\", \"read\"]\n}}\n"
+    );
+    api_ok_at(
+        &at,
+        VAULT_ROOT,
+        "PUT",
+        "sys/policies/acl/broker",
+        Some(json!({ "policy": rw })),
+    );
+    let ns_token = api_ok_at(
+        &at,
+        VAULT_ROOT,
+        "POST",
+        "auth/token/create",
+        Some(json!({"policies": ["broker"], "ttl": "1h"})),
+    )["auth"]["client_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let s = vault_with(test, &ns_token, &format!("namespace = \"/{ns}/\"")).unwrap();
+    let (b, prefix) = (&s.broker, &s.prefix);
+    assert_eq!(b.req("GET", "/readyz", None, None).status, 200);
+    let path = "acme/tasks/t-42/ns";
+    assert_eq!(b.put(path, P, "in-ns").status, 201);
+    let r = b.put_json(
+        path,
+        P,
+        &json!({"value": "in-ns-2", "labels": {"ns": "yes"}}),
+        &[],
+    );
+    assert_eq!(
+        (r.status, r.json()["version"].as_u64()),
+        (200, Some(2)),
+        "{}",
+        r.text()
+    );
+    assert_eq!(b.get(path, T).json()["value"], "in-ns-2");
+    let r = b.req("GET", "/v1/secrets/acme/", Some(P), None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["secrets"][0]["path"], path);
+    assert_eq!(r.json()["secrets"][0]["labels"], json!({"ns": "yes"}));
+
+    // Vault's own view: inside the namespace, not at the root mount.
+    let key = format!("secret/data/{prefix}/{path}");
+    let inside = api_ok_at(&at, VAULT_ROOT, "GET", &key, None);
+    assert_eq!(inside["data"]["data"]["value"], "in-ns-2");
+    assert_eq!(inside["data"]["metadata"]["version"], 2);
+    assert_eq!(vault_api(VAULT_ROOT, "GET", &key, None).0, 404);
+    assert_eq!(
+        vault_call(&at_parent, VAULT_ROOT, "GET", &key, None).0,
+        404,
+        "not in the parent namespace either"
+    );
+
+    assert_eq!(
+        b.req("DELETE", &format!("/v1/secrets/{path}"), Some(P), None)
+            .status,
+        204
+    );
+    let (status, _) = vault_call(
+        &at,
+        VAULT_ROOT,
+        "GET",
+        &format!("secret/metadata/{prefix}/{path}"),
+        None,
+    );
+    assert_eq!(status, 404, "deleted inside the namespace");
+    assert_eq!(b.get(path, T).status, 404);
 }
