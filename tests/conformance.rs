@@ -13,6 +13,8 @@ mod common;
 mod backends;
 #[path = "conformance/suite.rs"]
 mod suite;
+#[path = "conformance/vault_k8s.rs"]
+mod vault_k8s;
 #[path = "conformance/vault.rs"]
 mod vault_only;
 #[path = "conformance/vault_tls.rs"]
