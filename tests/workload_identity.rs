@@ -1,0 +1,284 @@
+//! Workload identities of the cloud stores, through the real broker binary
+//! on private loopback servers, with the broker's environment isolated
+//! (nothing of the machine running the tests reaches it):
+//!
+//! - aws: web identity (IRSA) through STS `AssumeRoleWithWebIdentity` on a
+//!   moto that enforces IAM, so a call not signed with the assumed role's
+//!   key, or not allowed by the role's policy, is refused;
+//! - azure: workload identity (a federated token) and managed identity (App
+//!   Service's `IDENTITY_ENDPOINT`, and IMDS) on our Key Vault test server;
+//! - gcp: Application Default Credentials from a metadata server, and from
+//!   an `external_account` file (workload identity federation), on our
+//!   metadata test server, which also fronts cloudbox and refuses any call
+//!   without a token it issued.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "common/broker.rs"]
+mod common;
+
+#[path = "conformance/backends.rs"]
+mod backends;
+
+#[path = "common/servers.rs"]
+mod servers;
+
+use std::process::{Command, Stdio};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+use common::{Broker, PLATFORM_TOKEN as P, TASK_TOKEN as T, default_principals};
+use serde_json::json;
+use servers::{Server, curl, free_port, server_bin};
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A JWT shaped like a projected service-account token (unsigned: the test
+/// servers check its claims, as the real issuers' consumers do after the
+/// signature).
+fn jwt(claims: &serde_json::Value) -> String {
+    let part = |v: &serde_json::Value| B64URL.encode(v.to_string());
+    format!(
+        "{}.{}.{}",
+        part(&json!({"alg": "RS256", "typ": "JWT", "kid": "test"})),
+        part(claims),
+        B64URL.encode(format!("signature-{}", backends::unique("sig")))
+    )
+}
+
+/// Asserts that none of `secrets` is in the broker's logs or audit.
+fn assert_not_logged(b: &Broker, secrets: &[&str]) {
+    let logs = format!(
+        "{}{}",
+        b.stderr_text(),
+        std::fs::read_to_string(&b.audit).unwrap_or_default()
+    );
+    for s in secrets {
+        assert!(!logs.contains(s), "a credential is in the logs: {logs}");
+    }
+}
+
+/// The round trip every test makes once its credentials work.
+fn round_trip(b: &Broker, value: &str) {
+    let path = "acme/tasks/t-42/db";
+    let r = b.put(path, P, value);
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = b.get(path, T);
+    assert_eq!(
+        (r.status, r.json()["value"].as_str()),
+        (200, Some(value)),
+        "{}",
+        r.text()
+    );
+    let r = b.req("GET", "/v1/secrets/acme/tasks/t-42/", Some(P), None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["secrets"][0]["path"], path, "{}", r.text());
+}
+
+// ---------------------------------------------------------------- aws
+
+/// moto's account: roles live there.
+const AWS_ACCOUNT: &str = "123456789012";
+/// A well-formed SigV4 header for the set-up calls moto takes unchecked.
+const SETUP_AUTH: &str = "Authorization: AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20260101/us-east-1/iam/aws4_request, SignedHeaders=host, Signature=00";
+
+/// A private moto that enforces IAM from its fourth request on: the first
+/// three are the two set-up calls made here (role `role` with an inline
+/// policy allowing `actions`) and the broker's unsigned
+/// `AssumeRoleWithWebIdentity`. Every later call must be signed with a key
+/// moto issued (the assumed role's, with its session token) and be allowed
+/// by the role's policy.
+fn moto_with_role(test: &str, role: &str, actions: &[&str]) -> Option<(Server, String)> {
+    let bin = server_bin("SB_MOTO_BIN", "moto_server", test)?;
+    let port = free_port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let server = Server::launch(
+        Box::new(move || {
+            Command::new(&bin)
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .env("INITIAL_NO_AUTH_ACTION_COUNT", "3")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        }),
+        // Not an AWS action: moto does not count it.
+        format!("{endpoint}/moto-api/"),
+    );
+    let iam = |params: &[(&str, String)]| {
+        let mut args: Vec<String> = vec!["-H".into(), SETUP_AUTH.into()];
+        for (k, v) in params {
+            args.push("--data-urlencode".into());
+            args.push(format!("{k}={v}"));
+        }
+        args.push(format!("{endpoint}/"));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (status, body) = curl(&args);
+        assert_eq!(status, 200, "moto set-up: {body}");
+    };
+    let trust = json!({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow",
+        "Principal": {"Federated": format!("arn:aws:iam::{AWS_ACCOUNT}:oidc-provider/oidc.test")},
+        "Action": "sts:AssumeRoleWithWebIdentity"
+    }]});
+    iam(&[
+        ("Action", "CreateRole".into()),
+        ("Version", "2010-05-08".into()),
+        ("RoleName", role.into()),
+        ("AssumeRolePolicyDocument", trust.to_string()),
+    ]);
+    let policy = json!({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Action": actions, "Resource": "*"
+    }]});
+    iam(&[
+        ("Action", "PutRolePolicy".into()),
+        ("Version", "2010-05-08".into()),
+        ("RoleName", role.into()),
+        ("PolicyName", "secret-broker".into()),
+        ("PolicyDocument", policy.to_string()),
+    ]);
+    Some((server, endpoint))
+}
+
+/// The `[store]` body and the broker's whole environment for web identity:
+/// a token file, the role, STS at `sts` (the SDK's service-specific
+/// endpoint variable), no static keys, no AWS config files, no IMDS.
+fn irsa(
+    dir: &tempfile::TempDir,
+    endpoint: &str,
+    sts: &str,
+    role: &str,
+    token_file: &str,
+) -> (String, Vec<(String, String)>) {
+    let store = format!(
+        "backend = \"aws\"\nregion = \"us-east-1\"\nendpoint_url = \"{endpoint}\"\nprefix = \"{}/\"\ntimeout = \"5s\"",
+        backends::unique("irsa")
+    );
+    let none = dir.path().join("no-such-aws-file");
+    let env = vec![
+        ("AWS_WEB_IDENTITY_TOKEN_FILE", token_file.to_owned()),
+        (
+            "AWS_ROLE_ARN",
+            format!("arn:aws:iam::{AWS_ACCOUNT}:role/{role}"),
+        ),
+        ("AWS_ROLE_SESSION_NAME", "secret-broker-test".to_owned()),
+        ("AWS_ENDPOINT_URL_STS", sts.to_owned()),
+        ("AWS_CONFIG_FILE", none.display().to_string()),
+        ("AWS_SHARED_CREDENTIALS_FILE", none.display().to_string()),
+        ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
+    ];
+    (
+        store,
+        env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+    )
+}
+
+fn env_refs(env: &[(String, String)]) -> Vec<(&str, &str)> {
+    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+/// A service-account token as EKS projects it for IRSA.
+fn eks_token() -> String {
+    jwt(&json!({
+        "iss": "https://oidc.test",
+        "sub": "system:serviceaccount:acme:secret-broker",
+        "aud": ["sts.amazonaws.com"],
+        "iat": now(), "exp": now() + 3600,
+    }))
+}
+
+#[test]
+fn aws_web_identity_credentials_come_from_sts_and_sign_every_call() {
+    let test = "workload_identity::aws_web_identity";
+    let Some((_moto, endpoint)) = moto_with_role(test, "broker-writer", &["secretsmanager:*"])
+    else {
+        return;
+    };
+    let dir = Broker::temp_dir();
+    let token = eks_token();
+    let token_file = backends::write_secret_file(&dir, "eks-token", &token);
+    let token_path = dir.path().join(&token_file).display().to_string();
+    let (store, env) = irsa(&dir, &endpoint, &endpoint, "broker-writer", &token_path);
+    let b = Broker::start_isolated(dir, &store, &default_principals(), &env_refs(&env));
+    round_trip(&b, "from-the-assumed-role");
+    let r = b.req("DELETE", "/v1/secrets/acme/tasks/t-42/db", Some(P), None);
+    assert_eq!(r.status, 204, "{}", r.text());
+
+    // The same moto refuses a call signed with any other key: the broker's
+    // calls passed only because they carried the assumed role's.
+    let (status, body) = curl(&[
+        "-H",
+        "Authorization: AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20260101/us-east-1/secretsmanager/aws4_request, SignedHeaders=host, Signature=00",
+        "-H",
+        "X-Amz-Target: secretsmanager.ListSecrets",
+        "-H",
+        "Content-Type: application/x-amz-json-1.1",
+        "--data",
+        "{}",
+        &format!("{endpoint}/"),
+    ]);
+    assert!(
+        status == 403 && body.contains("InvalidClientTokenId"),
+        "moto did not enforce IAM: {status} {body}"
+    );
+    assert_not_logged(&b, &[&token]);
+}
+
+#[test]
+fn aws_web_identity_role_policy_is_what_allows_a_write() {
+    let test = "workload_identity::aws_web_identity_reader";
+    let readonly = [
+        "secretsmanager:ListSecrets",
+        "secretsmanager:DescribeSecret",
+        "secretsmanager:GetSecretValue",
+    ];
+    let Some((_moto, endpoint)) = moto_with_role(test, "broker-reader", &readonly) else {
+        return;
+    };
+    let dir = Broker::temp_dir();
+    let token = eks_token();
+    let token_file = backends::write_secret_file(&dir, "eks-token", &token);
+    let token_path = dir.path().join(&token_file).display().to_string();
+    let (store, env) = irsa(&dir, &endpoint, &endpoint, "broker-reader", &token_path);
+    let b = Broker::start_isolated(dir, &store, &default_principals(), &env_refs(&env));
+    // Reads are allowed (nothing there yet), writes are not.
+    assert_eq!(b.get("acme/tasks/t-42/db", T).status, 404);
+    let r = b.put("acme/tasks/t-42/db", P, "not-allowed");
+    assert_eq!(
+        (r.status, r.code()),
+        (502, "backend_error".into()),
+        "{}",
+        r.text()
+    );
+    let msg = r.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(
+        msg.contains("`aws` denied the broker")
+            && msg.contains("403")
+            && msg.contains("IAM policy"),
+        "{msg}"
+    );
+    assert_not_logged(&b, &[&token, "not-allowed"]);
+}
+
+#[test]
+fn aws_web_identity_with_a_missing_token_file_is_refused_at_start_naming_it() {
+    // No server: the credentials fail before any call is made (were they
+    // found elsewhere, the closed port would start the broker unready).
+    let endpoint = "http://127.0.0.1:9";
+    let dir = Broker::temp_dir();
+    let missing = dir.path().join("no-such-token").display().to_string();
+    let (store, env) = irsa(&dir, endpoint, endpoint, "broker-writer", &missing);
+    let err = Broker::start_refused_isolated(&dir, &store, &env_refs(&env));
+    assert!(
+        err.contains("`aws`")
+            && err.contains("AWS_WEB_IDENTITY_TOKEN_FILE")
+            && err.contains(&missing),
+        "{err}"
+    );
+}
