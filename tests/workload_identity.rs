@@ -282,3 +282,311 @@ fn aws_web_identity_with_a_missing_token_file_is_refused_at_start_naming_it() {
         "{err}"
     );
 }
+
+// ---------------------------------------------------------------- azure
+
+/// The test server's federated credential and managed identities (see
+/// tests/azure_kv_server.py).
+const FEDERATED_ISSUER: &str = "https://oidc.test";
+const FEDERATED_SUBJECT: &str = "system:serviceaccount:acme:secret-broker";
+const IDENTITY_HEADER: &str = "test-identity-header";
+const USER_ASSIGNED: &str = "secret-broker-user-assigned";
+
+/// A private Key Vault test server: the process, its URL, its CA file and
+/// the temp dir holding its TLS files (kept alive with it).
+struct Azure {
+    _server: Server,
+    url: String,
+    ca: String,
+    _tls: tempfile::TempDir,
+}
+
+impl Azure {
+    fn start(test: &str) -> Option<Self> {
+        let python = server_bin("SB_AZURE_PYTHON", "../azure/bin/python", test)?;
+        let script =
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/azure_kv_server.py");
+        let port = free_port();
+        let url = format!("https://127.0.0.1:{port}");
+        let tls = tempfile::tempdir().unwrap();
+        let tls_dir = tls.path().to_owned();
+        let server = Server::launch(
+            Box::new(move || {
+                Command::new(&python)
+                    .arg(&script)
+                    .args(["--port", &port.to_string(), "--tls-dir"])
+                    .arg(&tls_dir)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap()
+            }),
+            format!("{url}/healthz"),
+        );
+        let ca = tls.path().join("ca.pem").display().to_string();
+        Some(Self {
+            _server: server,
+            url,
+            ca,
+            _tls: tls,
+        })
+    }
+
+    /// How the server issued tokens so far.
+    fn stats(&self) -> serde_json::Value {
+        let (status, body) = curl(&["--cacert", &self.ca, &format!("{}/_test/stats", self.url)]);
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// Makes the vault refuse every token issued so far (`401`), so the
+    /// broker's next call fetches a new one.
+    fn forget_tokens(&self) {
+        let url = format!("{}/_test/forget-tokens", self.url);
+        let (status, body) = curl(&["--cacert", &self.ca, "-X", "POST", &url]);
+        assert_eq!(status, 204, "{body}");
+    }
+
+    fn store(&self, credentials: &str) -> String {
+        format!(
+            "backend = \"azure\"\nvault_url = \"{}\"\ncredentials = \"{credentials}\"\nprefix = \"{}\"\ntimeout = \"5s\"",
+            self.url,
+            backends::unique("wi")
+        )
+    }
+}
+
+/// A service-account token as AKS projects it for workload identity.
+fn aks_token(sub: &str, jti: &str, exp: u64) -> String {
+    jwt(&json!({
+        "iss": FEDERATED_ISSUER,
+        "sub": sub,
+        "aud": ["api://AzureADTokenExchange"],
+        "jti": jti,
+        "iat": now(), "nbf": now(), "exp": exp,
+    }))
+}
+
+/// Replaces the token file as the kubelet does: a new file renamed over.
+fn rotate(path: &std::path::Path, token: &str) {
+    let tmp = path.with_extension("new");
+    std::fs::write(&tmp, token).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+fn workload_env(az: &Azure, token_file: &str) -> Vec<(String, String)> {
+    [
+        ("SSL_CERT_FILE", az.ca.as_str()),
+        ("AZURE_AUTHORITY_HOST", az.url.as_str()),
+        ("AZURE_TENANT_ID", backends::AZURE_TENANT),
+        ("AZURE_CLIENT_ID", backends::AZURE_CLIENT),
+        ("AZURE_FEDERATED_TOKEN_FILE", token_file),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect()
+}
+
+#[test]
+fn azure_workload_identity_works_and_rereads_a_rotated_token() {
+    let Some(az) = Azure::start("workload_identity::azure_workload") else {
+        return;
+    };
+    let dir = Broker::temp_dir();
+    let token_a = aks_token(FEDERATED_SUBJECT, "jti-a", now() + 3600);
+    let file = backends::write_secret_file(&dir, "azure-identity-token", &token_a);
+    let path = dir.path().join(&file);
+    let env = workload_env(&az, path.to_str().unwrap());
+    // No read cache: every read below reaches the vault.
+    let b = Broker::start_isolated(
+        dir,
+        &az.store("workload"),
+        &format!("[cache]\nttl = \"0\"\n{}", default_principals()),
+        &env_refs(&env),
+    );
+    round_trip(&b, "through-workload-identity");
+    let s = az.stats();
+    assert_eq!(s["client_secret"], 0, "{s}");
+    assert_eq!(s["workload_jti"], json!(["jti-a"]), "{s}");
+
+    // The kubelet rotates the token; the next token request reads the new one.
+    let token_b = aks_token(FEDERATED_SUBJECT, "jti-b", now() + 3600);
+    rotate(&path, &token_b);
+    az.forget_tokens();
+    let r = b.get("acme/tasks/t-42/db", T);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(az.stats()["workload_jti"], json!(["jti-a", "jti-b"]));
+
+    // An expired token in the file: Entra's refusal, named, on one line.
+    let token_c = aks_token(FEDERATED_SUBJECT, "jti-c", now() - 60);
+    rotate(&path, &token_c);
+    az.forget_tokens();
+    let r = b.get("acme/tasks/t-42/db", T);
+    assert_eq!(
+        (r.status, r.code()),
+        (502, "backend_error".into()),
+        "{}",
+        r.text()
+    );
+    let msg = r.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(
+        msg.contains("`azure` denied the broker")
+            && msg.contains("Entra ID refused a token (400 invalid_client: AADSTS700024")
+            && !msg.contains("Trace ID"),
+        "{msg}"
+    );
+    assert_eq!(az.stats()["workload_jti"], json!(["jti-a", "jti-b"]));
+    assert_not_logged(&b, &[&token_a, &token_b, &token_c]);
+}
+
+#[test]
+fn azure_workload_identity_for_another_subject_is_refused_at_start() {
+    let Some(az) = Azure::start("workload_identity::azure_workload_wrong") else {
+        return;
+    };
+    let dir = Broker::temp_dir();
+    let token = aks_token(
+        "system:serviceaccount:other:intruder",
+        "jti-x",
+        now() + 3600,
+    );
+    let file = backends::write_secret_file(&dir, "azure-identity-token", &token);
+    let path = dir.path().join(&file).display().to_string();
+    let env = workload_env(&az, &path);
+    let err = Broker::start_refused_isolated(&dir, &az.store("workload"), &env_refs(&env));
+    assert!(
+        err.contains("`azure`")
+            && err.contains("invalid_request: AADSTS70021: No matching federated identity record")
+            && err.contains("Assertion Subject: 'system:serviceaccount:other:intruder'"),
+        "{err}"
+    );
+    assert!(!err.contains(&token), "{err}");
+    assert_eq!(az.stats()["workload"], 0);
+}
+
+#[test]
+fn azure_managed_identity_through_app_service_endpoint() {
+    let Some(az) = Azure::start("workload_identity::azure_app_service") else {
+        return;
+    };
+    let endpoint = format!("{}/MSI/token/", az.url);
+    let env = [
+        ("SSL_CERT_FILE", az.ca.as_str()),
+        ("IDENTITY_ENDPOINT", endpoint.as_str()),
+        ("IDENTITY_HEADER", IDENTITY_HEADER),
+        // A user-assigned identity, chosen by client id.
+        ("AZURE_CLIENT_ID", USER_ASSIGNED),
+    ];
+    let b = Broker::start_isolated(
+        Broker::temp_dir(),
+        &az.store("default"),
+        &default_principals(),
+        &env,
+    );
+    round_trip(&b, "through-app-service-identity");
+    let s = az.stats();
+    assert_eq!(
+        (&s["app_service"], &s["imds"], &s["client_ids"]),
+        (&json!(1), &json!(0), &json!([USER_ASSIGNED])),
+        "{s}"
+    );
+    assert_not_logged(&b, &[IDENTITY_HEADER]);
+
+    // A wrong header secret: refused at start, the secret not repeated.
+    let wrong = "CANARY-wrong-identity-header";
+    let env = [
+        ("SSL_CERT_FILE", az.ca.as_str()),
+        ("IDENTITY_ENDPOINT", endpoint.as_str()),
+        ("IDENTITY_HEADER", wrong),
+    ];
+    let dir = Broker::temp_dir();
+    let err = Broker::start_refused_isolated(&dir, &az.store("default"), &env);
+    assert!(
+        err.contains("`azure`")
+            && err.contains(
+                "the managed identity endpoint ($IDENTITY_ENDPOINT) refused a token (401"
+            ),
+        "{err}"
+    );
+    assert!(!err.contains(wrong), "{err}");
+}
+
+#[test]
+fn azure_managed_identity_through_imds() {
+    let Some(az) = Azure::start("workload_identity::azure_imds") else {
+        return;
+    };
+    // IMDS at the test server, as Azure's SDKs allow for pod identity.
+    let env = [
+        ("SSL_CERT_FILE", az.ca.as_str()),
+        ("AZURE_POD_IDENTITY_AUTHORITY_HOST", az.url.as_str()),
+    ];
+    let b = Broker::start_isolated(
+        Broker::temp_dir(),
+        &az.store("default"),
+        &default_principals(),
+        &env,
+    );
+    round_trip(&b, "through-imds-identity");
+    let s = az.stats();
+    assert_eq!(
+        (&s["imds"], &s["app_service"], &s["client_ids"]),
+        (&json!(1), &json!(0), &json!([null])),
+        "{s}"
+    );
+
+    // A user-assigned identity this machine does not have.
+    let env = [
+        ("SSL_CERT_FILE", az.ca.as_str()),
+        ("AZURE_POD_IDENTITY_AUTHORITY_HOST", az.url.as_str()),
+        ("AZURE_CLIENT_ID", "not-assigned-here"),
+    ];
+    let dir = Broker::temp_dir();
+    let err = Broker::start_refused_isolated(&dir, &az.store("default"), &env);
+    assert!(
+        err.contains("`azure`")
+            && err.contains("the managed identity endpoint (IMDS) refused a token (400 invalid_request: Identity not found)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn azure_managed_identities_not_supported_are_refused_by_name() {
+    // No server: the environment alone decides.
+    let store =
+        "backend = \"azure\"\nvault_url = \"https://127.0.0.1:9\"\ncredentials = \"default\"";
+    let dir = Broker::temp_dir();
+    let err = Broker::start_refused_isolated(
+        &dir,
+        store,
+        &[
+            (
+                "IDENTITY_ENDPOINT",
+                "https://127.0.0.1:2377/metadata/identity/oauth2/token",
+            ),
+            ("IDENTITY_HEADER", "CANARY-service-fabric"),
+            ("IDENTITY_SERVER_THUMBPRINT", "0123456789abcdef"),
+        ],
+    );
+    assert!(
+        err.contains("`azure`") && err.contains("Service Fabric"),
+        "{err}"
+    );
+    assert!(!err.contains("CANARY-service-fabric"), "{err}");
+    let err = Broker::start_refused_isolated(
+        &dir,
+        store,
+        &[
+            (
+                "IDENTITY_ENDPOINT",
+                "http://localhost:40342/metadata/identity/oauth2/token",
+            ),
+            ("IMDS_ENDPOINT", "http://localhost:40342"),
+        ],
+    );
+    assert!(
+        err.contains("`azure`") && err.contains("Azure Arc"),
+        "{err}"
+    );
+}
