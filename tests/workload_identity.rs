@@ -590,3 +590,173 @@ fn azure_managed_identities_not_supported_are_refused_by_name() {
         "{err}"
     );
 }
+
+// ---------------------------------------------------------------- gcp
+
+/// tests/gcp_metadata_server.py's workload identity pool provider and the
+/// issuer it trusts.
+const GCP_AUDIENCE: &str =
+    "//iam.googleapis.com/projects/123/locations/global/workloadIdentityPools/pool/providers/k8s";
+const GCP_ISSUER: &str = "https://oidc.test";
+
+/// A private credentials test server (metadata server, STS, and a
+/// token-checking front for the shared cloudbox).
+struct Gcp {
+    _server: Server,
+    url: String,
+    host: String,
+}
+
+impl Gcp {
+    fn start(test: &str) -> Option<Self> {
+        let upstream = backends::gcp_endpoint();
+        if !backends::server_up("gcp", &upstream, test) {
+            return None;
+        }
+        let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/gcp_metadata_server.py");
+        let port = free_port();
+        let host = format!("127.0.0.1:{port}");
+        let url = format!("http://{host}");
+        let server = Server::launch(
+            Box::new(move || {
+                Command::new("python3")
+                    .arg(&script)
+                    .args(["--port", &port.to_string(), "--upstream", &upstream])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap()
+            }),
+            format!("{url}/healthz"),
+        );
+        Some(Self {
+            _server: server,
+            url,
+            host,
+        })
+    }
+
+    fn stats(&self) -> serde_json::Value {
+        let (status, body) = curl(&[&format!("{}/_test/stats", self.url)]);
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// Secret Manager through this server's token check.
+    fn store(&self, credentials: &str) -> String {
+        format!(
+            "backend = \"gcp\"\nproject = \"{}\"\nendpoint = \"{}\"\ncredentials = \"{credentials}\"\nprefix = \"{}\"\ntimeout = \"5s\"",
+            backends::GCP_PROJECT,
+            self.url,
+            backends::unique("wi")
+        )
+    }
+}
+
+#[test]
+fn gcp_default_credentials_come_from_the_metadata_server() {
+    let Some(gcp) = Gcp::start("workload_identity::gcp_metadata") else {
+        return;
+    };
+    // No $GOOGLE_APPLICATION_CREDENTIALS, no gcloud file under HOME: ADC
+    // falls back to the metadata server, here by $GCE_METADATA_HOST.
+    let env = [("GCE_METADATA_HOST", gcp.host.as_str())];
+    let b = Broker::start_isolated(
+        Broker::temp_dir(),
+        &gcp.store("default"),
+        &default_principals(),
+        &env,
+    );
+    round_trip(&b, "through-the-metadata-server");
+    let s = gcp.stats();
+    assert!(s["metadata_token"].as_u64().unwrap() >= 1, "{s}");
+    assert!(s["passed"].as_u64().unwrap() >= 3, "{s}");
+    assert_eq!(
+        (&s["sts_token"], &s["refused"]),
+        (&json!(0), &json!(0)),
+        "{s}"
+    );
+    assert_not_logged(&b, &["ya29.test-"]);
+    // As the real one, the metadata server answers only with its header.
+    let token_url = format!(
+        "{}/computeMetadata/v1/instance/service-accounts/default/token",
+        gcp.url
+    );
+    assert_eq!(curl(&[&token_url]).0, 403);
+
+    // The front refuses a call without its token: anonymous is refused.
+    let dir = Broker::temp_dir();
+    let err = Broker::start_refused_isolated(&dir, &gcp.store("anonymous"), &[]);
+    assert!(
+        err.contains("`gcp`") && err.contains("UNAUTHENTICATED") || err.contains("credentials"),
+        "{err}"
+    );
+    assert!(gcp.stats()["refused"].as_u64().unwrap() >= 1);
+}
+
+/// An `external_account` credential file (workload identity federation)
+/// reading the subject token from `token_file`.
+fn external_account(dir: &tempfile::TempDir, gcp: &Gcp, token_file: &str) -> String {
+    let cred = json!({
+        "type": "external_account",
+        "audience": GCP_AUDIENCE,
+        "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
+        "token_url": format!("{}/v1/token", gcp.url),
+        "credential_source": {"file": token_file},
+    });
+    let p = dir.path().join("external-account.json");
+    std::fs::write(&p, cred.to_string()).unwrap();
+    p.display().to_string()
+}
+
+fn k8s_token(exp: u64) -> String {
+    jwt(&json!({
+        "iss": GCP_ISSUER,
+        "sub": "system:serviceaccount:acme:secret-broker",
+        "aud": [GCP_AUDIENCE],
+        "iat": now(), "exp": exp,
+    }))
+}
+
+#[test]
+fn gcp_external_account_file_exchanges_a_workload_token_at_sts() {
+    let Some(gcp) = Gcp::start("workload_identity::gcp_external_account") else {
+        return;
+    };
+    let dir = Broker::temp_dir();
+    let token = k8s_token(now() + 3600);
+    let file = backends::write_secret_file(&dir, "k8s-token", &token);
+    let token_path = dir.path().join(&file).display().to_string();
+    let creds = external_account(&dir, &gcp, &token_path);
+    // The metadata server is there too, and must not be what is used.
+    let env = [
+        ("GOOGLE_APPLICATION_CREDENTIALS", creds.as_str()),
+        ("GCE_METADATA_HOST", gcp.host.as_str()),
+    ];
+    let b = Broker::start_isolated(dir, &gcp.store("default"), &default_principals(), &env);
+    round_trip(&b, "through-workload-identity-federation");
+    let s = gcp.stats();
+    assert!(s["sts_token"].as_u64().unwrap() >= 1, "{s}");
+    assert_eq!(
+        (&s["metadata_token"], &s["refused"]),
+        (&json!(0), &json!(0)),
+        "{s}"
+    );
+    assert_not_logged(&b, &[&token, "ya29.test-"]);
+
+    // An expired subject token: STS's refusal at start, the token unrepeated.
+    let dir = Broker::temp_dir();
+    let expired = k8s_token(now() - 60);
+    let file = backends::write_secret_file(&dir, "k8s-token", &expired);
+    let token_path = dir.path().join(&file).display().to_string();
+    let creds = external_account(&dir, &gcp, &token_path);
+    let err = Broker::start_refused_isolated(
+        &dir,
+        &gcp.store("default"),
+        &[("GOOGLE_APPLICATION_CREDENTIALS", creds.as_str())],
+    );
+    assert!(err.contains("`gcp`") && err.contains("expired"), "{err}");
+    assert!(!err.contains(&expired), "{err}");
+}
