@@ -8,14 +8,25 @@ tests, following the published REST API (api-version 7.x):
   DELETE /secrets/{name}                  soft-delete
   GET    /deletedsecrets/{name}           a deleted secret
   DELETE /deletedsecrets/{name}           purge
-  POST   /{tenant}/oauth2/v2.0/token      a fake Entra ID token endpoint (client secret)
+  POST   /{tenant}/oauth2/v2.0/token      a fake Entra ID token endpoint: client secret,
+                                          or workload identity (a federated JWT assertion)
+  GET    /metadata/identity/oauth2/token  managed identity as IMDS serves it (`Metadata: true`)
+  GET    /msi/token                       managed identity as App Service serves it
+                                          ($IDENTITY_ENDPOINT, `X-IDENTITY-HEADER`)
   GET    /healthz                         readiness, for scripts only
+  GET    /_test/stats                     test only: tokens issued, per grant
+  POST   /_test/forget-tokens             test only: forget every access token issued
 
 Served over HTTPS with a test CA created at start in --tls-dir (ca.pem,
 server.pem, server.key; reused when present, so a restarted server keeps
 its certificate). Every vault call needs `api-version` and a bearer token
 the token endpoint issued; without one the answer is Key Vault's real
 `401` with `WWW-Authenticate: Bearer authorization="https://login.microsoftonline.com/{tenant}", resource="https://vault.azure.net"`.
+Workload identity follows Entra's federated credential: the assertion is a
+JWT whose `iss`, `sub` and `aud` must match the one federated credential
+below and which must be within its validity; its signature is not checked.
+Refusals have Entra's real shape (`error`, `error_description` with the
+AADSTS code, `error_codes`, trace and correlation ids).
 Names are case-insensitive; values hold at most 25 KiB; 15 tags per
 secret, tag values at most 256 characters. Tokens are forgotten on restart.
 Test-only: everything lives in memory, and nothing is logged but requests.
@@ -30,6 +41,8 @@ import ssl
 import threading
 import time
 import urllib.parse
+import uuid
+import base64
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 TENANT = "00000000-0000-0000-0000-00000000cafe"
@@ -37,11 +50,23 @@ CLIENT_ID = "secret-broker-test"
 CLIENT_SECRET = "test-client-secret"
 NAME = re.compile(r"^[0-9a-zA-Z-]{1,127}$")
 MAX_VALUE = 25 * 1024
+# The app's one federated identity credential (a Kubernetes service account).
+FEDERATED_ISSUER = "https://oidc.test"
+FEDERATED_SUBJECT = "system:serviceaccount:acme:secret-broker"
+FEDERATED_AUDIENCE = "api://AzureADTokenExchange"
+JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+# Managed identity: App Service's per-process header secret, and the
+# user-assigned identity IMDS and App Service know besides the system one.
+IDENTITY_HEADER = "test-identity-header"
+USER_ASSIGNED_CLIENT_ID = "secret-broker-user-assigned"
+VAULT_RESOURCE = "https://vault.azure.net"
 
 lock = threading.Lock()
 secrets_db = {}  # lower name -> {"name", "versions": [version dicts]}
 deleted = {}  # lower name -> same, plus deletedDate
 tokens = set()
+# Test only: how tokens were obtained. Ids and claims, never a credential.
+stats = {"client_secret": 0, "workload": 0, "workload_jti": [], "imds": 0, "app_service": 0, "client_ids": []}
 
 
 def make_tls(tls_dir):
@@ -145,8 +170,19 @@ class Handler(BaseHTTPRequestHandler):
         parts = [p for p in url.path.split("/") if p]
         if method == "GET" and parts == ["healthz"]:
             return self.reply(200, {"ok": True})
+        if method == "GET" and parts == ["_test", "stats"]:
+            with lock:
+                return self.reply(200, stats)
+        if method == "POST" and parts == ["_test", "forget-tokens"]:
+            with lock:
+                tokens.clear()
+            return self.reply(204)
         if method == "POST" and len(parts) == 4 and parts[1:] == ["oauth2", "v2.0", "token"]:
             return self.token(parts[0])
+        if method == "GET" and parts == ["metadata", "identity", "oauth2", "token"]:
+            return self.imds(query)
+        if method == "GET" and [p.lower() for p in parts] == ["msi", "token"]:
+            return self.app_service(query)
         body = self.body()
         auth = self.headers.get("Authorization", "")
         if not (auth.startswith("Bearer ") and auth[7:] in tokens):
@@ -165,22 +201,136 @@ class Handler(BaseHTTPRequestHandler):
         with lock:
             return self.vault(method, parts, query, body)
 
+    def aad_error(self, status, error, code, text):
+        """A refusal in Entra ID's real shape."""
+        now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+        trace, corr = str(uuid.uuid4()), str(uuid.uuid4())
+        self.reply(
+            status,
+            {
+                "error": error,
+                "error_description": f"AADSTS{code}: {text}\r\nTrace ID: {trace}\r\nCorrelation ID: {corr}\r\nTimestamp: {now}",
+                "error_codes": [code],
+                "timestamp": now,
+                "trace_id": trace,
+                "correlation_id": corr,
+                "error_uri": f"https://login.microsoftonline.com/error?code={code}",
+            },
+        )
+
+    def issue(self, kind):
+        t = secrets.token_urlsafe(32)
+        with lock:
+            tokens.add(t)
+            stats[kind] += 1
+        return t
+
     def token(self, tenant):
         form = urllib.parse.parse_qs(self.body().decode())
-        ok = (
-            tenant == TENANT
-            and form.get("grant_type") == ["client_credentials"]
-            and form.get("client_id") == [CLIENT_ID]
-            and form.get("client_secret") == [CLIENT_SECRET]
-            and form.get("scope") == ["https://vault.azure.net/.default"]
-        )
-        if not ok:
+        one = lambda k: (form.get(k) or [None])[0]
+        if tenant != TENANT:
+            return self.aad_error(400, "invalid_request", 90002, f"Tenant '{tenant}' not found.")
+        if one("grant_type") != "client_credentials":
+            return self.aad_error(400, "unsupported_grant_type", 70003, "The app requested an unsupported grant type.")
+        if one("client_id") != CLIENT_ID:
+            return self.aad_error(
+                400, "unauthorized_client", 700016,
+                f"Application with identifier '{one('client_id')}' was not found in the directory '{TENANT}'.",
+            )
+        if one("scope") != f"{VAULT_RESOURCE}/.default":
+            return self.aad_error(400, "invalid_scope", 70011, f"The provided value for the input parameter 'scope' is not valid.")
+        if one("client_assertion") is not None:
+            return self.workload(one("client_assertion_type"), one("client_assertion"))
+        if one("client_secret") != CLIENT_SECRET:
             return self.reply(
                 401, {"error": "invalid_client", "error_description": "AADSTS7000215: Invalid client secret provided."}
             )
-        t = secrets.token_urlsafe(32)
-        tokens.add(t)
+        t = self.issue("client_secret")
         self.reply(200, {"token_type": "Bearer", "expires_in": 3599, "access_token": t})
+
+    def workload(self, assertion_type, assertion):
+        """Workload identity federation: the assertion must match the app's
+        federated credential (issuer, subject, audience) and be valid now."""
+        if assertion_type != JWT_BEARER:
+            return self.aad_error(
+                400, "invalid_request", 7000219,
+                f"'client_assertion_type' must be '{JWT_BEARER}'.",
+            )
+        try:
+            payload = assertion.split(".")[1]
+            claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+            assert isinstance(claims, dict)
+        except Exception:
+            return self.aad_error(400, "invalid_request", 50027, "JWT token is invalid or malformed.")
+        now = int(time.time())
+        exp, nbf = claims.get("exp", 0), claims.get("nbf", claims.get("iat", 0))
+        if not (isinstance(exp, int) and isinstance(nbf, int) and nbf - 300 <= now < exp):
+            return self.aad_error(
+                400, "invalid_client", 700024,
+                f"Client assertion is not within its valid time range. Current time: {now}, assertion valid from {nbf}, expiry time of assertion {exp}.",
+            )
+        aud = claims.get("aud")
+        auds = aud if isinstance(aud, list) else [aud]
+        if claims.get("iss") != FEDERATED_ISSUER or claims.get("sub") != FEDERATED_SUBJECT or FEDERATED_AUDIENCE not in auds:
+            return self.aad_error(
+                400, "invalid_request", 70021,
+                "No matching federated identity record found for presented assertion. "
+                f"Assertion Issuer: '{claims.get('iss')}'. Assertion Subject: '{claims.get('sub')}'. "
+                f"Assertion Audience: '{','.join(str(a) for a in auds)}'. "
+                "https://docs.microsoft.com/en-us/azure/active-directory/develop/workload-identity-federation",
+            )
+        t = self.issue("workload")
+        with lock:
+            stats["workload_jti"].append(claims.get("jti"))
+        self.reply(200, {"token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599, "access_token": t})
+
+    def managed_identity_client(self, query):
+        """The identity asked for: system-assigned, or the one user-assigned
+        identity; None if it is not this machine's."""
+        client = (query.get("client_id") or [None])[0]
+        if client not in (None, USER_ASSIGNED_CLIENT_ID):
+            return None
+        with lock:
+            stats["client_ids"].append(client)
+        return client or "system-assigned"
+
+    def imds(self, query):
+        """IMDS (api-version 2018-02-01): needs `Metadata: true`."""
+        if self.headers.get("Metadata") != "true":
+            return self.reply(400, {"error": "invalid_request", "error_description": "Required metadata header not specified"})
+        if (query.get("api-version") or [None])[0] is None:
+            return self.reply(400, {"error": "invalid_request", "error_description": "Required query variable 'api-version' is missing"})
+        resource = (query.get("resource") or [""])[0].rstrip("/")
+        if resource != VAULT_RESOURCE:
+            return self.reply(400, {"error": "invalid_resource", "error_description": f"AADSTS500011: The resource principal named {resource} was not found in the tenant."})
+        client = self.managed_identity_client(query)
+        if client is None:
+            return self.reply(400, {"error": "invalid_request", "error_description": "Identity not found"})
+        t = self.issue("imds")
+        now = int(time.time())
+        self.reply(200, {
+            "access_token": t, "client_id": client, "expires_in": "86399", "expires_on": str(now + 86399),
+            "ext_expires_in": "86399", "not_before": str(now), "resource": VAULT_RESOURCE, "token_type": "Bearer",
+        })
+
+    def app_service(self, query):
+        """App Service (api-version 2019-08-01): needs the `X-IDENTITY-HEADER`
+        the platform put in $IDENTITY_HEADER; `expires_on` is epoch seconds."""
+        if self.headers.get("X-IDENTITY-HEADER") != IDENTITY_HEADER:
+            return self.reply(401, {"statusCode": 401, "message": "Unauthorized: missing or wrong X-IDENTITY-HEADER"})
+        if (query.get("api-version") or [None])[0] != "2019-08-01":
+            return self.reply(400, {"statusCode": 400, "message": "The api-version is not supported."})
+        resource = (query.get("resource") or [""])[0].rstrip("/")
+        if resource != VAULT_RESOURCE:
+            return self.reply(400, {"statusCode": 400, "message": f"Resource {resource} is not valid."})
+        client = self.managed_identity_client(query)
+        if client is None:
+            return self.reply(400, {"statusCode": 400, "message": "Identity not found"})
+        t = self.issue("app_service")
+        self.reply(200, {
+            "access_token": t, "expires_on": str(int(time.time()) + 86399), "resource": VAULT_RESOURCE,
+            "token_type": "Bearer", "client_id": client,
+        })
 
     def page(self, keyed, query, path):
         """One page of `keyed` ((key, item) pairs sorted by key). The

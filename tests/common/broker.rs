@@ -64,6 +64,9 @@ pub struct Broker {
     pub config: PathBuf,
     /// Extra environment for the broker process (empty unless a test sets it).
     pub env: Vec<(String, String)>,
+    /// Whether the broker sees `env` only (plus `PATH`, and `HOME` = the
+    /// temp dir) instead of inheriting the test's environment.
+    pub isolated: bool,
 }
 
 pub struct Resp {
@@ -161,6 +164,7 @@ level = "debug"
             stderr: dir.path().join("stderr.log"),
             config,
             env: Vec::new(),
+            isolated: false,
             dir,
         };
         b.spawn();
@@ -196,6 +200,29 @@ level = "debug"
         store: &str,
         extra: &str,
         env: &[(&str, &str)],
+    ) -> Self {
+        Self::start_store(dir, store, extra, env, false)
+    }
+
+    /// [`Broker::start_with_store_env`] with `env` as the broker's whole
+    /// environment (plus `PATH`, and `HOME` = the temp dir): no credentials
+    /// or config of the machine running the tests can reach the broker, so a
+    /// test of a credential source sees that source alone.
+    pub fn start_isolated(
+        dir: tempfile::TempDir,
+        store: &str,
+        extra: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
+        Self::start_store(dir, store, extra, env, true)
+    }
+
+    fn start_store(
+        dir: tempfile::TempDir,
+        store: &str,
+        extra: &str,
+        env: &[(&str, &str)],
+        isolated: bool,
     ) -> Self {
         let policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
         let pdir = dir.path().join("policies");
@@ -239,10 +266,42 @@ level = "debug"
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
+            isolated,
             dir,
         };
         b.spawn();
         b
+    }
+
+    /// Runs `serve` as [`Broker::start_isolated`] would, for a start that
+    /// must be refused: asserts the process fails and returns its stderr.
+    pub fn start_refused_isolated(
+        dir: &tempfile::TempDir,
+        store: &str,
+        env: &[(&str, &str)],
+    ) -> String {
+        let config = dir.path().join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[listen]\nsocket = \"api.sock\"\n\n[store]\n{store}\n\n[policy]\ndir = \"{}/policies\"\n",
+                env!("CARGO_MANIFEST_DIR")
+            ),
+        )
+        .unwrap();
+        let out = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("HOME", dir.path())
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "the broker started: {err}");
+        err
     }
 
     /// `PUT` with any JSON body and extra headers, as the platform.
@@ -276,7 +335,13 @@ level = "debug"
             .append(true)
             .open(&self.stderr)
             .unwrap();
-        let child = Command::new(BIN)
+        let mut cmd = Command::new(BIN);
+        if self.isolated {
+            cmd.env_clear()
+                .env("PATH", "/usr/bin:/bin")
+                .env("HOME", self.dir.path());
+        }
+        let child = cmd
             .args(["serve", "--config"])
             .arg(&self.config)
             .envs(self.env.iter().map(|(k, v)| (k, v)))

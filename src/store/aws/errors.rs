@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use aws_sdk_secretsmanager::config::http::HttpResponse;
 use aws_sdk_secretsmanager::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 
 use super::STORE;
@@ -21,32 +22,33 @@ pub(super) enum Call {
 }
 
 /// Maps a failure of a call on one secret.
-pub(super) fn map_sdk<E, R>(
-    e: SdkError<E, R>,
+pub(super) fn map_sdk<E>(
+    e: SdkError<E, HttpResponse>,
     _call: Call,
     path: &SecretPath,
     after: Duration,
 ) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug,
 {
     map(e, path.as_str(), after)
 }
 
 /// Maps a failure of `ListSecrets`.
-pub(super) fn map_list<E, R>(e: SdkError<E, R>, scope: &ScopePath, after: Duration) -> StoreError
+pub(super) fn map_list<E>(
+    e: SdkError<E, HttpResponse>,
+    scope: &ScopePath,
+    after: Duration,
+) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug,
 {
     map(e, scope.as_str(), after)
 }
 
-fn map<E, R>(e: SdkError<E, R>, what: &str, after: Duration) -> StoreError
+fn map<E>(e: SdkError<E, HttpResponse>, what: &str, after: Duration) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug,
 {
     let code = e.code().unwrap_or("").to_owned();
     let message = e.message().unwrap_or("").to_owned();
@@ -73,7 +75,10 @@ where
             if credentials_problem(&detail) {
                 return StoreError::Denied {
                     store: STORE,
-                    detail: format!("no usable AWS credentials ({detail}); {IAM_HINT}"),
+                    detail: format!(
+                        "no usable AWS credentials ({detail}); {}",
+                        credentials_hint()
+                    ),
                 };
             }
             return StoreError::Unavailable {
@@ -86,7 +91,10 @@ where
             if credentials_problem(&detail) {
                 return StoreError::Denied {
                     store: STORE,
-                    detail: format!("no usable AWS credentials ({detail}); {IAM_HINT}"),
+                    detail: format!(
+                        "no usable AWS credentials ({detail}); {}",
+                        credentials_hint()
+                    ),
                 };
             }
             return StoreError::Invalid {
@@ -96,13 +104,7 @@ where
         }
         _ => {}
     }
-    let status = match &e {
-        SdkError::ServiceError(s) => Some(s.raw()),
-        SdkError::ResponseError(r) => Some(r.raw()),
-        _ => None,
-    };
-    let status_dbg = status.map(|r| format!("{r:?}")).unwrap_or_default();
-    let is_5xx = status_dbg.contains("StatusCode(5");
+    let status = e.raw_response().map(|r| r.status().as_u16()).unwrap_or(0);
     match code.as_str() {
         "ResourceNotFoundException" => StoreError::NotFound {
             store: STORE,
@@ -142,9 +144,17 @@ where
             store: STORE,
             detail: format!("AWS Secrets Manager refused `{what}`: {said}"),
         },
-        _ if is_5xx => StoreError::Unavailable {
+        _ if status >= 500 => StoreError::Unavailable {
             store: STORE,
-            detail: format!("AWS Secrets Manager answered {said}"),
+            detail: format!("AWS Secrets Manager answered {status} {said}")
+                .trim_end()
+                .to_owned(),
+        },
+        // An error the SDK could not read (an IAM refusal in another
+        // protocol's shape, a proxy): the status still says who refused.
+        "" if status == 401 || status == 403 => StoreError::Denied {
+            store: STORE,
+            detail: format!("AWS refused the broker (HTTP {status}); {IAM_HINT}"),
         },
         _ => StoreError::Backend {
             store: STORE,
@@ -157,6 +167,19 @@ where
                 }
             ),
         },
+    }
+}
+
+/// What to check when the chain found no usable credentials: the web
+/// identity settings when the environment configures it (the SDK's error
+/// names neither the file nor the role), else the chain as a whole.
+fn credentials_hint() -> String {
+    match std::env::var("AWS_WEB_IDENTITY_TOKEN_FILE") {
+        Ok(file) if !file.is_empty() => format!(
+            "web identity is configured: check that $AWS_WEB_IDENTITY_TOKEN_FILE (`{file}`) exists and is readable by the broker, that $AWS_ROLE_ARN (`{}`) trusts the token's issuer and that STS is reachable; {IAM_HINT}",
+            std::env::var("AWS_ROLE_ARN").unwrap_or_default()
+        ),
+        _ => IAM_HINT.to_owned(),
     }
 }
 

@@ -1,10 +1,15 @@
 //! Entra ID access tokens for Key Vault, fetched over the store's own HTTP
 //! client: client secret, workload identity (a federated service-account
-//! token) or managed identity (IMDS). Tokens are cached until five minutes
-//! before expiry and dropped when the vault answers `401`.
+//! token, re-read for every token) or managed identity. Tokens are cached
+//! until five minutes before expiry and dropped when the vault answers `401`.
 //!
 //! The token endpoint is `$AZURE_AUTHORITY_HOST` (as Azure's SDKs and the
 //! workload identity webhook set it), else `https://login.microsoftonline.com`.
+//! Managed identity is found as Azure's SDKs find it: App Service, Functions
+//! and Container Apps set `$IDENTITY_ENDPOINT` and `$IDENTITY_HEADER`
+//! (api-version 2019-08-01); elsewhere (VMs, scale sets, AKS nodes) it is
+//! IMDS at `http://169.254.169.254`, or `$AZURE_POD_IDENTITY_AUTHORITY_HOST`.
+//! Service Fabric and Azure Arc managed identities are refused by name.
 //! The audience comes from the vault's `401` challenge, and only Key Vault
 //! audiences are accepted, so a mistyped `vault_url` can never obtain a
 //! token for another Azure API.
@@ -28,7 +33,8 @@ const VAULT_RESOURCES: &[&str] = &[
     "https://vault.usgovcloudapi.net",
 ];
 const DEFAULT_AUTHORITY: &str = "https://login.microsoftonline.com";
-const IMDS: &str = "http://169.254.169.254/metadata/identity/oauth2/token";
+const IMDS_HOST: &str = "http://169.254.169.254";
+const IMDS_PATH: &str = "/metadata/identity/oauth2/token";
 
 /// Where tokens come from, resolved at start. Holds ids and file paths only.
 #[derive(Clone)]
@@ -44,8 +50,20 @@ pub(super) enum Source {
         token_file: PathBuf,
     },
     ManagedIdentity {
+        /// A user-assigned identity's client id; else the system-assigned one.
         client: Option<String>,
+        endpoint: Managed,
     },
+}
+
+/// Where a managed identity's tokens come from (URLs only; App Service's
+/// header secret is read from the environment for each request).
+#[derive(Clone, Debug)]
+pub(super) enum Managed {
+    /// The Instance Metadata Service's token URL.
+    Imds(String),
+    /// `$IDENTITY_ENDPOINT` (App Service, Functions, Container Apps).
+    AppService(String),
 }
 
 impl fmt::Debug for Source {
@@ -88,9 +106,67 @@ impl Source {
             AzureCredentials::Workload => workload().ok_or_else(|| {
                 denied("credentials = \"workload\" needs $AZURE_TENANT_ID, $AZURE_CLIENT_ID and $AZURE_FEDERATED_TOKEN_FILE (set by the workload identity webhook)")
             }),
-            AzureCredentials::Default => Ok(workload().unwrap_or(Self::ManagedIdentity {
-                client: env("AZURE_CLIENT_ID"),
-            })),
+            AzureCredentials::Default => match workload() {
+                Some(w) => Ok(w),
+                None => Ok(Self::ManagedIdentity {
+                    client: env("AZURE_CLIENT_ID"),
+                    endpoint: Managed::from_env()?,
+                }),
+            },
+        }
+    }
+
+    /// Who answers token requests, for errors.
+    fn issuer(&self) -> &'static str {
+        match self {
+            Self::ClientSecret { .. } | Self::Workload { .. } => "Entra ID",
+            Self::ManagedIdentity {
+                endpoint: Managed::Imds(_),
+                ..
+            } => "the managed identity endpoint (IMDS)",
+            Self::ManagedIdentity {
+                endpoint: Managed::AppService(_),
+                ..
+            } => "the managed identity endpoint ($IDENTITY_ENDPOINT)",
+        }
+    }
+}
+
+impl Managed {
+    /// The managed identity endpoint this environment offers, in the order
+    /// Azure's SDKs look for one.
+    fn from_env() -> Result<Self, StoreError> {
+        let unsupported = |what: &str| StoreError::Invalid {
+            store: STORE,
+            detail: format!(
+                "{what} managed identity is not supported; use workload identity or credentials = \"client_secret\""
+            ),
+        };
+        match (env("IDENTITY_ENDPOINT"), env("IDENTITY_HEADER")) {
+            (Some(_), Some(_)) if env("IDENTITY_SERVER_THUMBPRINT").is_some() => Err(unsupported(
+                "Service Fabric ($IDENTITY_SERVER_THUMBPRINT is set)",
+            )),
+            (Some(url), Some(_)) => {
+                if url.starts_with("http://") || url.starts_with("https://") {
+                    Ok(Self::AppService(url))
+                } else {
+                    Err(StoreError::Invalid {
+                        store: STORE,
+                        detail: format!("$IDENTITY_ENDPOINT `{url}` is not an http(s) URL"),
+                    })
+                }
+            }
+            (Some(_), None) if env("IMDS_ENDPOINT").is_some() => Err(unsupported(
+                "Azure Arc ($IDENTITY_ENDPOINT and $IMDS_ENDPOINT are set)",
+            )),
+            _ => {
+                let host = env("AZURE_POD_IDENTITY_AUTHORITY_HOST")
+                    .unwrap_or_else(|| IMDS_HOST.to_owned());
+                Ok(Self::Imds(format!(
+                    "{}{IMDS_PATH}",
+                    host.trim_end_matches('/')
+                )))
+            }
         }
     }
 }
@@ -125,8 +201,29 @@ fn zstring<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Zeroizing<String>, 
 struct TokenResponse {
     #[serde(deserialize_with = "zstring")]
     access_token: Zeroizing<String>,
+    /// Seconds from now (Entra ID: a number; IMDS: a string).
     #[serde(default)]
     expires_in: Option<serde_json::Value>,
+    /// Epoch seconds (App Service answers this alone, as a string).
+    #[serde(default)]
+    expires_on: Option<serde_json::Value>,
+}
+
+/// A JSON number or a string of digits.
+fn seconds(v: Option<&serde_json::Value>) -> Option<u64> {
+    let v = v?;
+    v.as_u64().or_else(|| v.as_str()?.trim().parse().ok())
+}
+
+/// How long a token lives: `expires_in`, else `expires_on` less now.
+fn lifetime(t: &TokenResponse) -> Option<u64> {
+    seconds(t.expires_in.as_ref()).or_else(|| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?
+            .as_secs();
+        seconds(t.expires_on.as_ref()).map(|on| on.saturating_sub(now))
+    })
 }
 
 /// The audience in a `WWW-Authenticate: Bearer authorization="…",
@@ -218,21 +315,43 @@ impl Tokens {
                     .header("content-type", "application/x-www-form-urlencoded")
                     .body(form.as_bytes().to_vec())
             }
-            Source::ManagedIdentity { client } => {
+            Source::ManagedIdentity {
+                client,
+                endpoint: Managed::Imds(url),
+            } => {
                 let mut q = vec![("api-version", "2018-02-01"), ("resource", resource)];
                 if let Some(c) = client {
                     q.push(("client_id", c));
                 }
-                http.get(format!("{IMDS}?{}", form(&q)))
+                http.get(format!("{url}?{}", form(&q)))
                     .header("Metadata", "true")
             }
+            Source::ManagedIdentity {
+                client,
+                endpoint: Managed::AppService(url),
+            } => {
+                // SECURITY: the header is a per-process secret of the
+                // platform's; marked sensitive so no Debug prints it.
+                let secret = Zeroizing::new(env("IDENTITY_HEADER").unwrap_or_default());
+                let mut header = reqwest::header::HeaderValue::from_str(&secret)
+                    .map_err(|_| denied("$IDENTITY_HEADER is not a valid header value"))?;
+                header.set_sensitive(true);
+                let mut q = vec![("api-version", "2019-08-01"), ("resource", resource)];
+                if let Some(c) = client {
+                    q.push(("client_id", c));
+                }
+                let sep = if url.contains('?') { '&' } else { '?' };
+                http.get(format!("{url}{sep}{}", form(&q)))
+                    .header("X-IDENTITY-HEADER", header)
+            }
         };
+        let issuer = self.source.issuer();
         let resp = req
             .send()
             .await
             .map_err(|e| match map_reqwest(&e, timeout) {
                 StoreError::Unavailable { detail, .. } | StoreError::Backend { detail, .. } => {
-                    denied(&format!("cannot get an Entra ID token ({detail})"))
+                    denied(&format!("cannot get a token from {issuer} ({detail})"))
                 }
                 other => other,
             })?;
@@ -244,28 +363,17 @@ impl Tokens {
                 .to_vec(),
         );
         if status != 200 {
-            #[derive(Deserialize)]
-            struct Err {
-                #[serde(default)]
-                error: String,
-                #[serde(default)]
-                error_description: String,
-            }
-            let said = serde_json::from_slice::<Err>(&body)
-                .map(|e| format!("{}: {}", e.error, e.error_description))
-                .unwrap_or_default();
-            let said: String = said.chars().take(300).collect();
             return Err(denied(&format!(
-                "Entra ID refused a token ({status} {said})"
+                "{issuer} refused a token ({status} {})",
+                refusal(&body)
             )));
         }
-        let t: TokenResponse = serde_json::from_slice(&body)
-            .map_err(|_| denied("Entra ID answered a token request with something unexpected"))?;
-        let secs = t
-            .expires_in
-            .as_ref()
-            .and_then(|v| v.as_u64().or_else(|| v.as_str()?.parse().ok()))
-            .unwrap_or(600);
+        let t: TokenResponse = serde_json::from_slice(&body).map_err(|_| {
+            denied(&format!(
+                "{issuer} answered a token request with something unexpected"
+            ))
+        })?;
+        let secs = lifetime(&t).unwrap_or(600);
         let refresh_at = Instant::now() + Duration::from_secs(secs.saturating_sub(300).max(30));
         if let Ok(mut g) = self.cached.lock() {
             *g = Some(Cached {
@@ -275,6 +383,32 @@ impl Tokens {
         }
         Ok(t.access_token)
     }
+}
+
+/// What a token endpoint said when it refused, on one line: Entra ID's and
+/// IMDS's `error: error_description` (its first line: Entra appends trace
+/// and correlation ids on the next ones), or App Service's `message`.
+/// These never echo a credential.
+fn refusal(body: &[u8]) -> String {
+    #[derive(Deserialize)]
+    struct Refusal {
+        #[serde(default)]
+        error: String,
+        #[serde(default)]
+        error_description: String,
+        #[serde(default)]
+        message: String,
+    }
+    let Ok(r) = serde_json::from_slice::<Refusal>(body) else {
+        return String::new();
+    };
+    let description = r.error_description.lines().next().unwrap_or("").trim();
+    let said = match (r.error.as_str(), description, r.message.as_str()) {
+        ("", "", m) => m.to_owned(),
+        (e, "", _) => e.to_owned(),
+        (e, d, _) => format!("{e}: {d}"),
+    };
+    said.chars().filter(|c| !c.is_control()).take(400).collect()
 }
 
 fn read_file(path: &PathBuf, what: &str) -> Result<Zeroizing<String>, StoreError> {
@@ -333,6 +467,34 @@ mod tests {
             form(&[("a", "x y&z"), ("scope", "https://v/.default")]),
             "a=x%20y%26z&scope=https%3A%2F%2Fv%2F.default"
         );
+    }
+
+    #[test]
+    fn refusals_are_one_line() {
+        let entra = br#"{"error":"invalid_request","error_description":"AADSTS70021: No matching federated identity record found.\r\nTrace ID: t\r\nCorrelation ID: c","error_codes":[70021]}"#;
+        assert_eq!(
+            refusal(entra),
+            "invalid_request: AADSTS70021: No matching federated identity record found."
+        );
+        let app_service = br#"{"statusCode":400,"message":"Identity not found"}"#;
+        assert_eq!(refusal(app_service), "Identity not found");
+        assert_eq!(refusal(b"<html>"), "");
+    }
+
+    #[test]
+    fn lifetimes_come_from_expires_in_or_expires_on() {
+        let t: TokenResponse =
+            serde_json::from_str(r#"{"access_token":"x","expires_in":"3599"}"#).unwrap();
+        assert_eq!(lifetime(&t), Some(3599));
+        let on = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 1000;
+        let t: TokenResponse =
+            serde_json::from_str(&format!(r#"{{"access_token":"x","expires_on":"{on}"}}"#))
+                .unwrap();
+        assert!((990..=1000).contains(&lifetime(&t).unwrap()));
     }
 
     #[test]
