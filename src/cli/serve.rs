@@ -217,6 +217,9 @@ async fn start(config: Config, dev: Option<&super::dev::DevEnv>) -> Result<(), S
     if let Some(dev) = dev {
         dev.print_banner();
     }
+    if !config.memory_lock {
+        crate::hardening::trim_code_residency();
+    }
     let result = server::run(listener, state).await;
     drop(guard);
     result.map_err(Into::into)
