@@ -315,8 +315,10 @@ async fn read(
         path.as_str(),
     )?;
     let secret = match state.broker.read(&permit, who, ctx).await {
-        Ok((secret, policies)) => {
-            trail.policies = policies;
+        Ok((secret, rechecked)) => {
+            if let Some(policies) = rechecked {
+                trail.policies = policies;
+            }
             secret
         }
         Err(ReadError::Store(e)) => return Err(e.into()),
@@ -343,9 +345,8 @@ async fn read(
         content_type,
         ctx.request_id,
     );
-    if let Ok(v) = HeaderValue::from_str(&secret.version.to_string()) {
-        resp.headers_mut().insert("x-secret-version", v);
-    }
+    resp.headers_mut()
+        .insert("x-secret-version", HeaderValue::from(secret.version));
     Ok(resp)
 }
 

@@ -12,13 +12,13 @@ use serde::Serialize;
 
 use crate::config::AuditSink;
 use crate::identity::PeerCred;
-use crate::store::Timestamp;
+use crate::store::{Rfc3339, Timestamp};
 
 /// One audited request (or broker event such as a policy reload).
 #[derive(Debug, Serialize)]
 pub struct AuditRecord<'a> {
     /// When the request finished, RFC 3339.
-    pub ts: String,
+    pub ts: Rfc3339,
     /// The request id also returned in the response.
     pub request_id: &'a str,
     /// The resolved principal's name, or `null`.
@@ -117,13 +117,12 @@ impl AuditLog {
     /// Writes one line. A failing sink is reported on stderr via tracing,
     /// never silently dropped.
     pub fn record(&self, rec: &AuditRecord<'_>) {
-        let mut line = match serde_json::to_vec(rec) {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot serialize audit record");
-                return;
-            }
-        };
+        // Sized for a typical line, so serializing does not reallocate.
+        let mut line = Vec::with_capacity(384);
+        if let Err(e) = serde_json::to_writer(&mut line, rec) {
+            tracing::error!(error = %e, "cannot serialize audit record");
+            return;
+        }
         line.push(b'\n');
         let mut out = match self.out.lock() {
             Ok(g) => g,
@@ -136,8 +135,8 @@ impl AuditLog {
 }
 
 /// The current time for an audit line.
-pub fn now_rfc3339() -> String {
-    Timestamp::now().to_rfc3339()
+pub fn now_rfc3339() -> Rfc3339 {
+    Timestamp::now().rfc3339()
 }
 
 #[cfg(test)]

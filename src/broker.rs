@@ -127,19 +127,21 @@ impl Broker {
     /// on `classification=restricted`) hold. The first decision, made
     /// without labels before the store was asked, already allowed this
     /// caller in this scope, so the second one reveals nothing new to it.
+    /// Returns the policies of the second decision when there was one
+    /// (`None`: the permit's policies stand).
     pub async fn read(
         &self,
         p: &Permitted<ReadSecret>,
         who: &Principal,
         ctx: &RequestContext<'_>,
-    ) -> Result<(StoredSecret, Vec<String>), ReadError> {
+    ) -> Result<(StoredSecret, Option<Vec<String>>), ReadError> {
         let path = &p.get().0;
         let secret = self.store.get(path).await?;
         let Some(decision) = self.authz.recheck_read(who, path, &secret.labels, ctx) else {
-            return Ok((secret, p.policies().to_vec()));
+            return Ok((secret, None));
         };
         if decision.allowed {
-            Ok((secret, decision.policies))
+            Ok((secret, Some(decision.policies)))
         } else {
             // SECURITY: `secret` is dropped (and zeroized) here, unreleased.
             Err(ReadError::Denied(Denied {

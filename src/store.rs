@@ -44,17 +44,67 @@ impl Timestamp {
 
     /// RFC 3339 in UTC with millisecond precision, e.g. `2026-11-22T01:02:03.456Z`.
     pub fn to_rfc3339(self) -> String {
-        let secs = self.0 / 1000;
-        let ms = self.0 % 1000;
+        self.rfc3339().as_str().to_owned()
+    }
+
+    /// The same text, formatted on the stack (no allocation: the audit
+    /// line of every request carries one). Times past the year 9999, which
+    /// RFC 3339 cannot write, are clamped to its last millisecond.
+    pub fn rfc3339(self) -> Rfc3339 {
+        /// 9999-12-31T23:59:59.999Z.
+        const LAST_MS: u64 = 253_402_300_799_999;
+        let t = self.0.min(LAST_MS);
+        let secs = t / 1000;
         let days = i64::try_from(secs / 86_400).unwrap_or(0);
         let rem = secs % 86_400;
         let (y, m, d) = civil_from_days(days);
-        format!(
-            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
-            rem / 3600,
-            (rem % 3600) / 60,
-            rem % 60
-        )
+        let mut b = *b"0000-00-00T00:00:00.000Z";
+        digits(&mut b[0..4], u64::try_from(y).unwrap_or(0));
+        digits(&mut b[5..7], u64::from(m));
+        digits(&mut b[8..10], u64::from(d));
+        digits(&mut b[11..13], rem / 3600);
+        digits(&mut b[14..16], (rem % 3600) / 60);
+        digits(&mut b[17..19], rem % 60);
+        digits(&mut b[20..23], t % 1000);
+        Rfc3339(b)
+    }
+}
+
+/// Writes `v` as zero-padded decimal digits filling `out`.
+fn digits(out: &mut [u8], mut v: u64) {
+    for slot in out.iter_mut().rev() {
+        *slot = b'0' + u8::try_from(v % 10).unwrap_or(0);
+        v /= 10;
+    }
+}
+
+/// A timestamp as RFC 3339 text (`2026-11-22T01:02:03.456Z`), held inline.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Rfc3339([u8; 24]);
+
+impl Rfc3339 {
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        // INVARIANT: only ASCII digits and separators are ever written.
+        std::str::from_utf8(&self.0).unwrap_or("1970-01-01T00:00:00.000Z")
+    }
+}
+
+impl fmt::Debug for Rfc3339 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for Rfc3339 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for Rfc3339 {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
     }
 }
 
@@ -345,5 +395,29 @@ mod tests {
             Timestamp(951_782_400_000).to_rfc3339(),
             "2000-02-29T00:00:00.000Z"
         );
+        assert_eq!(Timestamp(u64::MAX).to_rfc3339(), "9999-12-31T23:59:59.999Z");
+        assert_eq!(
+            format!("{:?}", Timestamp(0).rfc3339()),
+            "\"1970-01-01T00:00:00.000Z\""
+        );
+    }
+
+    proptest::proptest! {
+        /// The stack formatter writes what `format!` writes, for every time
+        /// RFC 3339 can express.
+        #[test]
+        fn rfc3339_matches_the_plain_formatter(ms in 0u64..=253_402_300_799_999) {
+            let secs = ms / 1000;
+            let (y, m, d) = civil_from_days(i64::try_from(secs / 86_400).unwrap());
+            let rem = secs % 86_400;
+            let plain = format!(
+                "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+                rem / 3600,
+                (rem % 3600) / 60,
+                rem % 60,
+                ms % 1000
+            );
+            proptest::prop_assert_eq!(Timestamp(ms).to_rfc3339(), plain);
+        }
     }
 }

@@ -67,10 +67,13 @@ impl DecisionKey {
     }
 }
 
-/// Decisions by key, for the current generation.
+/// Decisions by key, for the current generation. Hashed with foldhash
+/// (randomly seeded per process): the key is hashed on every request, and
+/// SipHash's extra strength buys nothing for a map that is bounded and
+/// emptied at [`CAPACITY`].
 #[derive(Debug, Default)]
 pub(crate) struct DecisionCache {
-    map: Mutex<HashMap<DecisionKey, Decision>>,
+    map: Mutex<HashMap<DecisionKey, Decision, foldhash::fast::RandomState>>,
 }
 
 impl DecisionCache {
@@ -96,7 +99,10 @@ impl DecisionCache {
         self.lock().len()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<DecisionKey, Decision>> {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<DecisionKey, Decision, foldhash::fast::RandomState>>
+    {
         // The map is only ever left consistent; a panic elsewhere cannot
         // corrupt it, so a poisoned lock is still usable.
         self.map
