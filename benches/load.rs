@@ -297,6 +297,7 @@ fn main() {
     let first_ms = median(firsts);
 
     let baseline = start_baseline(dir.path(), &runtime);
+    let baseline_rss = rss_kib(baseline.child.id());
     let flavor = if runtime == "current" {
         "current_thread"
     } else {
@@ -371,8 +372,10 @@ fn main() {
     }
     let size = std::fs::metadata(BROKER).map(|m| m.len()).unwrap_or(0);
     println!(
-        "idle RSS {:.1} MiB | RSS growth over {} requests {:+.1} MiB | first /healthz {:.1} ms after spawn | binary {:.1} MB",
+        "idle RSS {:.1} MiB (baseline {:.1} MiB) | RSS after warm-up {:.1} MiB | RSS growth over {} requests {:+.1} MiB | first /healthz {:.1} ms after spawn | binary {:.1} MB",
         idle_rss as f64 / 1024.0,
+        baseline_rss as f64 / 1024.0,
+        rss_before as f64 / 1024.0,
         total_requests,
         (rss_after as f64 - rss_before as f64) / 1024.0,
         first_ms,
