@@ -84,9 +84,10 @@ fn sha256_hex(s: &str) -> String {
     hex::encode(sha2::Sha256::digest(s.as_bytes()))
 }
 
-/// Starts the broker with the shipped policies; returns it and the time to
-/// its first `/healthz` answer.
-fn start_broker(dir: &Path, extra: &str) -> (Server, Duration) {
+/// Starts the broker with the shipped policies; returns it, the time to its
+/// first `/healthz` answer, and its idle RSS (KiB) half a second later,
+/// before the seed write.
+fn start_broker(dir: &Path, extra: &str) -> (Server, Duration, u64) {
     let uid = rustix::process::geteuid().as_raw();
     let key = dir.join("store.key");
     if !key.exists() {
@@ -122,6 +123,8 @@ fn start_broker(dir: &Path, extra: &str) -> (Server, Duration) {
     };
     wait_for(&server.socket);
     let first_health = started.elapsed();
+    std::thread::sleep(Duration::from_millis(500));
+    let idle_rss = rss_kib(server.child.id());
     // Seed the secret as the platform; the bench reads it as the task.
     let body = br#"{"value":"0123456789ab"}"#;
     let put = format!(
@@ -140,7 +143,7 @@ fn start_broker(dir: &Path, extra: &str) -> (Server, Duration) {
     );
     let mut server = server;
     server.request = b"GET /v1/secrets/acme/tasks/t-42/db HTTP/1.1\r\nhost: b\r\n\r\n".to_vec();
-    (server, first_health)
+    (server, first_health, idle_rss)
 }
 
 /// Reads one HTTP response (content-length framed) from `s`; returns its status.
@@ -287,12 +290,13 @@ fn main() {
 
     // Startup: median time to the first /healthz over 5 spawns; idle RSS.
     let mut firsts = Vec::new();
-    let mut idle_rss = 0;
+    let (mut idle_rss, mut written_rss) = (0, 0);
     for _ in 0..5 {
-        let (b, first) = start_broker(dir.path(), "");
+        let (b, first, idle) = start_broker(dir.path(), "");
         firsts.push(first.as_secs_f64() * 1000.0);
+        idle_rss = idle;
         std::thread::sleep(Duration::from_millis(500));
-        idle_rss = rss_kib(b.child.id());
+        written_rss = rss_kib(b.child.id());
     }
     let first_ms = median(firsts);
 
@@ -303,7 +307,7 @@ fn main() {
     } else {
         "multi_thread"
     };
-    let (broker, _) = start_broker(dir.path(), &format!("[runtime]\nflavor = \"{flavor}\"\n"));
+    let (broker, _, _) = start_broker(dir.path(), &format!("[runtime]\nflavor = \"{flavor}\"\n"));
     // Warm up both (and the broker's read cache and decision cache).
     load(&baseline, 1, 0.5);
     load(&broker, 1, 0.5);
@@ -372,9 +376,10 @@ fn main() {
     }
     let size = std::fs::metadata(BROKER).map(|m| m.len()).unwrap_or(0);
     println!(
-        "idle RSS {:.1} MiB (baseline {:.1} MiB) | RSS after warm-up {:.1} MiB | RSS growth over {} requests {:+.1} MiB | first /healthz {:.1} ms after spawn | binary {:.1} MB",
+        "idle RSS {:.1} MiB (baseline {:.1} MiB) | after the first write {:.1} MiB | after warm-up {:.1} MiB | RSS growth over {} requests {:+.1} MiB | first /healthz {:.1} ms after spawn | binary {:.1} MB",
         idle_rss as f64 / 1024.0,
         baseline_rss as f64 / 1024.0,
+        written_rss as f64 / 1024.0,
         rss_before as f64 / 1024.0,
         total_requests,
         (rss_after as f64 - rss_before as f64) / 1024.0,
@@ -397,7 +402,7 @@ fn soak() {
         .unwrap_or(300_000);
     let conns = 16;
     let dir = tempfile::tempdir().unwrap();
-    let (broker, _) = start_broker(dir.path(), "");
+    let (broker, _, _) = start_broker(dir.path(), "");
     let audit_path = dir.path().join("audit.log");
     let audit_before = std::fs::read_to_string(&audit_path)
         .unwrap()

@@ -109,8 +109,9 @@ pub struct ConnInfo {
 
 /// The audit fields a request fills in as it goes.
 #[derive(Debug, Default)]
-struct Trail {
-    principal: Option<String>,
+struct Trail<'s> {
+    /// Borrowed from the resolver's principals, which outlive the request.
+    principal: Option<&'s str>,
     action: Option<&'static str>,
     path: Option<String>,
     decision: Option<&'static str>,
@@ -152,7 +153,7 @@ pub async fn handle(state: &AppState, conn: &ConnInfo, req: Request<Incoming>) -
     state.audit.record(&AuditRecord {
         ts: now_rfc3339(),
         request_id: &request_id,
-        principal: trail.principal.as_deref(),
+        principal: trail.principal,
         peer: conn.peer.map(Into::into),
         action: trail.action,
         path: trail.path.as_deref(),
@@ -168,12 +169,12 @@ pub async fn handle(state: &AppState, conn: &ConnInfo, req: Request<Incoming>) -
     response
 }
 
-async fn dispatch(
-    state: &AppState,
+async fn dispatch<'s>(
+    state: &'s AppState,
     conn: &ConnInfo,
     req: Request<Incoming>,
     request_id: &str,
-    trail: &mut Trail,
+    trail: &mut Trail<'s>,
 ) -> Result<Response<Body>, ApiError> {
     let route = Route::parse(req.uri().path())?;
     let method = req.method().clone();
@@ -260,7 +261,7 @@ fn identify<'s>(
     state: &'s AppState,
     conn: &ConnInfo,
     req: &Request<Incoming>,
-    trail: &mut Trail,
+    trail: &mut Trail<'s>,
 ) -> Result<&'s Principal, ApiError> {
     let token = req
         .headers()
@@ -268,14 +269,14 @@ fn identify<'s>(
         .map(|v| Resolver::bearer_digest(v.as_bytes()))
         .transpose()?;
     let who = state.resolver.resolve(conn.peer.as_ref(), token.as_ref())?;
-    trail.principal = Some(who.name.clone());
+    trail.principal = Some(&who.name);
     Ok(who)
 }
 
 /// Records a decision in the trail; a denial becomes `403`.
 fn decided<T>(
     result: Result<crate::authz::Permitted<T>, Denied>,
-    trail: &mut Trail,
+    trail: &mut Trail<'_>,
     action: &'static str,
     target: &str,
 ) -> Result<crate::authz::Permitted<T>, ApiError> {
@@ -290,7 +291,7 @@ fn decided<T>(
 }
 
 /// Records a denial in the trail and turns it into `403 forbidden`.
-fn denied(d: Denied, trail: &mut Trail, action: &'static str, target: &str) -> ApiError {
+fn denied(d: Denied, trail: &mut Trail<'_>, action: &'static str, target: &str) -> ApiError {
     trail.decision = Some("deny");
     trail.policies = d.policies;
     ApiError::Forbidden {
@@ -299,13 +300,13 @@ fn denied(d: Denied, trail: &mut Trail, action: &'static str, target: &str) -> A
     }
 }
 
-async fn read(
-    state: &AppState,
+async fn read<'s>(
+    state: &'s AppState,
     ctx: &RequestContext<'_>,
     conn: &ConnInfo,
     req: &Request<Incoming>,
     path: SecretPath,
-    trail: &mut Trail,
+    trail: &mut Trail<'s>,
 ) -> Result<Response<Body>, ApiError> {
     let who = identify(state, conn, req, trail)?;
     let permit = decided(
@@ -350,13 +351,13 @@ async fn read(
     Ok(resp)
 }
 
-async fn write(
-    state: &AppState,
+async fn write<'s>(
+    state: &'s AppState,
     ctx: &RequestContext<'_>,
     conn: &ConnInfo,
     req: Request<Incoming>,
     path: SecretPath,
-    trail: &mut Trail,
+    trail: &mut Trail<'s>,
 ) -> Result<Response<Body>, ApiError> {
     let who = identify(state, conn, &req, trail)?;
     let create_only = req
@@ -406,13 +407,13 @@ async fn write(
     ))
 }
 
-async fn delete(
-    state: &AppState,
+async fn delete<'s>(
+    state: &'s AppState,
     ctx: &RequestContext<'_>,
     conn: &ConnInfo,
     req: &Request<Incoming>,
     path: SecretPath,
-    trail: &mut Trail,
+    trail: &mut Trail<'s>,
 ) -> Result<Response<Body>, ApiError> {
     let who = identify(state, conn, req, trail)?;
     let permit = decided(
@@ -438,13 +439,13 @@ struct ListItem<'a> {
     labels: &'a crate::store::Labels,
 }
 
-async fn list(
-    state: &AppState,
+async fn list<'s>(
+    state: &'s AppState,
     ctx: &RequestContext<'_>,
     req: &Request<Incoming>,
     conn: &ConnInfo,
     scope: ScopePath,
-    trail: &mut Trail,
+    trail: &mut Trail<'s>,
 ) -> Result<Response<Body>, ApiError> {
     let who = identify(state, conn, req, trail)?;
     let target = scope.key_prefix();
