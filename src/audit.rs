@@ -78,7 +78,17 @@ pub fn bounded_path(path: &str) -> &str {
 
 /// The audit sink.
 pub struct AuditLog {
-    out: Mutex<Box<dyn Write + Send>>,
+    out: Sink,
+}
+
+/// Where lines go. A file is written without a lock: it is opened with
+/// `O_APPEND`, so each line's one `write(2)` lands whole at the end even
+/// when requests on other threads write at the same time (the kernel
+/// serializes appends to a regular file), and no request waits for another
+/// request's write. Any other writer (stdout, tests) is serialized here.
+enum Sink {
+    File(std::fs::File),
+    Writer(Mutex<Box<dyn Write + Send>>),
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -91,26 +101,26 @@ impl AuditLog {
     /// Opens the configured sink (a file is created if missing, mode 0600,
     /// and appended to).
     pub fn open(sink: &AuditSink) -> std::io::Result<Self> {
-        let out: Box<dyn Write + Send> = match sink {
-            AuditSink::Stdout => Box::new(std::io::stdout()),
+        match sink {
+            AuditSink::Stdout => Ok(Self::to_writer(Box::new(std::io::stdout()))),
             AuditSink::File(path) => {
                 use std::os::unix::fs::OpenOptionsExt;
-                Box::new(
-                    OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .mode(0o600)
-                        .open(path)?,
-                )
+                let file = OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .mode(0o600)
+                    .open(path)?;
+                Ok(Self {
+                    out: Sink::File(file),
+                })
             }
-        };
-        Ok(Self::to_writer(out))
+        }
     }
 
     /// An audit log writing to any writer (tests, benches).
     pub fn to_writer(out: Box<dyn Write + Send>) -> Self {
         Self {
-            out: Mutex::new(out),
+            out: Sink::Writer(Mutex::new(out)),
         }
     }
 
@@ -124,11 +134,17 @@ impl AuditLog {
             return;
         }
         line.push(b'\n');
-        let mut out = match self.out.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
+        let written = match &self.out {
+            // INVARIANT: one `write_all` of a whole line on an O_APPEND file.
+            Sink::File(file) => (&*file).write_all(&line),
+            Sink::Writer(out) => {
+                let mut out = out
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                out.write_all(&line).and_then(|()| out.flush())
+            }
         };
-        if let Err(e) = out.write_all(&line).and_then(|()| out.flush()) {
+        if let Err(e) = written {
             tracing::error!(error = %e, "cannot write audit record");
         }
     }
@@ -210,6 +226,48 @@ mod tests {
         assert_eq!(v["peer"]["pid"], 3);
         let v2: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
         assert!(v2["principal"].is_null() && v2["decision"].is_null());
+    }
+
+    #[test]
+    fn concurrent_lines_to_a_file_stay_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let log = Arc::new(AuditLog::open(&AuditSink::File(path.clone())).unwrap());
+        let long = "p/".repeat(290);
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let log = Arc::clone(&log);
+                let long = long.clone();
+                std::thread::spawn(move || {
+                    for i in 0..500 {
+                        let id = format!("t{t}-{i}");
+                        log.record(&AuditRecord {
+                            ts: now_rfc3339(),
+                            request_id: &id,
+                            principal: Some("task"),
+                            peer: None,
+                            action: Some("read"),
+                            path: Some(&long),
+                            decision: Some("allow"),
+                            policies: &[],
+                            status: 200,
+                            latency_us: 1,
+                        });
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut ids = std::collections::HashSet::new();
+        for line in text.lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(v["path"], long.as_str());
+            assert!(ids.insert(v["request_id"].as_str().unwrap().to_owned()));
+        }
+        assert_eq!(ids.len(), 8 * 500);
     }
 
     #[test]
