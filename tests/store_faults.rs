@@ -14,12 +14,11 @@ mod backends;
 #[path = "common/servers.rs"]
 mod servers;
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Broker, PLATFORM_TOKEN as P, TASK_TOKEN as T, default_principals};
-use servers::{Server, free_port, server_bin};
+use servers::{PrivateAzure, Server, free_port, server_bin};
 
 fn ready_status(b: &Broker) -> u16 {
     b.req("GET", "/readyz", None, None).status
@@ -345,39 +344,14 @@ fn gcp_without_credentials_is_refused_at_start_naming_what_to_check() {
 
 #[test]
 fn azure_frozen_dead_and_back() {
-    let test = "store_faults::azure";
-    let Some(python) = server_bin("SB_AZURE_PYTHON", "../azure/bin/python", test) else {
+    let Some(mut az) = PrivateAzure::start("store_faults::azure") else {
         return;
     };
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/azure_kv_server.py");
-    let port = free_port();
-    let url = format!("https://127.0.0.1:{port}");
-    let tls = tempfile::tempdir().unwrap();
-    let tls_dir = tls.path().to_owned();
-    let ca = tls_dir.join("ca.pem");
-    let ready_ca = ca.clone();
-    let mut server = Server::launch(
-        Box::new(move || {
-            // A restart reuses the certificate in `tls_dir`; tokens are lost.
-            Command::new(&python)
-                .arg(&script)
-                .args(["--port", &port.to_string(), "--tls-dir"])
-                .arg(&tls_dir)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap()
-        }),
-        format!("{url}/healthz"),
-    );
-    // `Server` readies with plain curl: trust the test CA for it as well.
-    assert!(ready_ca.exists());
     let dir = Broker::temp_dir();
-    let (store, env) = backends::azure_store(&dir, &url, ca.to_str().unwrap(), "timeout = \"2s\"");
+    let (store, env) = backends::azure_store(&dir, &az.url, &az.ca, "timeout = \"2s\"");
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let b = Broker::start_with_store_env(dir, &store, &no_cache(), &env);
-    faults(&b, &mut server, Duration::from_secs(2));
+    faults(&b, &mut az.server, Duration::from_secs(2));
 }
 
 #[test]

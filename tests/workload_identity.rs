@@ -29,7 +29,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use common::{Broker, PLATFORM_TOKEN as P, TASK_TOKEN as T, default_principals};
 use serde_json::json;
-use servers::{Server, curl, free_port, server_bin};
+use servers::{PrivateAzure, Server, curl, free_port, server_bin};
 
 fn now() -> u64 {
     SystemTime::now()
@@ -292,45 +292,19 @@ const FEDERATED_SUBJECT: &str = "system:serviceaccount:acme:secret-broker";
 const IDENTITY_HEADER: &str = "test-identity-header";
 const USER_ASSIGNED: &str = "secret-broker-user-assigned";
 
-/// A private Key Vault test server: the process, its URL, its CA file and
-/// the temp dir holding its TLS files (kept alive with it).
-struct Azure {
-    _server: Server,
-    url: String,
-    ca: String,
-    _tls: tempfile::TempDir,
+/// A private Key Vault test server, with the test-only calls these tests use.
+struct Azure(PrivateAzure);
+
+impl std::ops::Deref for Azure {
+    type Target = PrivateAzure;
+    fn deref(&self) -> &PrivateAzure {
+        &self.0
+    }
 }
 
 impl Azure {
     fn start(test: &str) -> Option<Self> {
-        let python = server_bin("SB_AZURE_PYTHON", "../azure/bin/python", test)?;
-        let script =
-            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/azure_kv_server.py");
-        let port = free_port();
-        let url = format!("https://127.0.0.1:{port}");
-        let tls = tempfile::tempdir().unwrap();
-        let tls_dir = tls.path().to_owned();
-        let server = Server::launch(
-            Box::new(move || {
-                Command::new(&python)
-                    .arg(&script)
-                    .args(["--port", &port.to_string(), "--tls-dir"])
-                    .arg(&tls_dir)
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .unwrap()
-            }),
-            format!("{url}/healthz"),
-        );
-        let ca = tls.path().join("ca.pem").display().to_string();
-        Some(Self {
-            _server: server,
-            url,
-            ca,
-            _tls: tls,
-        })
+        PrivateAzure::start(test).map(Self)
     }
 
     /// How the server issued tokens so far.

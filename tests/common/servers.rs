@@ -146,3 +146,49 @@ pub fn curl(args: &[&str]) -> (u16, String) {
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
     (code.trim().parse().unwrap_or(0), body.to_owned())
 }
+
+/// A private Key Vault test server (`tests/azure_kv_server.py`) on a free
+/// port: the process, its URL, its CA file, and the temp dir holding its
+/// TLS files (a restart reuses the certificate; tokens issued are lost).
+pub struct PrivateAzure {
+    /// The server process (declared first: it stops before its files go).
+    pub server: Server,
+    /// `https://127.0.0.1:PORT`.
+    pub url: String,
+    /// The test CA the server's certificate is signed by.
+    pub ca: String,
+    _tls: tempfile::TempDir,
+}
+
+impl PrivateAzure {
+    /// Starts one, or skips loudly (fails in CI) without the server's venv.
+    pub fn start(test: &str) -> Option<Self> {
+        let python = server_bin("SB_AZURE_PYTHON", "../azure/bin/python", test)?;
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/azure_kv_server.py");
+        let port = free_port();
+        let url = format!("https://127.0.0.1:{port}");
+        let tls = tempfile::tempdir().unwrap();
+        let tls_dir = tls.path().to_owned();
+        let server = Server::launch(
+            Box::new(move || {
+                Command::new(&python)
+                    .arg(&script)
+                    .args(["--port", &port.to_string(), "--tls-dir"])
+                    .arg(&tls_dir)
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .unwrap()
+            }),
+            format!("{url}/healthz"),
+        );
+        let ca = tls.path().join("ca.pem").display().to_string();
+        Some(Self {
+            server,
+            url,
+            ca,
+            _tls: tls,
+        })
+    }
+}
