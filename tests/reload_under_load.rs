@@ -9,7 +9,7 @@ mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{Broker, PLATFORM_TOKEN as P, TASK_TOKEN as T, default_principals};
 
@@ -75,6 +75,14 @@ fn sighup_under_load_never_half_applies_a_policy_set() {
             _ => std::fs::remove_file(pdir.join("zz.cedar")).unwrap(),
         }
         b.signal("HUP");
+        // Signals are not queued: two SIGHUPs that arrive while the broker
+        // is still busy with a reload are one. Wait for this round's audit
+        // line, so that each set is really applied under load.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while reload_count(&b) < round + 1 {
+            assert!(Instant::now() < deadline, "reload {round} was not audited");
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Relaxed);
@@ -114,4 +122,13 @@ fn sighup_under_load_never_half_applies_a_policy_set() {
         requests >= total + 2,
         "{requests} audit lines for {total} requests"
     );
+}
+
+/// Policy reloads audited so far (read as text: the broker is writing
+/// other lines meanwhile, and the last one may not be whole yet).
+fn reload_count(b: &Broker) -> usize {
+    std::fs::read_to_string(&b.audit)
+        .unwrap_or_default()
+        .matches(r#""action":"reload""#)
+        .count()
 }
