@@ -72,14 +72,8 @@ where
                 };
             }
             let detail = DisplayErrorContext(&e).to_string();
-            if credentials_problem(&detail) {
-                return StoreError::Denied {
-                    store: STORE,
-                    detail: format!(
-                        "no usable AWS credentials ({detail}); {}",
-                        credentials_hint()
-                    ),
-                };
+            if let Some(denied) = no_credentials(&detail) {
+                return denied;
             }
             return StoreError::Unavailable {
                 store: STORE,
@@ -88,14 +82,8 @@ where
         }
         SdkError::ConstructionFailure(_) => {
             let detail = DisplayErrorContext(&e).to_string();
-            if credentials_problem(&detail) {
-                return StoreError::Denied {
-                    store: STORE,
-                    detail: format!(
-                        "no usable AWS credentials ({detail}); {}",
-                        credentials_hint()
-                    ),
-                };
+            if let Some(denied) = no_credentials(&detail) {
+                return denied;
             }
             return StoreError::Invalid {
                 store: STORE,
@@ -181,6 +169,18 @@ fn credentials_hint() -> String {
         ),
         _ => IAM_HINT.to_owned(),
     }
+}
+
+/// The refusal to report when `detail` says the SDK found no usable
+/// credentials, naming what to check.
+fn no_credentials(detail: &str) -> Option<StoreError> {
+    credentials_problem(detail).then(|| StoreError::Denied {
+        store: STORE,
+        detail: format!(
+            "no usable AWS credentials ({detail}); {}",
+            credentials_hint()
+        ),
+    })
 }
 
 fn credentials_problem(detail: &str) -> bool {
