@@ -1,5 +1,6 @@
 //! Process hardening at start: no core dumps, not ptrace-attachable by
-//! same-uid processes, so secret memory cannot be dumped to disk.
+//! same-uid processes, so secret memory cannot be dumped to disk; optional
+//! memory locking; and, once serving, the release of start-up code pages.
 
 /// Marks the process non-dumpable and sets `RLIMIT_CORE` to 0.
 pub fn disable_core_dumps() -> std::io::Result<()> {
@@ -55,44 +56,13 @@ pub fn lock_memory() -> Result<(), LockError> {
         .map_err(|e| LockError::Lock(e.into()))
 }
 
-/// The executable code mappings of this process (`r-xp` lines of
-/// `/proc/self/maps` backed by the running binary), as `(start, len)`.
-fn own_code_mappings() -> std::io::Result<Vec<(usize, usize)>> {
-    let exe = std::fs::read_link("/proc/self/exe")?;
-    let maps = std::fs::read_to_string("/proc/self/maps")?;
-    Ok(code_mappings(&maps, &exe.to_string_lossy()))
-}
-
-/// Parses `maps` (the format of `/proc/PID/maps`) for `r-xp` mappings of `exe`.
-fn code_mappings(maps: &str, exe: &str) -> Vec<(usize, usize)> {
-    maps.lines()
-        .filter_map(|line| {
-            let mut fields = line.split_ascii_whitespace();
-            let range = fields.next()?;
-            let perms = fields.next()?;
-            let path = fields.nth(3)?;
-            if perms != "r-xp" || path != exe {
-                return None;
-            }
-            let (start, end) = range.split_once('-')?;
-            let start = usize::from_str_radix(start, 16).ok()?;
-            let end = usize::from_str_radix(end, 16).ok()?;
-            (end > start).then(|| (start, end - start))
-        })
-        .collect()
-}
-
 /// Once start-up is done, lets go of the code pages it touched (config and
 /// policy parsing, schema validation, store open: over half the resident
 /// set of an idle broker, see docs/performance.md); serving maps back in
 /// what it runs. Not with `[memory] lock` (locked pages stay, by design).
 /// Failure costs only memory, so it is logged and ignored.
 pub fn trim_code_residency() {
-    let result = own_code_mappings().and_then(|maps| {
-        maps.into_iter()
-            .try_for_each(|(start, len)| crate::alloc::release_code_pages(start, len))
-    });
-    if let Err(e) = result {
+    if let Err(e) = crate::alloc::release_startup_code() {
         tracing::debug!(error = %e, "cannot advise the kernel on code paging");
     }
 }
@@ -100,25 +70,7 @@ pub fn trim_code_residency() {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn finds_only_the_executables_code() {
-        let maps = "\
-55e0a000-55e0b000 r--p 00000000 fd:01 42 /usr/bin/secret-broker
-55e0b000-55e2b000 r-xp 00001000 fd:01 42 /usr/bin/secret-broker
-55e2b000-55e2c000 rw-p 00021000 fd:01 42 /usr/bin/secret-broker
-7f00000000-7f00001000 r-xp 00000000 fd:01 7 /usr/lib/libc.so.6
-7f00002000-7f00003000 rw-p 00000000 00:00 0
-7ffd0000-7ffd1000 r-xp 00000000 00:00 0 [vdso]
-";
-        assert_eq!(
-            super::code_mappings(maps, "/usr/bin/secret-broker"),
-            vec![(0x55e0_b000, 0x2_0000)]
-        );
-        assert!(super::code_mappings(maps, "/other").is_empty());
-    }
-
-    #[test]
     fn trimming_our_own_code_is_harmless() {
-        assert!(!super::own_code_mappings().unwrap().is_empty());
         super::trim_code_residency();
     }
 
