@@ -13,6 +13,8 @@ pub mod embedded;
 pub mod encode;
 #[cfg(feature = "gcp")]
 pub mod gcp;
+#[cfg(any(feature = "vault", feature = "azure"))]
+pub(crate) mod https;
 pub mod metered;
 #[cfg(feature = "vault")]
 pub mod vault;
@@ -147,7 +149,8 @@ pub(crate) fn start_unready_if_unreachable(
 }
 
 /// Maps a reqwest transport failure of an HTTP store: a timeout is
-/// `Timeout`, a failure to connect or send is `Unavailable` (prefixed with
+/// `Timeout`, a failed TLS handshake `Backend` naming what to check, a
+/// failure to connect or send `Unavailable` (prefixed with
 /// `unreachable`, e.g. "cannot reach Key Vault"), anything else `Backend`.
 /// reqwest's messages carry the URL, never a body or a header.
 #[cfg(any(feature = "vault", feature = "azure"))]
@@ -159,6 +162,16 @@ pub(crate) fn map_reqwest(
 ) -> StoreError {
     if e.is_timeout() {
         return StoreError::Timeout { store, after };
+    }
+    // A failed TLS handshake is `Backend` with what to check, not
+    // `Unavailable`: a wrong CA stops the broker at start (it would never
+    // become ready) and answers 502 naming the cause at run time. Scheme,
+    // host and port only: a URL's path names secrets.
+    let address = e
+        .url()
+        .map_or_else(String::new, |u| u.origin().ascii_serialization());
+    if let Some(detail) = https::handshake_failure(e, &address) {
+        return StoreError::Backend { store, detail };
     }
     let mut detail = e.to_string();
     let mut source = std::error::Error::source(e);

@@ -392,3 +392,26 @@ fn azure_with_a_wrong_client_secret_is_refused_at_start_naming_what_to_check() {
     );
     assert!(!err.contains(canary), "{err}");
 }
+
+#[test]
+fn azure_behind_a_certificate_the_roots_do_not_trust_is_refused_at_start() {
+    let test = "store_faults::azure_untrusted";
+    if !backends::server_up("azure", &backends::azure_url(), test) {
+        return;
+    }
+    // The system roots, which do not hold the test CA.
+    let roots = "/etc/ssl/certs/ca-certificates.crt";
+    if !std::path::Path::new(roots).exists() {
+        panic!("{test}: {roots} is missing (ca-certificates)");
+    }
+    let dir = Broker::temp_dir();
+    let (store, env) = backends::azure_store(&dir, &backends::azure_url(), roots, "");
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    // Not "unavailable" (started unready, retrying forever): a certificate
+    // that does not verify is a configuration error, named as such.
+    let err = backends::serve_expecting_refusal(&dir, &store, &env, Duration::from_secs(20));
+    assert!(
+        err.contains("`azure`") && err.contains("cannot verify the TLS certificate"),
+        "{err}"
+    );
+}

@@ -307,45 +307,13 @@ impl fmt::Debug for AzureStore {
     }
 }
 
-/// The HTTP client: rustls on *ring*, TLS 1.3/1.2, the system roots
-/// (`$SSL_CERT_FILE` / `$SSL_CERT_DIR` honoured), no proxy.
-fn http_client(timeout: Duration) -> Result<reqwest::Client, StoreError> {
-    let invalid = |d: String| StoreError::Invalid {
-        store: STORE,
-        detail: d,
-    };
-    let found = rustls_native_certs::load_native_certs();
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add_parsable_certificates(found.certs);
-    if roots.is_empty() {
-        return Err(invalid(
-            "no system CA certificates found; install ca-certificates or set $SSL_CERT_FILE"
-                .to_owned(),
-        ));
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| invalid(format!("cannot configure TLS: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .timeout(timeout)
-        .connect_timeout(timeout)
-        .no_proxy()
-        .pool_idle_timeout(Duration::from_secs(30))
-        .build()
-        .map_err(|e| invalid(format!("cannot build the HTTP client: {e}")))
-}
-
 impl AzureStore {
     /// Builds the client and checks it can list. An unreachable vault is
     /// not fatal (the broker starts unready); refused credentials are.
     pub async fn connect(config: &AzureConfig) -> Result<Self, StoreError> {
         let timeout = config.remote.timeout;
         let store = Self {
-            http: http_client(timeout)?,
+            http: super::https::http_client(STORE, None, timeout)?,
             vault_url: config.vault_url.clone(),
             tokens: Tokens::new(Source::from_config(&config.credentials)?),
             resource: Mutex::new(None),

@@ -20,7 +20,6 @@
 
 mod auth;
 mod kv;
-mod tls;
 
 use std::fmt;
 use std::sync::Arc;
@@ -79,7 +78,7 @@ impl VaultStore {
     /// credentials and unreadable files are.
     pub async fn connect(config: &VaultConfig) -> Result<Self, StoreError> {
         let timeout = config.remote.timeout;
-        let http = tls::http_client(config.ca_file.as_deref(), timeout)?;
+        let http = super::https::http_client(STORE, config.ca_file.as_deref(), timeout)?;
         let session = Arc::new(Session::new(
             http,
             config.address.clone(),
@@ -364,13 +363,6 @@ fn backend(detail: impl Into<String>) -> StoreError {
     }
 }
 
-fn invalid(detail: impl Into<String>) -> StoreError {
-    StoreError::Invalid {
-        store: STORE,
-        detail: detail.into(),
-    }
-}
-
 /// Runs a read, retrying with backoff while the connection is refused.
 /// Only for calls that change nothing (or are idempotent).
 async fn retry_read<T, F, Fut>(mut f: F) -> Result<T, StoreError>
@@ -422,19 +414,9 @@ fn by_status(status: u16, msg: &str, key: &str) -> StoreError {
     }
 }
 
-/// Maps a transport failure (shared with the other HTTP store), except a
-/// failed TLS handshake: `Backend` with what to check, not `Unavailable`,
-/// so that a wrong CA stops the broker at start (it would never become
-/// ready) and answers 502 naming the cause at run time.
+/// Maps a transport failure (shared with the other HTTP store).
 fn map_reqwest(e: &reqwest::Error, after: Duration) -> StoreError {
-    // Scheme, host and port only: the path names secrets.
-    let address = e
-        .url()
-        .map_or_else(String::new, |u| u.origin().ascii_serialization());
-    match tls::handshake_failure(e, &address) {
-        Some(detail) => backend(detail),
-        None => super::map_reqwest(STORE, "", e, after),
-    }
+    super::map_reqwest(STORE, "", e, after)
 }
 
 /// Maps a vaultrs failure. Only `Display` of vaultrs errors is used: some

@@ -1,7 +1,8 @@
-//! The HTTP client the vault store talks through: rustls on *ring*, TLS 1.3
-//! preferred and 1.2 accepted with only ring's AEAD suites, trusting either
-//! the system roots or, when `ca_file` is set, that CA bundle alone; and
-//! what to tell an operator when a handshake fails.
+//! The HTTPS client the HTTP stores (vault, azure) talk through: rustls on
+//! *ring*, TLS 1.3 preferred and 1.2 accepted with only ring's AEAD suites,
+//! trusting either the system roots (`$SSL_CERT_FILE` / `$SSL_CERT_DIR`
+//! honoured) or, when a CA file is given, that bundle alone; and what to
+//! tell an operator when a handshake fails.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -11,16 +12,23 @@ use rustls::RootCertStore;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
-use super::{STORE, invalid};
 use crate::store::StoreError;
+
+fn invalid(store: &'static str, detail: impl Into<String>) -> StoreError {
+    StoreError::Invalid {
+        store,
+        detail: detail.into(),
+    }
+}
 
 /// Builds the reqwest client: per-request `timeout`, no proxy from the
 /// environment (the store's address is taken literally), our TLS config.
-pub(super) fn http_client(
+pub(crate) fn http_client(
+    store: &'static str,
     ca_file: Option<&Path>,
     timeout: Duration,
 ) -> Result<reqwest::Client, StoreError> {
-    let tls = client_config(ca_file)?;
+    let tls = client_config(store, ca_file)?;
     reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
         .timeout(timeout)
@@ -29,7 +37,7 @@ pub(super) fn http_client(
         .pool_idle_timeout(Duration::from_secs(30))
         .build()
         .map_err(|e| StoreError::Backend {
-            store: STORE,
+            store,
             detail: format!("cannot build the HTTP client: {e}"),
         })
 }
@@ -37,45 +45,50 @@ pub(super) fn http_client(
 /// The rustls config. ring's default suites are all forward-secret AEADs
 /// (TLS 1.3 AES-GCM and ChaCha20-Poly1305; TLS 1.2 ECDHE with the same);
 /// rustls offers nothing weaker, so no suite list is needed to exclude one.
-pub(super) fn client_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, StoreError> {
+pub(crate) fn client_config(
+    store: &'static str,
+    ca_file: Option<&Path>,
+) -> Result<rustls::ClientConfig, StoreError> {
     let roots = match ca_file {
         // Like `VAULT_CACERT`: the bundle replaces the system roots, which
         // pins the server to the operator's CA.
-        Some(path) => pinned_roots(path)?,
-        None => system_roots()?,
+        Some(path) => pinned_roots(store, path)?,
+        None => system_roots(store)?,
     };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| invalid(format!("cannot configure TLS: {e}")))?
+        .map_err(|e| invalid(store, format!("cannot configure TLS: {e}")))?
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(config)
 }
 
-fn pinned_roots(path: &Path) -> Result<RootCertStore, StoreError> {
+fn pinned_roots(store: &'static str, path: &Path) -> Result<RootCertStore, StoreError> {
     let shown = path.display();
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| invalid(format!("cannot read CA bundle `{shown}`: {e}")))?
+        .map_err(|e| invalid(store, format!("cannot read CA bundle `{shown}`: {e}")))?
         .collect::<Result<_, _>>()
-        .map_err(|e| invalid(format!("CA bundle `{shown}` is not PEM: {e}")))?;
+        .map_err(|e| invalid(store, format!("CA bundle `{shown}` is not PEM: {e}")))?;
     let mut roots = RootCertStore::empty();
     let (added, _ignored) = roots.add_parsable_certificates(certs);
     if added == 0 {
-        return Err(invalid(format!(
-            "CA bundle `{shown}` holds no usable certificate"
-        )));
+        return Err(invalid(
+            store,
+            format!("CA bundle `{shown}` holds no usable certificate"),
+        ));
     }
     Ok(roots)
 }
 
-fn system_roots() -> Result<RootCertStore, StoreError> {
+fn system_roots(store: &'static str) -> Result<RootCertStore, StoreError> {
     let found = rustls_native_certs::load_native_certs();
     let mut roots = RootCertStore::empty();
     roots.add_parsable_certificates(found.certs);
     if roots.is_empty() {
         return Err(invalid(
-            "no system CA certificates found; install ca-certificates or set store.ca_file",
+            store,
+            "no system CA certificates found; install ca-certificates or set $SSL_CERT_FILE (vault: or store.ca_file)",
         ));
     }
     Ok(roots)
@@ -86,7 +99,7 @@ fn system_roots() -> Result<RootCertStore, StoreError> {
 /// verify is a configuration problem (or an attack), never an outage that
 /// waiting would mend, so the caller reports it as such, not as
 /// "unavailable".
-pub(super) fn handshake_failure(
+pub(crate) fn handshake_failure(
     e: &(dyn std::error::Error + 'static),
     address: &str,
 ) -> Option<String> {
@@ -95,7 +108,7 @@ pub(super) fn handshake_failure(
         if let Some(t) = rustls_error(err) {
             return Some(match t {
                 rustls::Error::InvalidCertificate(_) => format!(
-                    "cannot verify the TLS certificate of `{address}` ({t}); check that store.ca_file (or, without it, the system roots) holds the CA that signed the server's certificate and that the certificate names the host in store.address"
+                    "cannot verify the TLS certificate of `{address}` ({t}); check that store.ca_file (or, without it, the system roots: $SSL_CERT_FILE) holds the CA that signed the server's certificate and that the certificate names the host of the store's address"
                 ),
                 _ => format!(
                     "the TLS handshake with `{address}` failed ({t}); the server must speak TLS 1.3 or 1.2 with a forward-secret AEAD suite on an https address"
@@ -126,11 +139,15 @@ mod tests {
     fn bad_ca_files_are_refused_by_name() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("missing.pem");
-        let err = client_config(Some(&missing)).unwrap_err().to_string();
+        let err = client_config("vault", Some(&missing))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("missing.pem"), "{err}");
         let empty = dir.path().join("empty.pem");
         std::fs::write(&empty, "not a certificate\n").unwrap();
-        let err = client_config(Some(&empty)).unwrap_err().to_string();
+        let err = client_config("vault", Some(&empty))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("no usable certificate"), "{err}");
     }
 
@@ -203,7 +220,7 @@ mod tests {
     }
 
     async fn get(ca: &Path, port: u16) -> Result<reqwest::Response, reqwest::Error> {
-        http_client(Some(ca), Duration::from_secs(10))
+        http_client("vault", Some(ca), Duration::from_secs(10))
             .unwrap()
             .get(format!("https://127.0.0.1:{port}/v1/sys/health"))
             .send()
@@ -242,7 +259,7 @@ mod tests {
         let (port, server) = serve_once(&server_pki, &[&rustls::version::TLS13]);
         let e = get(&ca, port).await.unwrap_err();
         assert!(server.join().unwrap().is_none());
-        let err = super::super::map_reqwest(&e, Duration::from_secs(10));
+        let err = crate::store::map_reqwest("vault", "", &e, Duration::from_secs(10));
         assert_eq!(err.kind(), crate::store::StoreErrorKind::Backend, "{err}");
         let msg = err.to_string();
         assert!(
