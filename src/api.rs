@@ -3,15 +3,15 @@
 
 pub mod body;
 pub mod error;
+pub mod request;
 pub mod routes;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use http::header::{ACCEPT, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, IF_NONE_MATCH};
-use http::{HeaderValue, Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use http::{HeaderValue, Method, Response, StatusCode};
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
@@ -26,6 +26,7 @@ use crate::store::PutRequest;
 
 pub use body::{Body, ZeroizingBuf};
 pub use error::ApiError;
+pub use request::ApiRequest;
 use routes::Route;
 
 /// Everything a request handler needs, shared by all connections.
@@ -133,11 +134,11 @@ pub(crate) fn printable(s: &str, max: usize) -> String {
 }
 
 /// Handles one request; never fails (errors become contract error bodies).
-pub async fn handle(state: &AppState, conn: &ConnInfo, req: Request<Incoming>) -> Response<Body> {
+pub async fn handle(state: &AppState, conn: &ConnInfo, req: ApiRequest) -> Response<Body> {
     let start = Instant::now();
     let request_id = state.next_request_id();
     let mut trail = Trail {
-        path: Some(bounded_path(req.uri().path()).to_owned()),
+        path: Some(bounded_path(&req.path).to_owned()),
         ..Trail::default()
     };
     let result = match state.in_flight.try_acquire() {
@@ -172,12 +173,12 @@ pub async fn handle(state: &AppState, conn: &ConnInfo, req: Request<Incoming>) -
 async fn dispatch<'s>(
     state: &'s AppState,
     conn: &ConnInfo,
-    req: Request<Incoming>,
+    req: ApiRequest,
     request_id: &str,
     trail: &mut Trail<'s>,
 ) -> Result<Response<Body>, ApiError> {
-    let route = Route::parse(req.uri().path())?;
-    let method = req.method().clone();
+    let route = Route::parse(&req.path)?;
+    let method = req.method.clone();
     let allowed = matches!(
         (&route, &method),
         (
@@ -260,15 +261,15 @@ async fn dispatch<'s>(
 fn identify<'s>(
     state: &'s AppState,
     conn: &ConnInfo,
-    req: &Request<Incoming>,
+    req: &ApiRequest,
     trail: &mut Trail<'s>,
 ) -> Result<&'s Principal, ApiError> {
     let token = req
-        .headers()
-        .get(AUTHORIZATION)
-        .map(|v| Resolver::bearer_digest(v.as_bytes()))
+        .bearer
+        .as_ref()
+        .map(|r| r.as_ref().map_err(Clone::clone))
         .transpose()?;
-    let who = state.resolver.resolve(conn.peer.as_ref(), token.as_ref())?;
+    let who = state.resolver.resolve(conn.peer.as_ref(), token)?;
     trail.principal = Some(&who.name);
     Ok(who)
 }
@@ -304,7 +305,7 @@ async fn read<'s>(
     state: &'s AppState,
     ctx: &RequestContext<'_>,
     conn: &ConnInfo,
-    req: &Request<Incoming>,
+    req: &ApiRequest,
     path: SecretPath,
     trail: &mut Trail<'s>,
 ) -> Result<Response<Body>, ApiError> {
@@ -325,12 +326,7 @@ async fn read<'s>(
         Err(ReadError::Store(e)) => return Err(e.into()),
         Err(ReadError::Denied(d)) => return Err(denied(d, trail, "read", path.as_str())),
     };
-    let raw = req
-        .headers()
-        .get(ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("application/octet-stream"));
-    let (body, content_type) = if raw {
+    let (body, content_type) = if req.wants_raw {
         let mut v = zeroize::Zeroizing::new(Vec::with_capacity(secret.value.len()));
         v.extend_from_slice(secret.value.expose_secret());
         (v, "application/octet-stream")
@@ -355,19 +351,20 @@ async fn write<'s>(
     state: &'s AppState,
     ctx: &RequestContext<'_>,
     conn: &ConnInfo,
-    req: Request<Incoming>,
+    mut req: ApiRequest,
     path: SecretPath,
     trail: &mut Trail<'s>,
 ) -> Result<Response<Body>, ApiError> {
     let who = identify(state, conn, &req, trail)?;
-    let create_only = req
-        .headers()
-        .get(IF_NONE_MATCH)
-        .is_some_and(|v| v.as_bytes().trim_ascii() == b"*");
-    let (parts, incoming) = req.into_parts();
+    let create_only = req.create_only;
+    // INVARIANT: `ApiRequest` keeps the headers and body of every `PUT`,
+    // and only a `PUT` is routed here.
+    let Some((headers, incoming)) = req.body.take() else {
+        return Err(ApiError::LengthRequired);
+    };
     let raw = body::read_body(
         incoming,
-        &parts.headers,
+        &headers,
         state.limits.max_body_bytes,
         state.limits.body_timeout,
     )
@@ -411,7 +408,7 @@ async fn delete<'s>(
     state: &'s AppState,
     ctx: &RequestContext<'_>,
     conn: &ConnInfo,
-    req: &Request<Incoming>,
+    req: &ApiRequest,
     path: SecretPath,
     trail: &mut Trail<'s>,
 ) -> Result<Response<Body>, ApiError> {
@@ -442,7 +439,7 @@ struct ListItem<'a> {
 async fn list<'s>(
     state: &'s AppState,
     ctx: &RequestContext<'_>,
-    req: &Request<Incoming>,
+    req: &ApiRequest,
     conn: &ConnInfo,
     scope: ScopePath,
     trail: &mut Trail<'s>,

@@ -8,19 +8,22 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+mod head_deadline;
+
 use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::Semaphore;
 
-use crate::api::{self, AppState, ConnInfo};
+use crate::api::{self, ApiRequest, AppState, ConnInfo};
 use crate::audit::{AuditRecord, now_rfc3339};
 use crate::authz::Transport;
 use crate::config::{Limits, ListenConfig};
 use crate::identity::PeerCred;
+use head_deadline::HeadWatch;
 
 /// Why the listener could not start.
 #[derive(Debug, thiserror::Error)]
@@ -151,15 +154,26 @@ pub async fn run(listener: UnixListener, state: Arc<AppState>) -> Result<(), Ser
                     continue;
                 };
                 let info = ConnInfo { peer, transport: Transport::Unix };
-                let conn = graceful.watch(connection(&builder, stream, Arc::clone(&state), info));
+                let watch = Arc::new(HeadWatch::new());
+                let conn = graceful.watch(connection(&builder, stream, Arc::clone(&state), info, Arc::clone(&watch)));
                 let conn_state = Arc::clone(&state);
-                tokio::spawn(async move {
-                    let started = Instant::now();
+                let conn_watch = Arc::clone(&watch);
+                let started = Instant::now();
+                let task = tokio::spawn(async move {
                     if let Err(e) = conn.await {
                         audit_connection_error(&conn_state, peer, &e, started);
                     }
+                    conn_watch.close();
                     drop(permit);
                 });
+                let expiry_state = Arc::clone(&state);
+                let watchdog = tokio::spawn(head_deadline::watchdog(
+                    Arc::clone(&watch),
+                    task.abort_handle(),
+                    limits.header_timeout,
+                    move || audit_head_timeout(&expiry_state, peer, started),
+                ));
+                watch.set_watchdog(watchdog.abort_handle());
             }
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
@@ -177,13 +191,12 @@ pub async fn run(listener: UnixListener, state: Arc<AppState>) -> Result<(), Ser
     Ok(())
 }
 
-/// The HTTP/1.1 settings every connection gets: header timeout and size
-/// limits enforced by hyper while it reads.
+/// The HTTP/1.1 settings every connection gets: the head size limit
+/// enforced by hyper while it reads. The head deadline is kept by
+/// [`head_deadline`] (hyper's own would arm a timer per request).
 fn http1_builder(limits: &Limits) -> http1::Builder {
     let mut builder = http1::Builder::new();
     builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout)
         .max_header_size(limits.max_header_bytes)
         .keep_alive(true);
     builder
@@ -195,6 +208,7 @@ fn connection<I>(
     io: I,
     state: Arc<AppState>,
     info: ConnInfo,
+    watch: Arc<HeadWatch>,
 ) -> http1::Connection<
     TokioIo<I>,
     impl hyper::service::HttpService<hyper::body::Incoming, ResBody = api::Body, Future: Send>
@@ -206,20 +220,39 @@ where
 {
     let service = hyper::service::service_fn(move |req| {
         let state = Arc::clone(&state);
-        async move { Ok::<_, Infallible>(api::handle(&state, &info, req).await) }
+        let watch = Arc::clone(&watch);
+        let serve = watch.begin_request();
+        // Copy out what the API uses and drop hyper's request now, before
+        // hyper reads on (see `api::request`).
+        let req = ApiRequest::from(req);
+        async move {
+            if !serve {
+                // The head deadline passed as this head arrived: the
+                // watchdog audited the 408 and is closing the connection.
+                return Ok::<_, Infallible>(api::error_response(
+                    &api::ApiError::RequestTimeout(state.limits.header_timeout),
+                    "",
+                ));
+            }
+            let response = api::handle(&state, &info, req).await;
+            watch.end_request();
+            Ok(response)
+        }
     });
     builder.serve_connection(TokioIo::new(io), service)
 }
 
 /// Serves one connection over any byte stream (an in-memory duplex in the
-/// fuzz target and benches) exactly as the listener would, audit included.
+/// fuzz target and benches) as the listener would, audit included, but
+/// with no head deadline (the caller owns the stream's lifetime).
 pub async fn serve_io<I>(io: I, state: Arc<AppState>, info: ConnInfo)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let started = Instant::now();
     let builder = http1_builder(&state.limits);
-    if let Err(e) = connection(&builder, io, Arc::clone(&state), info).await {
+    let watch = Arc::new(HeadWatch::new());
+    if let Err(e) = connection(&builder, io, Arc::clone(&state), info, watch).await {
         audit_connection_error(&state, info.peer, &e, started);
     }
 }
@@ -254,7 +287,8 @@ fn reload(state: &AppState) {
     });
 }
 
-/// Audits a request that never reached the API (malformed or too slow).
+/// Audits a request that never reached the API because hyper could not
+/// parse it (too large or malformed).
 fn audit_connection_error(
     state: &AppState,
     peer: Option<PeerCred>,
@@ -265,14 +299,19 @@ fn audit_connection_error(
         431
     } else if e.is_parse() || e.is_parse_status() {
         400
-    } else if e.is_timeout() {
-        408
     } else {
         tracing::debug!(error = %e, "connection ended");
         return;
     };
     let request_id = state.next_request_id();
     audit_unparsed(state, &request_id, peer, status, started.elapsed());
+}
+
+/// Audits a connection closed for waiting longer than `header_timeout` for
+/// a complete request head.
+fn audit_head_timeout(state: &AppState, peer: Option<PeerCred>, started: Instant) {
+    let request_id = state.next_request_id();
+    audit_unparsed(state, &request_id, peer, 408, started.elapsed());
 }
 
 /// Audits and counts a request that never reached the API (malformed, too

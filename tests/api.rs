@@ -626,6 +626,40 @@ fn slow_request_heads_are_cut_off() {
         "the server kept a half-sent head open: {closed:?}"
     );
     assert!(!String::from_utf8_lossy(&out).contains("200 OK"));
+    // The cut-off is audited as a 408 with no action or path.
+    assert!(
+        b.audit_lines()
+            .iter()
+            .any(|l| l["status"] == 408 && l["action"].is_null() && l["path"].is_null()),
+        "{:?}",
+        b.audit_lines()
+    );
     // A well-behaved client is unaffected.
     assert_eq!(b.req("GET", "/healthz", None, None).status, 200);
+
+    // The deadline is per head, not per connection: a keep-alive
+    // connection that sends a request every 300 ms stays open for three
+    // times the timeout, every request answered on the same socket.
+    let mut s = std::os::unix::net::UnixStream::connect(&b.socket).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let begun = std::time::Instant::now();
+    let mut answered = 0;
+    while begun.elapsed() < std::time::Duration::from_secs(3) {
+        s.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+            .unwrap();
+        let mut buf = [0u8; 1024];
+        let n = s.read(&mut buf).unwrap();
+        let head = String::from_utf8_lossy(&buf[..n]);
+        assert!(
+            head.starts_with("HTTP/1.1 200"),
+            "request {answered}: {head}"
+        );
+        answered += 1;
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    assert!(answered >= 8, "{answered}");
+    // ...and an idle one is closed once it has waited the timeout.
+    let mut rest = Vec::new();
+    assert!(s.read_to_end(&mut rest).is_ok_and(|n| n == 0));
 }
