@@ -16,7 +16,7 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 
 use crate::audit::{AuditLog, AuditRecord, bounded_path, now_rfc3339};
-use crate::authz::{Denied, RequestContext, Transport};
+use crate::authz::{Denied, PolicyIds, RequestContext, Transport};
 use crate::broker::{Broker, ReadError};
 use crate::config::Limits;
 use crate::identity::{PeerCred, Principal, Resolver};
@@ -67,7 +67,7 @@ impl AppState {
     }
 
     /// A fresh request id.
-    pub fn next_request_id(&self) -> String {
+    pub fn next_request_id(&self) -> RequestId {
         self.ids.next()
     }
 }
@@ -75,7 +75,7 @@ impl AppState {
 /// Request ids: a random per-process prefix and a counter, unique and cheap.
 #[derive(Debug)]
 struct RequestIds {
-    prefix: String,
+    prefix: [u8; 8],
     counter: AtomicU64,
 }
 
@@ -84,18 +84,66 @@ impl RequestIds {
         let mut b = [0u8; 4];
         // A failing RNG only weakens id uniqueness across restarts.
         let _ = getrandom::fill(&mut b);
+        let mut prefix = [0u8; 8];
+        // Cannot fail: 8 hex digits for 4 bytes.
+        let _ = hex::encode_to_slice(b, &mut prefix);
         Self {
-            prefix: hex::encode(b),
+            prefix,
             counter: AtomicU64::new(1),
         }
     }
 
-    fn next(&self) -> String {
-        format!(
-            "{}-{:x}",
-            self.prefix,
-            self.counter.fetch_add(1, Ordering::Relaxed)
-        )
+    fn next(&self) -> RequestId {
+        RequestId::new(&self.prefix, self.counter.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// A request id, `<8 hex digits>-<counter in hex>`, kept on the stack.
+#[derive(Clone, Copy)]
+pub struct RequestId {
+    buf: [u8; 25],
+    len: u8,
+}
+
+impl RequestId {
+    fn new(prefix: &[u8; 8], n: u64) -> Self {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut buf = [0u8; 25];
+        buf[..8].copy_from_slice(prefix);
+        buf[8] = b'-';
+        let digits = (64 - n.leading_zeros()).div_ceil(4).max(1) as usize;
+        for i in 0..digits {
+            buf[9 + digits - 1 - i] = HEX[((n >> (4 * i)) & 0xf) as usize];
+        }
+        Self {
+            buf,
+            len: 9 + digits as u8,
+        }
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        // INVARIANT: only ASCII hex digits and `-` are ever written.
+        std::str::from_utf8(&self.buf[..usize::from(self.len)]).unwrap_or("")
+    }
+}
+
+impl std::ops::Deref for RequestId {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Debug for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -116,7 +164,7 @@ struct Trail<'s> {
     action: Option<&'static str>,
     path: Option<String>,
     decision: Option<&'static str>,
-    policies: Vec<String>,
+    policies: PolicyIds,
 }
 
 /// Cuts user input to `max` chars and replaces anything unprintable.
@@ -284,7 +332,7 @@ fn decided<T>(
     match result {
         Ok(p) => {
             trail.decision = Some("allow");
-            trail.policies = p.policies().to_vec();
+            trail.policies = Arc::clone(p.policies());
             Ok(p)
         }
         Err(d) => Err(denied(d, trail, action, target)),
@@ -507,4 +555,27 @@ pub fn error_response(e: &ApiError, request_id: &str) -> Response<Body> {
             .insert(http::header::ALLOW, HeaderValue::from_static(allow));
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn request_ids_are_prefix_dash_hex_counter(n in any::<u64>()) {
+            let id = RequestId::new(b"0a1b2c3d", n);
+            prop_assert_eq!(id.as_str(), format!("0a1b2c3d-{n:x}"));
+        }
+    }
+
+    #[test]
+    fn request_ids_are_unique_and_counted() {
+        let ids = RequestIds::new();
+        let (a, b) = (ids.next(), ids.next());
+        assert_ne!(a.as_str(), b.as_str());
+        assert!(a.ends_with("-1") && b.ends_with("-2"), "{a} {b}");
+        assert_eq!(a.len(), 10);
+    }
 }

@@ -4,6 +4,8 @@
 //! so concurrent requests never interleave. A record has no field that can
 //! hold a value or a token: the type makes the leak unrepresentable.
 
+mod line;
+
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::sync::Mutex;
@@ -127,13 +129,9 @@ impl AuditLog {
     /// Writes one line. A failing sink is reported on stderr via tracing,
     /// never silently dropped.
     pub fn record(&self, rec: &AuditRecord<'_>) {
-        // Sized for a typical line, so serializing does not reallocate.
+        // Sized for a typical line, so writing it does not reallocate.
         let mut line = Vec::with_capacity(384);
-        if let Err(e) = serde_json::to_writer(&mut line, rec) {
-            tracing::error!(error = %e, "cannot serialize audit record");
-            return;
-        }
-        line.push(b'\n');
+        line::write_line(rec, &mut line);
         let written = match &self.out {
             // INVARIANT: one `write_all` of a whole line on an O_APPEND file.
             Sink::File(file) => (&*file).write_all(&line),

@@ -110,6 +110,9 @@ pub enum Resource<'a> {
     Scope(&'a ScopePath),
 }
 
+/// Ids of the policies behind a decision, sorted.
+pub type PolicyIds = Arc<[String]>;
+
 /// The outcome of one decision, for audit and for `policy explain`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
@@ -117,8 +120,9 @@ pub struct Decision {
     pub allowed: bool,
     /// Ids of the policies that determined the decision (sorted): the
     /// permits that allowed it, or the forbids that denied it; empty when
-    /// nothing applied (default deny).
-    pub policies: Vec<String>,
+    /// nothing applied (default deny). Shared: a cached decision hands
+    /// out the same list to every request it decides.
+    pub policies: PolicyIds,
     /// Errors met while deciding (a policy that errored is skipped; a
     /// request that could not be built is denied).
     pub errors: Vec<String>,
@@ -129,7 +133,7 @@ pub struct Decision {
 #[derive(Debug)]
 pub struct Permitted<T> {
     inner: T,
-    policies: Vec<String>,
+    policies: PolicyIds,
 }
 
 impl<T> Permitted<T> {
@@ -144,7 +148,7 @@ impl<T> Permitted<T> {
     }
 
     /// Ids of the policies that permitted it.
-    pub fn policies(&self) -> &[String] {
+    pub fn policies(&self) -> &PolicyIds {
         &self.policies
     }
 }
@@ -154,7 +158,7 @@ impl<T> Permitted<T> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Denied {
     /// Ids of the forbids that denied it, if any.
-    pub policies: Vec<String>,
+    pub policies: PolicyIds,
     /// Errors met while deciding.
     pub errors: Vec<String>,
 }
@@ -315,7 +319,7 @@ impl Authorizer {
         ctx: &RequestContext<'_>,
     ) -> Decision {
         let snap = self.current.load();
-        let key = cache::DecisionKey::new(
+        let inputs = cache::DecisionInputs::new(
             snap.generation,
             principal,
             action,
@@ -323,11 +327,11 @@ impl Authorizer {
             ctx,
             snap.reads_request_id,
         );
-        if let Some(hit) = self.decisions.get(&key) {
+        if let Some(hit) = self.decisions.get(&inputs) {
             return hit;
         }
         let decision = self.evaluate(&snap, principal, action, resource, ctx);
-        self.decisions.insert(key, decision.clone());
+        self.decisions.insert(&inputs, decision.clone());
         decision
     }
 
@@ -384,7 +388,7 @@ impl Authorizer {
                 // SECURITY: fail closed; a request we cannot express is denied.
                 return Decision {
                     allowed: false,
-                    policies: Vec::new(),
+                    policies: PolicyIds::default(),
                     errors: vec![error],
                 };
             }
@@ -424,7 +428,7 @@ impl Authorizer {
             // SECURITY: fail closed should the evaluator ever panic.
             return Decision {
                 allowed: false,
-                policies: Vec::new(),
+                policies: PolicyIds::default(),
                 errors: vec!["internal: the cedar evaluator panicked".to_owned()],
             };
         };
@@ -436,7 +440,7 @@ impl Authorizer {
         policies.sort();
         Decision {
             allowed: response.decision() == cedar_policy::Decision::Allow,
-            policies,
+            policies: policies.into(),
             errors: diagnostics.errors().map(|e| e.to_string()).collect(),
         }
     }

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use crate::authz::{Action, Authorizer, Denied, Permitted, RequestContext, Resource};
+use crate::authz::{Action, Authorizer, Denied, Permitted, PolicyIds, RequestContext, Resource};
 use crate::identity::Principal;
 use crate::secret::{ScopePath, SecretPath};
 use crate::store::{Labels, PutOutcome, PutRequest, SecretMeta, Store, StoreError, StoredSecret};
@@ -134,7 +134,7 @@ impl Broker {
         p: &Permitted<ReadSecret>,
         who: &Principal,
         ctx: &RequestContext<'_>,
-    ) -> Result<(StoredSecret, Option<Vec<String>>), ReadError> {
+    ) -> Result<(StoredSecret, Option<PolicyIds>), ReadError> {
         let path = &p.get().0;
         let secret = self.store.get(path).await?;
         let Some(decision) = self.authz.recheck_read(who, path, &secret.labels, ctx) else {

@@ -345,7 +345,7 @@ async fn refuse_overloaded(mut stream: UnixStream, state: Arc<AppState>, peer: O
     let body = serde_json::json!({"error": {
         "code": "overloaded",
         "message": "too many connections; retry shortly",
-        "request_id": request_id,
+        "request_id": request_id.as_str(),
     }})
     .to_string();
     let head = format!(

@@ -7,8 +7,10 @@
 //! derived from principal and resource alone, so nothing else reaches
 //! Cedar. Equivalence with the plain call is a property test (`tests.rs`).
 
-use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::Mutex;
+
+use hashbrown::{Equivalent, HashMap};
 
 use super::{Action, Decision, RequestContext, Resource, Transport};
 use crate::identity::{Principal, PrincipalKind};
@@ -18,14 +20,80 @@ use crate::store::Labels;
 /// sidecar sees few distinct principals and paths).
 const CAPACITY: usize = 8192;
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum ResourceKey {
-    Secret(String, Option<Labels>),
-    Scope(String),
+/// The inputs of one decision, borrowed from the request: what a lookup
+/// hashes and compares, so a cache hit copies nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct DecisionInputs<'a> {
+    generation: u64,
+    name: &'a str,
+    kind: PrincipalKind,
+    roles: &'a [String],
+    scope: Option<&'a str>,
+    action: Action,
+    resource: ResourceRef<'a>,
+    transport: Transport,
+    peer: Option<(u32, u32, Option<i32>)>,
+    request_id: Option<&'a str>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) struct DecisionKey {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum ResourceRef<'a> {
+    Secret(&'a str, Option<&'a Labels>),
+    Scope(&'a str),
+}
+
+impl<'a> DecisionInputs<'a> {
+    pub(crate) fn new(
+        generation: u64,
+        principal: &'a Principal,
+        action: Action,
+        resource: Resource<'a>,
+        ctx: &'a RequestContext<'a>,
+        with_request_id: bool,
+    ) -> Self {
+        Self {
+            generation,
+            name: &principal.name,
+            kind: principal.kind,
+            roles: &principal.roles,
+            scope: principal.scope.as_ref().map(|s| s.as_str()),
+            action,
+            resource: match resource {
+                Resource::Secret { path, labels } => ResourceRef::Secret(path.as_str(), labels),
+                Resource::Scope(s) => ResourceRef::Scope(s.as_str()),
+            },
+            transport: ctx.transport,
+            peer: ctx.peer.map(|p| (p.uid, p.gid, p.pid)),
+            request_id: with_request_id.then_some(ctx.request_id),
+        }
+    }
+
+    fn to_key(self) -> DecisionKey {
+        DecisionKey {
+            generation: self.generation,
+            name: self.name.to_owned(),
+            kind: self.kind,
+            roles: self.roles.to_vec(),
+            scope: self.scope.map(str::to_owned),
+            action: self.action,
+            resource: match self.resource {
+                ResourceRef::Secret(path, labels) => {
+                    ResourceKey::Secret(path.to_owned(), labels.cloned())
+                }
+                ResourceRef::Scope(s) => ResourceKey::Scope(s.to_owned()),
+            },
+            transport: self.transport,
+            peer: self.peer,
+            request_id: self.request_id.map(str::to_owned),
+        }
+    }
+}
+
+/// The same inputs, owned: what the cache stores. Hashed and compared
+/// through [`DecisionKey::inputs`], so an owned key and the borrowed inputs
+/// it was made from hash and compare alike.
+#[derive(Debug)]
+struct DecisionKey {
     generation: u64,
     name: String,
     kind: PrincipalKind,
@@ -38,32 +106,49 @@ pub(crate) struct DecisionKey {
     request_id: Option<String>,
 }
 
+#[derive(Debug)]
+enum ResourceKey {
+    Secret(String, Option<Labels>),
+    Scope(String),
+}
+
 impl DecisionKey {
-    pub(crate) fn new(
-        generation: u64,
-        principal: &Principal,
-        action: Action,
-        resource: Resource<'_>,
-        ctx: &RequestContext<'_>,
-        with_request_id: bool,
-    ) -> Self {
-        Self {
-            generation,
-            name: principal.name.clone(),
-            kind: principal.kind,
-            roles: principal.roles.clone(),
-            scope: principal.scope.as_ref().map(|s| s.as_str().to_owned()),
-            action,
-            resource: match resource {
-                Resource::Secret { path, labels } => {
-                    ResourceKey::Secret(path.as_str().to_owned(), labels.cloned())
-                }
-                Resource::Scope(s) => ResourceKey::Scope(s.as_str().to_owned()),
+    fn inputs(&self) -> DecisionInputs<'_> {
+        DecisionInputs {
+            generation: self.generation,
+            name: &self.name,
+            kind: self.kind,
+            roles: &self.roles,
+            scope: self.scope.as_deref(),
+            action: self.action,
+            resource: match &self.resource {
+                ResourceKey::Secret(path, labels) => ResourceRef::Secret(path, labels.as_ref()),
+                ResourceKey::Scope(s) => ResourceRef::Scope(s),
             },
-            transport: ctx.transport,
-            peer: ctx.peer.map(|p| (p.uid, p.gid, p.pid)),
-            request_id: with_request_id.then(|| ctx.request_id.to_owned()),
+            transport: self.transport,
+            peer: self.peer,
+            request_id: self.request_id.as_deref(),
         }
+    }
+}
+
+impl Hash for DecisionKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.inputs().hash(state);
+    }
+}
+
+impl PartialEq for DecisionKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.inputs() == other.inputs()
+    }
+}
+
+impl Eq for DecisionKey {}
+
+impl Equivalent<DecisionKey> for DecisionInputs<'_> {
+    fn equivalent(&self, key: &DecisionKey) -> bool {
+        *self == key.inputs()
     }
 }
 
@@ -77,16 +162,16 @@ pub(crate) struct DecisionCache {
 }
 
 impl DecisionCache {
-    pub(crate) fn get(&self, key: &DecisionKey) -> Option<Decision> {
-        self.lock().get(key).cloned()
+    pub(crate) fn get(&self, inputs: &DecisionInputs<'_>) -> Option<Decision> {
+        self.lock().get(inputs).cloned()
     }
 
-    pub(crate) fn insert(&self, key: DecisionKey, decision: Decision) {
+    pub(crate) fn insert(&self, inputs: &DecisionInputs<'_>, decision: Decision) {
         let mut map = self.lock();
         if map.len() >= CAPACITY {
             map.clear();
         }
-        map.insert(key, decision);
+        map.insert(inputs.to_key(), decision);
     }
 
     /// Drops every decision (on reload; old keys could not hit anyway, since

@@ -105,9 +105,9 @@ fn platform_writes_lists_deletes_and_never_reads() {
         assert!(lists(&a, &p, scope), "list {scope:?}");
     }
     let d = on_secret(&a, &p, Action::Read, "dev/db");
-    assert_eq!(d.policies, ["platform-never-reads"]);
+    assert_eq!(*d.policies, ["platform-never-reads"]);
     let d = on_secret(&a, &p, Action::Write, "dev/db");
-    assert_eq!(d.policies, ["platform-provision"]);
+    assert_eq!(*d.policies, ["platform-provision"]);
 }
 
 #[test]
@@ -146,7 +146,7 @@ fn task_reads_and_lists_only_in_and_under_its_scope() {
         assert!(!lists(&a, &t, scope), "list {scope:?}");
     }
     let d = on_secret(&a, &t, Action::Read, "acme/tasks/t-42/x");
-    assert_eq!(d.policies, ["task-read-own-scope"]);
+    assert_eq!(*d.policies, ["task-read-own-scope"]);
 }
 
 #[test]
@@ -191,7 +191,7 @@ fn task_with_platform_role_is_still_forbidden_to_read() {
     t.roles = vec!["platform".into()];
     let d = on_secret(&a, &t, Action::Read, "acme/t-1/x");
     assert!(!d.allowed);
-    assert_eq!(d.policies, ["platform-never-reads"]);
+    assert_eq!(*d.policies, ["platform-never-reads"]);
     assert!(allowed(&a, &t, Action::Write, "acme/t-9/x"));
 }
 
@@ -250,12 +250,12 @@ fn authorize_hands_back_a_proof_or_a_denial() {
         )
         .unwrap();
     assert_eq!(ok.get(), &path);
-    assert_eq!(ok.policies(), ["task-read-own-scope"]);
+    assert_eq!(**ok.policies(), ["task-read-own-scope"]);
     assert_eq!(ok.into_inner(), path);
     let denied = a
         .authorize(&platform(), Action::Read, res, &CTX, ())
         .unwrap_err();
-    assert_eq!(denied.policies, ["platform-never-reads"]);
+    assert_eq!(*denied.policies, ["platform-never-reads"]);
     assert!(denied.errors.is_empty());
 }
 
@@ -266,11 +266,11 @@ fn forbid_holds_against_a_blanket_permit() {
     let a = Authorizer::from_sources(schema, policies).unwrap();
     let d = on_secret(&a, &platform(), Action::Read, "acme/x");
     assert!(!d.allowed);
-    assert_eq!(d.policies, ["platform-never-reads"]);
+    assert_eq!(*d.policies, ["platform-never-reads"]);
     // The blanket permit does apply elsewhere (ids default to file#index).
     let d = on_secret(&a, &component("nobody", &[]), Action::Read, "acme/x");
     assert!(d.allowed);
-    assert_eq!(d.policies, ["extra.cedar#0"]);
+    assert_eq!(*d.policies, ["extra.cedar#0"]);
 }
 
 #[test]
@@ -349,7 +349,7 @@ when { context has peer_uid && context.peer_uid == 1000 &&
     };
     let d = ask(Transport::Unix, cred(1000));
     assert!(d.allowed, "{d:?}");
-    assert_eq!(d.policies, ["uid-1000-lists"]);
+    assert_eq!(*d.policies, ["uid-1000-lists"]);
     assert!(!ask(Transport::Unix, cred(1001)).allowed);
     assert!(!ask(Transport::Tls, cred(1000)).allowed);
     let d = ask(Transport::Unix, None);

@@ -119,7 +119,7 @@ fn explain(authz: &Authorizer, args: &ExplainArgs) -> Result<String, PolicyCliEr
     } else {
         out.push_str("determined by:\n");
         let set = authz.policy_set();
-        for id in &decision.policies {
+        for id in decision.policies.iter() {
             let effect = set
                 .policy(&cedar_policy::PolicyId::new(id))
                 .map_or("?", |p| match p.effect() {
