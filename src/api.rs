@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
-use http::{HeaderValue, Method, Response, StatusCode};
+use http::{HeaderName, HeaderValue, Method, Response, StatusCode};
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
@@ -28,6 +28,12 @@ pub use body::{Body, ZeroizingBuf};
 pub use error::ApiError;
 pub use request::ApiRequest;
 use routes::Route;
+
+/// `X-Request-Id`, on every response. A static name: inserting it by
+/// string would allocate a copy of the name per response.
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// `X-Secret-Version`, on a read's response.
+const X_SECRET_VERSION: HeaderName = HeaderName::from_static("x-secret-version");
 
 /// Everything a request handler needs, shared by all connections.
 #[derive(Debug)]
@@ -391,7 +397,7 @@ async fn read<'s>(
         ctx.request_id,
     );
     resp.headers_mut()
-        .insert("x-secret-version", HeaderValue::from(secret.version));
+        .insert(X_SECRET_VERSION, HeaderValue::from(secret.version));
     Ok(resp)
 }
 
@@ -529,7 +535,7 @@ fn response(
     h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if let Ok(v) = HeaderValue::from_str(request_id) {
-        h.insert("x-request-id", v);
+        h.insert(X_REQUEST_ID, v);
     }
     resp
 }

@@ -136,7 +136,10 @@ impl Broker {
         ctx: &RequestContext<'_>,
     ) -> Result<(StoredSecret, Option<PolicyIds>), ReadError> {
         let path = &p.get().0;
-        let secret = self.store.get(path).await?;
+        let secret = match self.store.get_ready(path) {
+            Some(secret) => secret,
+            None => self.store.get(path).await?,
+        };
         let Some(decision) = self.authz.recheck_read(who, path, &secret.labels, ctx) else {
             return Ok((secret, None));
         };

@@ -266,6 +266,15 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Reads the current version.
     async fn get(&self, path: &SecretPath) -> Result<StoredSecret, StoreError>;
 
+    /// The current version if it can be had from memory without waiting
+    /// (the read cache's fresh entries); `None` means "call [`get`]". Lets
+    /// a cache hit skip the boxed future of an async trait call.
+    ///
+    /// [`get`]: Store::get
+    fn get_ready(&self, _path: &SecretPath) -> Option<StoredSecret> {
+        None
+    }
+
     /// Lists, recursively, every secret inside `scope`, sorted by path.
     async fn list(&self, scope: &ScopePath) -> Result<Vec<SecretMeta>, StoreError>;
 

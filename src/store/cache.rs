@@ -29,6 +29,10 @@ pub struct CacheStats {
     pub misses: u64,
 }
 
+/// Entries by path. foldhash (randomly seeded per process) rather than
+/// SipHash: a path is hashed on every read.
+type Entries = HashMap<SecretPath, Entry, foldhash::fast::RandomState>;
+
 /// One cached value.
 struct Entry {
     version: u64,
@@ -43,7 +47,7 @@ pub struct CachedStore {
     inner: Arc<dyn Store>,
     ttl: Duration,
     stale_if_error: Duration,
-    entries: Mutex<HashMap<SecretPath, Entry>>,
+    entries: Mutex<Entries>,
     // INVARIANT: bumped, under the `entries` lock, after every write or
     // delete reached the inner store. A read inserts its value only if the
     // counter did not move since before it asked the inner store, so a value
@@ -76,7 +80,7 @@ impl CachedStore {
             inner,
             ttl,
             stale_if_error,
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::new(Entries::default()),
             generation: AtomicU64::new(0),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -129,7 +133,7 @@ impl CachedStore {
         self.ttl.saturating_add(self.stale_if_error)
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<SecretPath, Entry>> {
+    fn lock(&self) -> MutexGuard<'_, Entries> {
         // A panic while holding the lock cannot leave the map half-updated
         // (every critical section is a single map operation), so a poisoned
         // lock is still sound to use.
@@ -144,14 +148,22 @@ impl CachedStore {
     }
 
     /// A fresh cached value, evicting the entry if it is past all use.
+    /// A fresh entry, counted as a hit.
+    fn hit(&self, path: &SecretPath, now: Instant) -> Option<StoredSecret> {
+        let hit = self.fresh(path, now)?;
+        self.hits.fetch_add(1, Ordering::Relaxed);
+        Some(hit)
+    }
+
     fn fresh(&self, path: &SecretPath, now: Instant) -> Option<StoredSecret> {
         let mut entries = self.lock();
-        let age = now.saturating_duration_since(entries.get(path)?.fetched_at);
+        let entry = entries.get(path)?;
+        let age = now.saturating_duration_since(entry.fetched_at);
         if age < self.ttl {
-            return entries.get(path).map(|e| StoredSecret {
-                version: e.version,
-                value: e.value.duplicate(),
-                labels: e.labels.clone(),
+            return Some(StoredSecret {
+                version: entry.version,
+                value: entry.value.duplicate(),
+                labels: entry.labels.clone(),
             });
         }
         if age >= self.keep_for() {
@@ -191,6 +203,13 @@ impl Store for CachedStore {
         self.inner.backend()
     }
 
+    fn get_ready(&self, path: &SecretPath) -> Option<StoredSecret> {
+        if self.ttl.is_zero() {
+            return None;
+        }
+        self.hit(path, Instant::now())
+    }
+
     async fn put(&self, path: &SecretPath, req: PutRequest) -> Result<PutOutcome, StoreError> {
         // Invalidates however this ends: success, error (a failed or
         // timed-out write may still have landed) or the caller dropping us
@@ -205,8 +224,7 @@ impl Store for CachedStore {
             return self.inner.get(path).await;
         }
         let started = Instant::now();
-        if let Some(hit) = self.fresh(path, started) {
-            self.hits.fetch_add(1, Ordering::Relaxed);
+        if let Some(hit) = self.hit(path, started) {
             return Ok(hit);
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
@@ -426,6 +444,33 @@ mod tests {
         assert_eq!(cache.stats(), CacheStats { hits: 2, misses: 1 });
         assert_eq!(cache.backend(), "mem");
         assert_eq!(cache.entry_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn ready_reads_are_fresh_hits_only() {
+        let (mem, cache) = setup(60_000, 0);
+        let p = sp("acme/a");
+        cache.put(&p, req(b"one")).await.unwrap();
+        // Not cached yet: the caller must call `get`.
+        assert!(cache.get_ready(&p).is_none());
+        assert_eq!(value(&cache, &p).await, b"one");
+        let hit = cache.get_ready(&p).unwrap();
+        assert_eq!((hit.version, hit.value.expose_secret()), (1, &b"one"[..]));
+        assert_eq!(cache.stats(), CacheStats { hits: 1, misses: 1 });
+        // A write invalidates it, as for `get`.
+        cache.put(&p, req(b"two")).await.unwrap();
+        assert!(cache.get_ready(&p).is_none());
+        assert_eq!(mem.gets(), 1);
+        // Expired entries and a disabled cache are never ready.
+        let (_, short) = setup(1, 0);
+        short.put(&p, req(b"one")).await.unwrap();
+        let _ = short.get(&p).await.unwrap();
+        sleep_ms(5).await;
+        assert!(short.get_ready(&p).is_none());
+        let (_, off) = setup(0, 0);
+        off.put(&p, req(b"one")).await.unwrap();
+        let _ = off.get(&p).await.unwrap();
+        assert!(off.get_ready(&p).is_none());
     }
 
     #[tokio::test]
