@@ -7,13 +7,12 @@ pub mod request;
 pub mod routes;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderName, HeaderValue, Method, Response, StatusCode};
 use serde::Serialize;
-use tokio::sync::Semaphore;
 
 use crate::audit::{AuditLog, AuditRecord, bounded_path, now_rfc3339};
 use crate::authz::{Denied, PolicyIds, RequestContext, Transport};
@@ -48,7 +47,7 @@ pub struct AppState {
     pub limits: Limits,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
-    in_flight: Semaphore,
+    in_flight: InFlight,
     ids: RequestIds,
 }
 
@@ -59,7 +58,7 @@ impl AppState {
             broker,
             resolver,
             audit,
-            in_flight: Semaphore::new(limits.max_in_flight),
+            in_flight: InFlight::new(limits.max_in_flight),
             limits,
             metrics: Arc::new(Metrics::default()),
             ids: RequestIds::new(),
@@ -75,6 +74,41 @@ impl AppState {
     /// A fresh request id.
     pub fn next_request_id(&self) -> RequestId {
         self.ids.next()
+    }
+}
+
+/// Requests being handled, capped at `[limits] max_in_flight`. Never
+/// waited for (over the cap is `429`), so a counter does: a semaphore's
+/// release takes a lock shared by every worker.
+#[derive(Debug)]
+struct InFlight {
+    now: AtomicUsize,
+    max: usize,
+}
+
+/// One request's place under the cap, given back on drop.
+struct InFlightSlot<'a>(&'a InFlight);
+
+impl InFlight {
+    fn new(max: usize) -> Self {
+        Self {
+            now: AtomicUsize::new(0),
+            max,
+        }
+    }
+
+    fn try_enter(&self) -> Option<InFlightSlot<'_>> {
+        if self.now.fetch_add(1, Ordering::Acquire) >= self.max {
+            self.now.fetch_sub(1, Ordering::Release);
+            return None;
+        }
+        Some(InFlightSlot(self))
+    }
+}
+
+impl Drop for InFlightSlot<'_> {
+    fn drop(&mut self) {
+        self.0.now.fetch_sub(1, Ordering::Release);
     }
 }
 
@@ -195,9 +229,9 @@ pub async fn handle(state: &AppState, conn: &ConnInfo, req: ApiRequest) -> Respo
         path: Some(bounded_path(&req.path).to_owned()),
         ..Trail::default()
     };
-    let result = match state.in_flight.try_acquire() {
-        Ok(_permit) => dispatch(state, conn, req, &request_id, &mut trail).await,
-        Err(_) => Err(ApiError::Overloaded),
+    let result = match state.in_flight.try_enter() {
+        Some(_slot) => dispatch(state, conn, req, &request_id, &mut trail).await,
+        None => Err(ApiError::Overloaded),
     };
     let response = match result {
         Ok(r) => r,
@@ -574,6 +608,21 @@ mod tests {
             let id = RequestId::new(b"0a1b2c3d", n);
             prop_assert_eq!(id.as_str(), format!("0a1b2c3d-{n:x}"));
         }
+    }
+
+    #[test]
+    fn in_flight_is_capped_and_slots_come_back() {
+        let cap = InFlight::new(2);
+        let a = cap.try_enter();
+        let b = cap.try_enter();
+        assert!(a.is_some() && b.is_some());
+        assert!(cap.try_enter().is_none());
+        drop(a);
+        let c = cap.try_enter();
+        assert!(c.is_some());
+        assert!(cap.try_enter().is_none());
+        drop((b, c));
+        assert_eq!(cap.now.load(Ordering::Relaxed), 0);
     }
 
     #[test]

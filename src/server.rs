@@ -154,26 +154,30 @@ pub async fn run(listener: UnixListener, state: Arc<AppState>) -> Result<(), Ser
                     continue;
                 };
                 let info = ConnInfo { peer, transport: Transport::Unix };
-                let watch = Arc::new(HeadWatch::new());
-                let conn = graceful.watch(connection(&builder, stream, Arc::clone(&state), info, Arc::clone(&watch)));
-                let conn_state = Arc::clone(&state);
-                let conn_watch = Arc::clone(&watch);
+                let ctx = Arc::new(Conn::new(Arc::clone(&state), info));
+                let conn = graceful.watch(connection(&builder, stream, Arc::clone(&ctx)));
                 let started = Instant::now();
+                let task_ctx = Arc::clone(&ctx);
                 let task = tokio::spawn(async move {
                     if let Err(e) = conn.await {
-                        audit_connection_error(&conn_state, peer, &e, started);
+                        audit_connection_error(&task_ctx.state, peer, &e, started);
                     }
-                    conn_watch.close();
+                    task_ctx.watch.close();
                     drop(permit);
                 });
-                let expiry_state = Arc::clone(&state);
-                let watchdog = tokio::spawn(head_deadline::watchdog(
-                    Arc::clone(&watch),
-                    task.abort_handle(),
-                    limits.header_timeout,
-                    move || audit_head_timeout(&expiry_state, peer, started),
-                ));
-                watch.set_watchdog(watchdog.abort_handle());
+                let watchdog_ctx = Arc::clone(&ctx);
+                let conn_task = task.abort_handle();
+                let watchdog = tokio::spawn(async move {
+                    let state = &watchdog_ctx.state;
+                    head_deadline::watchdog(
+                        &watchdog_ctx.watch,
+                        conn_task,
+                        state.limits.header_timeout,
+                        || audit_head_timeout(state, peer, started),
+                    )
+                    .await;
+                });
+                ctx.watch.set_watchdog(watchdog.abort_handle());
             }
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
@@ -202,13 +206,32 @@ fn http1_builder(limits: &Limits) -> http1::Builder {
     builder
 }
 
+/// What every request on one connection shares. Each request holds a
+/// reference to it (not to the shared state directly), so the per-request
+/// reference count lives on the connection's own cache line instead of one
+/// that every worker thread contends for.
+#[derive(Debug)]
+struct Conn {
+    state: Arc<AppState>,
+    info: ConnInfo,
+    watch: HeadWatch,
+}
+
+impl Conn {
+    fn new(state: Arc<AppState>, info: ConnInfo) -> Self {
+        Self {
+            state,
+            info,
+            watch: HeadWatch::new(),
+        }
+    }
+}
+
 /// One connection served by the API, over any byte stream.
 fn connection<I>(
     builder: &http1::Builder,
     io: I,
-    state: Arc<AppState>,
-    info: ConnInfo,
-    watch: Arc<HeadWatch>,
+    ctx: Arc<Conn>,
 ) -> http1::Connection<
     TokioIo<I>,
     impl hyper::service::HttpService<hyper::body::Incoming, ResBody = api::Body, Future: Send>
@@ -219,9 +242,8 @@ where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let service = hyper::service::service_fn(move |req| {
-        let state = Arc::clone(&state);
-        let watch = Arc::clone(&watch);
-        let serve = watch.begin_request();
+        let ctx = Arc::clone(&ctx);
+        let serve = ctx.watch.begin_request();
         // Copy out what the API uses and drop hyper's request now, before
         // hyper reads on (see `api::request`).
         let req = ApiRequest::from(req);
@@ -230,12 +252,12 @@ where
                 // The head deadline passed as this head arrived: the
                 // watchdog audited the 408 and is closing the connection.
                 return Ok::<_, Infallible>(api::error_response(
-                    &api::ApiError::RequestTimeout(state.limits.header_timeout),
+                    &api::ApiError::RequestTimeout(ctx.state.limits.header_timeout),
                     "",
                 ));
             }
-            let response = api::handle(&state, &info, req).await;
-            watch.end_request();
+            let response = api::handle(&ctx.state, &ctx.info, req).await;
+            ctx.watch.end_request();
             Ok(response)
         }
     });
@@ -251,8 +273,8 @@ where
 {
     let started = Instant::now();
     let builder = http1_builder(&state.limits);
-    let watch = Arc::new(HeadWatch::new());
-    if let Err(e) = connection(&builder, io, Arc::clone(&state), info, watch).await {
+    let ctx = Arc::new(Conn::new(Arc::clone(&state), info));
+    if let Err(e) = connection(&builder, io, ctx).await {
         audit_connection_error(&state, info.peer, &e, started);
     }
 }

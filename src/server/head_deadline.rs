@@ -15,8 +15,8 @@
 //! that for a complete head (idle, trickling a head, or not reading its
 //! answer) is closed.
 
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::task::AbortHandle;
@@ -156,7 +156,7 @@ impl HeadWatch {
 /// has waited `timeout` for a complete request head; returns when the
 /// connection ends first.
 pub async fn watchdog(
-    watch: Arc<HeadWatch>,
+    watch: &HeadWatch,
     conn: AbortHandle,
     timeout: Duration,
     on_expiry: impl FnOnce(),
@@ -179,6 +179,7 @@ pub async fn watchdog(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     const T: Duration = Duration::from_secs(10);
 
@@ -238,7 +239,7 @@ mod tests {
         // Waiting since the clock's first millisecond: long expired.
         watch.state.store(1, Ordering::Relaxed);
         watchdog(
-            Arc::clone(&watch),
+            &watch,
             conn.abort_handle(),
             Duration::from_millis(50),
             move || flag.store(true, Ordering::Relaxed),
@@ -254,7 +255,7 @@ mod tests {
         let conn = tokio::spawn(async {});
         watch.close();
         watchdog(
-            Arc::clone(&watch),
+            &watch,
             conn.abort_handle(),
             Duration::from_millis(20),
             || panic!("a closed connection must not expire"),
