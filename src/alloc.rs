@@ -47,20 +47,26 @@ unsafe impl GlobalAlloc for ZeroizingAlloc {
     // block also passes through the zeroing `dealloc`.
 }
 
-/// Drops this process's page-table entries for its own executable code
-/// (the `r-xp` mappings of the running binary). The code stays in the page
-/// cache; whatever runs next is mapped back in on its first use. Called once
-/// start-up is done, so the resident set holds the code the broker runs
+/// Drops this process's page-table entries for its own code and the
+/// read-only data before it (the running binary's `r-xp` mappings, and its
+/// `r--p` mappings below the code: ELF headers, symbol and relocation
+/// tables, constants, unwind tables). Those pages stay in the page cache;
+/// whatever runs or is read next is mapped back in on its first use. Called
+/// once start-up is done, so the resident set holds what the broker uses
 /// while serving, not the start-up code (config and policy parsing, schema
-/// validation, store open) that will not run again. Takes no range: it only
-/// ever touches mappings it found itself.
+/// validation, store open) and the dynamic loader's relocation tables,
+/// which will not be used again. Takes no range: it only ever touches
+/// mappings it found itself.
 pub fn release_startup_code() -> std::io::Result<()> {
-    for (start, len) in own_code_mappings()? {
-        // SAFETY: the range is a read-only, executable, private file
-        // mapping of our own binary, just read from /proc/self/maps, never
-        // written: `MADV_DONTNEED` drops its page-table entries and the next
-        // access faults the same file contents back in, so no byte any
-        // thread can observe changes, whatever runs concurrently.
+    for (start, len) in own_read_only_mappings()? {
+        // SAFETY: the range is a private file mapping of our own binary,
+        // just read from /proc/self/smaps, read-only (executable code, or
+        // the read-only segment before it) and holding no anonymous page,
+        // so no byte of it was ever written: `MADV_DONTNEED` drops its
+        // page-table entries and the next access faults the same file
+        // contents back in, so no byte any thread can observe changes,
+        // whatever runs concurrently. The RELRO segment (relocated, so its
+        // pages are anonymous, and after the code) is never among them.
         unsafe {
             rustix::mm::madvise(
                 start as *mut std::ffi::c_void,
@@ -72,54 +78,127 @@ pub fn release_startup_code() -> std::io::Result<()> {
     Ok(())
 }
 
-/// The executable code mappings of this process (`r-xp` lines of
-/// `/proc/self/maps` backed by the running binary), as `(start, len)`.
-fn own_code_mappings() -> std::io::Result<Vec<(usize, usize)>> {
+/// The mappings [`release_startup_code`] may release, as `(start, len)`.
+fn own_read_only_mappings() -> std::io::Result<Vec<(usize, usize)>> {
     let exe = std::fs::read_link("/proc/self/exe")?;
-    let maps = std::fs::read_to_string("/proc/self/maps")?;
-    Ok(code_mappings(&maps, &exe.to_string_lossy()))
+    let smaps = std::fs::read_to_string("/proc/self/smaps")?;
+    Ok(read_only_mappings(&smaps, &exe.to_string_lossy()))
 }
 
-/// Parses `maps` (the format of `/proc/PID/maps`) for `r-xp` mappings of `exe`.
-fn code_mappings(maps: &str, exe: &str) -> Vec<(usize, usize)> {
-    maps.lines()
-        .filter_map(|line| {
-            let mut fields = line.split_ascii_whitespace();
-            let range = fields.next()?;
-            let perms = fields.next()?;
-            let path = fields.nth(3)?;
-            if perms != "r-xp" || path != exe {
-                return None;
+/// One mapping of `/proc/PID/smaps`: its header line's fields, and its
+/// `Anonymous:` size.
+struct Mapping<'a> {
+    start: usize,
+    end: usize,
+    perms: &'a str,
+    path: &'a str,
+    anonymous_kib: Option<u64>,
+}
+
+fn parse_header(line: &str) -> Option<Mapping<'_>> {
+    let mut fields = line.split_ascii_whitespace();
+    let (start, end) = fields.next()?.split_once('-')?;
+    let start = usize::from_str_radix(start, 16).ok()?;
+    let end = usize::from_str_radix(end, 16).ok()?;
+    let perms = fields.next()?;
+    let path = fields.nth(3).unwrap_or("");
+    (end > start && perms.len() == 4).then_some(Mapping {
+        start,
+        end,
+        perms,
+        path,
+        anonymous_kib: None,
+    })
+}
+
+/// Parses `smaps` (the format of `/proc/PID/smaps`) for the mappings of
+/// `exe` that may be released: its `r-xp` mappings, and its `r--p`
+/// mappings that lie below its first `r-xp` one; each only if it holds no
+/// anonymous (written) page. Anything unparsable is left alone.
+fn read_only_mappings(smaps: &str, exe: &str) -> Vec<(usize, usize)> {
+    let mut mappings: Vec<Mapping<'_>> = Vec::new();
+    for line in smaps.lines() {
+        if let Some(kib) = line.strip_prefix("Anonymous:") {
+            if let Some(last) = mappings.last_mut() {
+                last.anonymous_kib = kib.trim().trim_end_matches("kB").trim().parse().ok();
             }
-            let (start, end) = range.split_once('-')?;
-            let start = usize::from_str_radix(start, 16).ok()?;
-            let end = usize::from_str_radix(end, 16).ok()?;
-            (end > start).then(|| (start, end - start))
-        })
+        } else if let Some(m) = parse_header(line) {
+            mappings.push(m);
+        }
+    }
+    let ours = || mappings.iter().filter(|m| m.path == exe);
+    let Some(code_start) = ours().filter(|m| m.perms == "r-xp").map(|m| m.start).min() else {
+        return Vec::new();
+    };
+    ours()
+        .filter(|m| m.perms == "r-xp" || (m.perms == "r--p" && m.end <= code_start))
+        .filter(|m| m.anonymous_kib == Some(0))
+        .map(|m| (m.start, m.end - m.start))
         .collect()
 }
 
 #[cfg(test)]
 mod tests {
+    fn block(range: &str, perms: &str, path: &str, anon_kib: u64) -> String {
+        format!(
+            "{range} {perms} 00000000 fd:01 42 {path}\nSize:  4 kB\nRss:  4 kB\nAnonymous:  {anon_kib} kB\nVmFlags: rd mr mw me\n"
+        )
+    }
+
     #[test]
-    fn finds_only_the_executables_code() {
-        let maps = "\
-55e0a000-55e0b000 r--p 00000000 fd:01 42 /usr/bin/secret-broker
-55e0b000-55e2b000 r-xp 00001000 fd:01 42 /usr/bin/secret-broker
-55e2b000-55e2c000 rw-p 00021000 fd:01 42 /usr/bin/secret-broker
-7f00000000-7f00001000 r-xp 00000000 fd:01 7 /usr/lib/libc.so.6
-7f00002000-7f00003000 rw-p 00000000 00:00 0
-7ffd0000-7ffd1000 r-xp 00000000 00:00 0 [vdso]
-";
+    fn finds_only_the_binarys_unwritten_code_and_read_only_data_before_it() {
+        let exe = "/usr/bin/secret-broker";
+        let smaps = [
+            block("55e0a000-55e0b000", "r--p", exe, 0),
+            block("55e0b000-55e2b000", "r-xp", exe, 0),
+            // RELRO after the code: relocated (anonymous), never released.
+            block("55e2b000-55e2c000", "r--p", exe, 4),
+            // Read-only data after the code is left alone too.
+            block("55e2c000-55e2d000", "r--p", exe, 0),
+            block("55e2d000-55e2e000", "rw-p", exe, 0),
+            block("7f00000000-7f00001000", "r-xp", "/usr/lib/libc.so.6", 0),
+            block("7f00001000-7f00002000", "r--p", "/usr/lib/libc.so.6", 0),
+            block("7f00002000-7f00003000", "rw-p", "", 4),
+            block("7ffd0000-7ffd1000", "r-xp", "[vdso]", 0),
+        ]
+        .concat();
         assert_eq!(
-            super::code_mappings(maps, "/usr/bin/secret-broker"),
-            vec![(0x55e0_b000, 0x2_0000)]
+            super::read_only_mappings(&smaps, exe),
+            vec![(0x55e0_a000, 0x1000), (0x55e0_b000, 0x2_0000)]
         );
-        assert!(super::code_mappings(maps, "/other").is_empty());
+        assert!(super::read_only_mappings(&smaps, "/other").is_empty());
+    }
+
+    #[test]
+    fn a_written_or_unreadable_mapping_is_never_released() {
+        let exe = "/usr/bin/secret-broker";
+        // Code with a written page (a debugger's breakpoint, text
+        // relocations): left alone.
+        let written = [
+            block("1000-2000", "r--p", exe, 0),
+            block("2000-3000", "r-xp", exe, 4),
+        ]
+        .concat();
+        assert_eq!(
+            super::read_only_mappings(&written, exe),
+            vec![(0x1000, 0x1000)]
+        );
+        // No `Anonymous:` line: unknown, so left alone.
+        let unknown = "1000-2000 r-xp 00000000 fd:01 42 /usr/bin/secret-broker\n";
+        assert!(super::read_only_mappings(unknown, exe).is_empty());
     }
 
     #[test]
     fn finds_our_own_code() {
-        assert!(!super::own_code_mappings().unwrap().is_empty());
+        let found = super::own_read_only_mappings().unwrap();
+        assert!(!found.is_empty());
+    }
+
+    #[test]
+    fn releasing_leaves_the_process_working() {
+        super::release_startup_code().unwrap();
+        // Code, constants and formatting still work after the release.
+        assert_eq!(format!("{:?}", [1, 2, 3]), "[1, 2, 3]");
+        assert!(std::hint::black_box("abc").contains('b'));
     }
 }

@@ -57,9 +57,10 @@ pub fn lock_memory() -> Result<(), LockError> {
 }
 
 /// Once start-up is done, lets go of the code pages it touched (config and
-/// policy parsing, schema validation, store open: over half the resident
-/// set of an idle broker, see docs/performance.md); serving maps back in
-/// what it runs. Not with `[memory] lock` (locked pages stay, by design).
+/// policy parsing, schema validation, store open) and of the binary's
+/// read-only data before the code (the relocation tables the loader read,
+/// constants): over half the resident set of an idle broker, see
+/// docs/performance.md. Serving maps back in what it uses. Not with `[memory] lock` (locked pages stay, by design).
 /// Failure costs only memory, so it is logged and ignored.
 pub fn trim_code_residency() {
     if let Err(e) = crate::alloc::release_startup_code() {

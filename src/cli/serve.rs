@@ -218,7 +218,9 @@ async fn start(config: Config, dev: Option<&super::dev::DevEnv>) -> Result<(), S
         dev.print_banner();
     }
     if !config.memory_lock {
-        crate::hardening::trim_code_residency();
+        // Off the serving path: reading /proc/self/smaps takes a moment,
+        // and the first requests need not wait for it.
+        tokio::task::spawn_blocking(crate::hardening::trim_code_residency);
     }
     let result = server::run(listener, state).await;
     drop(guard);
