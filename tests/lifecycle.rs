@@ -172,6 +172,18 @@ fn a_bad_policy_set_refuses_to_start_with_file_and_line() {
     assert_eq!(out.status.code(), Some(64));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.cedar:2:"), "{err}");
+    // The store opens while the policies load; with both broken, the
+    // policy error is still the one reported, and no socket is left.
+    std::fs::write(dir.path().join("k"), b"short").unwrap();
+    let out = std::process::Command::new(common::BIN)
+        .args(["serve", "--config"])
+        .arg(dir.path().join("c.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.cedar:2:"), "{err}");
+    assert!(!dir.path().join("s.sock").exists());
 }
 
 fn write_min_config(dir: &std::path::Path) -> std::path::PathBuf {

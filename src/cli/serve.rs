@@ -178,15 +178,21 @@ async fn start(config: Config, dev: Option<&super::dev::DevEnv>) -> Result<(), S
     if config.memory_lock {
         crate::hardening::lock_memory()?;
     }
-    let authz = Arc::new(Authorizer::load_dir(&config.policy_dir)?);
+    // Policies are parsed and validated (CPU, a few ms) on another thread
+    // while the store opens or logs in, so the two start-up costs overlap.
+    let policy_dir = config.policy_dir.clone();
+    let policies = tokio::task::spawn_blocking(move || Authorizer::load_dir(&policy_dir));
     // Bind before opening the store, so a second broker on the same config
     // is told the socket is served rather than that the store is locked.
     let (listener, guard) = server::bind(&config.listen)?;
+    let opened = open_store(&config.store).await;
+    // A bad policy set is reported before a store problem, as it always was.
+    let authz = match policies.await {
+        Ok(loaded) => Arc::new(loaded?),
+        Err(join) => std::panic::resume_unwind(join.into_panic()),
+    };
     let metrics = Arc::new(Metrics::default());
-    let store: Arc<dyn Store> = Arc::new(MeteredStore::new(
-        open_store(&config.store).await?,
-        Arc::clone(&metrics),
-    ));
+    let store: Arc<dyn Store> = Arc::new(MeteredStore::new(opened?, Arc::clone(&metrics)));
     let cache = Arc::new(CachedStore::new(
         store,
         config.cache.ttl,
