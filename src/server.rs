@@ -154,30 +154,8 @@ pub async fn run(listener: UnixListener, state: Arc<AppState>) -> Result<(), Ser
                     continue;
                 };
                 let info = ConnInfo { peer, transport: Transport::Unix };
-                let ctx = Arc::new(Conn::new(Arc::clone(&state), info));
-                let conn = graceful.watch(connection(&builder, stream, Arc::clone(&ctx)));
-                let started = Instant::now();
-                let task_ctx = Arc::clone(&ctx);
-                let task = tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        audit_connection_error(&task_ctx.state, peer, &e, started);
-                    }
-                    task_ctx.watch.close();
-                    drop(permit);
-                });
-                let watchdog_ctx = Arc::clone(&ctx);
-                let conn_task = task.abort_handle();
-                let watchdog = tokio::spawn(async move {
-                    let state = &watchdog_ctx.state;
-                    head_deadline::watchdog(
-                        &watchdog_ctx.watch,
-                        conn_task,
-                        state.limits.header_timeout,
-                        || audit_head_timeout(state, peer, started),
-                    )
-                    .await;
-                });
-                ctx.watch.set_watchdog(watchdog.abort_handle());
+                let ctx = Conn::new(Arc::clone(&state), info);
+                spawn_connection(&builder, &graceful, stream, ctx, permit);
             }
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
@@ -193,6 +171,42 @@ pub async fn run(listener: UnixListener, state: Arc<AppState>) -> Result<(), Ser
         }
     }
     Ok(())
+}
+
+/// Serves `stream` on a task of its own, with a watchdog task that closes
+/// it once it has waited `header_timeout` for a request head.
+fn spawn_connection(
+    builder: &http1::Builder,
+    graceful: &GracefulShutdown,
+    stream: UnixStream,
+    ctx: Conn,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    let ctx = Arc::new(ctx);
+    let peer = ctx.info.peer;
+    let started = Instant::now();
+    let conn = graceful.watch(connection(builder, stream, Arc::clone(&ctx)));
+    let task_ctx = Arc::clone(&ctx);
+    let task = tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            audit_connection_error(&task_ctx.state, peer, &e, started);
+        }
+        task_ctx.watch.close();
+        drop(permit);
+    });
+    let watchdog_ctx = Arc::clone(&ctx);
+    let conn_task = task.abort_handle();
+    let watchdog = tokio::spawn(async move {
+        let state = &watchdog_ctx.state;
+        head_deadline::watchdog(
+            &watchdog_ctx.watch,
+            conn_task,
+            state.limits.header_timeout,
+            || audit_head_timeout(state, peer, started),
+        )
+        .await;
+    });
+    ctx.watch.set_watchdog(watchdog.abort_handle());
 }
 
 /// The HTTP/1.1 settings every connection gets: the head size limit
