@@ -17,6 +17,7 @@ pub mod config;
 pub mod hardening;
 pub mod identity;
 pub mod inject;
+pub(crate) mod json;
 pub mod metrics;
 pub mod secret;
 pub mod server;

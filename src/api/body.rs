@@ -17,6 +17,7 @@ use serde::de::{self, Deserializer, Visitor};
 use zeroize::Zeroizing;
 
 use super::error::ApiError;
+use crate::json::{escaped_len, push_escaped};
 use crate::secret::SecretBytes;
 use crate::store::Labels;
 
@@ -266,45 +267,6 @@ pub fn parse_put(bytes: &[u8], max_value: usize) -> Result<PutBody, ApiError> {
     Ok(PutBody { value, labels })
 }
 
-fn escaped_len(s: &str) -> usize {
-    s.bytes()
-        .map(|b| match b {
-            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
-            0..=0x1f => 6,
-            _ => 1,
-        })
-        .sum()
-}
-
-fn push_escaped(out: &mut Vec<u8>, s: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let bytes = s.as_bytes();
-    // Runs of bytes that need no escape are copied whole.
-    let mut run = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        if b >= 0x20 && b != b'"' && b != b'\\' {
-            continue;
-        }
-        out.extend_from_slice(&bytes[run..i]);
-        run = i + 1;
-        match b {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            0x08 => out.extend_from_slice(b"\\b"),
-            0x0c => out.extend_from_slice(b"\\f"),
-            _ => {
-                out.extend_from_slice(b"\\u00");
-                out.push(HEX[usize::from(b >> 4)]);
-                out.push(HEX[usize::from(b & 0xf)]);
-            }
-        }
-    }
-    out.extend_from_slice(&bytes[run..]);
-}
-
 /// Builds `{"path","version","value"}` (or `value_base64` for non-UTF-8
 /// bytes) in one exactly-sized zeroizing buffer.
 pub fn secret_json(path: &str, version: u64, value: &SecretBytes) -> Zeroizing<Vec<u8>> {
@@ -430,29 +392,6 @@ mod tests {
             let back = parse_put(&json, 1000).unwrap();
             assert_eq!(back.value.expose_secret(), value);
             assert_eq!(back.labels, labels);
-        }
-    }
-
-    fn assert_escapes_like_serde_json(s: &str) {
-        let mut ours = Vec::new();
-        push_escaped(&mut ours, s);
-        let theirs = serde_json::to_string(s).unwrap();
-        assert_eq!(
-            String::from_utf8(ours.clone()).unwrap(),
-            theirs[1..theirs.len() - 1]
-        );
-        assert_eq!(escaped_len(s), ours.len());
-    }
-
-    proptest::proptest! {
-        #[test]
-        fn escaping_is_json_string_escaping(s in proptest::prelude::any::<String>()) {
-            assert_escapes_like_serde_json(&s);
-        }
-
-        #[test]
-        fn escaping_handles_every_special_byte(s in "[\\x00-\\x1f\"\\\\a\u{e9}\u{7f}]{0,24}") {
-            assert_escapes_like_serde_json(&s);
         }
     }
 

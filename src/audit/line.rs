@@ -63,18 +63,11 @@ fn opt_string(out: &mut Vec<u8>, s: Option<&str>) {
     }
 }
 
-/// A JSON string. JSON requires escaping only `"`, `\` and control
-/// characters below U+0020 (and `serde_json` escapes nothing else), so a
-/// string without them is copied; any other goes through `serde_json`.
+/// A JSON string, escaped as `serde_json` does.
 fn string(out: &mut Vec<u8>, s: &str) {
-    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
-        out.push(b'"');
-        out.extend_from_slice(s.as_bytes());
-        out.push(b'"');
-    } else if serde_json::to_writer(&mut *out, s).is_err() {
-        // Writing to a Vec cannot fail; keep the line valid JSON anyway.
-        out.extend_from_slice(b"null");
-    }
+    out.push(b'"');
+    crate::json::push_escaped(out, s);
+    out.push(b'"');
 }
 
 #[cfg(test)]
