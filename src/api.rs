@@ -6,6 +6,7 @@ pub mod error;
 pub mod request;
 pub mod routes;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
@@ -202,7 +203,8 @@ struct Trail<'s> {
     /// Borrowed from the resolver's principals, which outlive the request.
     principal: Option<&'s str>,
     action: Option<&'static str>,
-    path: Option<String>,
+    /// What routing made of the path; `None` audits the path as sent.
+    path: Option<Cow<'s, str>>,
     decision: Option<&'static str>,
     policies: PolicyIds,
 }
@@ -222,15 +224,14 @@ pub(crate) fn printable(s: &str, max: usize) -> String {
 }
 
 /// Handles one request; never fails (errors become contract error bodies).
-pub async fn handle(state: &AppState, conn: &ConnInfo, req: ApiRequest) -> Response<Body> {
+pub async fn handle(state: &AppState, conn: &ConnInfo, mut req: ApiRequest) -> Response<Body> {
     let start = Instant::now();
     let request_id = state.next_request_id();
-    let mut trail = Trail {
-        path: Some(bounded_path(&req.path).to_owned()),
-        ..Trail::default()
-    };
+    // Kept here so the audit trail can borrow it instead of copying it.
+    let sent = std::mem::take(&mut req.path);
+    let mut trail = Trail::default();
     let result = match state.in_flight.try_enter() {
-        Some(_slot) => dispatch(state, conn, req, &request_id, &mut trail).await,
+        Some(_slot) => dispatch(state, conn, &sent, req, &request_id, &mut trail).await,
         None => Err(ApiError::Overloaded),
     };
     let response = match result {
@@ -245,7 +246,7 @@ pub async fn handle(state: &AppState, conn: &ConnInfo, req: ApiRequest) -> Respo
         principal: trail.principal,
         peer: conn.peer.map(Into::into),
         action: trail.action,
-        path: trail.path.as_deref(),
+        path: Some(trail.path.as_deref().unwrap_or_else(|| bounded_path(&sent))),
         decision: trail.decision,
         policies: &trail.policies,
         status,
@@ -261,11 +262,12 @@ pub async fn handle(state: &AppState, conn: &ConnInfo, req: ApiRequest) -> Respo
 async fn dispatch<'s>(
     state: &'s AppState,
     conn: &ConnInfo,
+    sent: &'s str,
     req: ApiRequest,
     request_id: &str,
     trail: &mut Trail<'s>,
 ) -> Result<Response<Body>, ApiError> {
-    let route = Route::parse(&req.path)?;
+    let route = Route::parse(sent)?;
     let method = req.method.clone();
     let allowed = matches!(
         (&route, &method),
@@ -323,11 +325,12 @@ async fn dispatch<'s>(
         }
         Route::List(scope) => {
             trail.action = Some("list");
-            trail.path = Some(scope.key_prefix());
+            trail.path = Some(Cow::Owned(scope.key_prefix()));
             list(state, &ctx, &req, conn, scope, trail).await
         }
         Route::Secret(path) => {
-            trail.path = Some(path.as_str().to_owned());
+            // The secret path is the sent path's tail, unchanged.
+            trail.path = Some(Cow::Borrowed(routes::secret_part(sent)));
             match method {
                 Method::PUT => {
                     trail.action = Some("write");

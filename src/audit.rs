@@ -78,6 +78,20 @@ pub fn bounded_path(path: &str) -> &str {
     &path[..end]
 }
 
+/// Room for a typical line, so building it does not reallocate.
+const LINE_CAPACITY: usize = 512;
+/// A line buffer that grew past this is not kept.
+const LINE_KEEP: usize = 4096;
+
+thread_local! {
+    /// Each thread builds its lines in one reused buffer: a line is written
+    /// out before `record` returns, so the buffer is free again, and a
+    /// request saves an allocation and the allocator's clearing free. It
+    /// holds no value or token (an audit line has no field for one).
+    static LINE: std::cell::RefCell<Vec<u8>> =
+        std::cell::RefCell::new(Vec::with_capacity(LINE_CAPACITY));
+}
+
 /// The audit sink.
 pub struct AuditLog {
     out: Sink,
@@ -129,17 +143,33 @@ impl AuditLog {
     /// Writes one line. A failing sink is reported on stderr via tracing,
     /// never silently dropped.
     pub fn record(&self, rec: &AuditRecord<'_>) {
-        // Sized for a typical line, so writing it does not reallocate.
-        let mut line = Vec::with_capacity(384);
-        line::write_line(rec, &mut line);
+        LINE.with(|buf| match buf.try_borrow_mut() {
+            Ok(mut line) => {
+                line.clear();
+                self.write(rec, &mut line);
+                // A rare long line (paths are bounded) does not pin its
+                // buffer for the thread's life.
+                if line.capacity() > LINE_KEEP {
+                    *line = Vec::with_capacity(LINE_CAPACITY);
+                }
+            }
+            // Only if a sink's writer itself audited: never the case, but
+            // a fresh buffer is always correct.
+            Err(_) => self.write(rec, &mut Vec::with_capacity(LINE_CAPACITY)),
+        });
+    }
+
+    fn write(&self, rec: &AuditRecord<'_>, line: &mut Vec<u8>) {
+        line::write_line(rec, line);
+        let line = line.as_slice();
         let written = match &self.out {
             // INVARIANT: one `write_all` of a whole line on an O_APPEND file.
-            Sink::File(file) => (&*file).write_all(&line),
+            Sink::File(file) => (&*file).write_all(line),
             Sink::Writer(out) => {
                 let mut out = out
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
-                out.write_all(&line).and_then(|()| out.flush())
+                out.write_all(line).and_then(|()| out.flush())
             }
         };
         if let Err(e) = written {

@@ -21,6 +21,7 @@ pub mod vault;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -236,6 +237,18 @@ pub struct StoredSecret {
     pub labels: Labels,
 }
 
+impl StoredSecret {
+    /// A second copy, value included (deliberately not `Clone`: every copy
+    /// of a value is one more to zeroize, so copies are spelled out).
+    pub fn duplicate(&self) -> Self {
+        Self {
+            version: self.version,
+            value: self.value.duplicate(),
+            labels: self.labels.clone(),
+        }
+    }
+}
+
 /// A secret's metadata, as listed. Never a value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SecretMeta {
@@ -271,7 +284,7 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// a cache hit skip the boxed future of an async trait call.
     ///
     /// [`get`]: Store::get
-    fn get_ready(&self, _path: &SecretPath) -> Option<StoredSecret> {
+    fn get_ready(&self, _path: &SecretPath) -> Option<Arc<StoredSecret>> {
         None
     }
 

@@ -21,6 +21,13 @@ pub enum Route {
 
 const SECRETS: &str = "/v1/secrets/";
 
+/// The part of a `/v1/secrets/…` request path after the prefix: exactly the
+/// text a [`Route::Secret`] or [`Route::List`] was parsed from (parsing
+/// never rewrites a path). Any other path is returned whole.
+pub fn secret_part(path: &str) -> &str {
+    path.strip_prefix(SECRETS).unwrap_or(path)
+}
+
 impl Route {
     /// Parses a request path (without the query). Unknown routes are
     /// `404 not_found`; a bad secret path is `400 invalid_path`.
@@ -97,6 +104,25 @@ mod tests {
                 "invalid_path",
                 "{bad}"
             );
+        }
+    }
+
+    proptest::proptest! {
+        /// The API audits a secret read's path as `secret_part` of the sent
+        /// path: it must be exactly the parsed secret path.
+        #[test]
+        fn secret_part_is_the_parsed_path(
+            tail in "[a-z0-9][a-z0-9._-]{0,6}(/[a-z0-9][a-z0-9._-]{0,6}){0,4}/?",
+            prefix in proptest::sample::select(vec!["/v1/secrets/", "/v1/secret/", "/", ""]),
+        ) {
+            let sent = format!("{prefix}{tail}");
+            match Route::parse(&sent) {
+                Ok(Route::Secret(p)) => proptest::prop_assert_eq!(secret_part(&sent), p.as_str()),
+                Ok(Route::List(s)) if !s.is_root() => {
+                    proptest::prop_assert_eq!(secret_part(&sent), format!("{}/", s.as_str()));
+                }
+                _ => {}
+            }
         }
     }
 }

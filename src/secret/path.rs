@@ -6,6 +6,7 @@
 //! later layer ever sees `..`, percent-encoding, NUL or non-ASCII.
 
 use std::fmt;
+use std::sync::Arc;
 
 /// Most segments a secret path may have (scope segments plus the name).
 pub const MAX_SEGMENTS: usize = 16;
@@ -79,8 +80,9 @@ fn check(raw: &str, min_segments: usize) -> Result<usize, PathError> {
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SecretPath {
     // INVARIANT: passes `check(_, 2)`; `name_at` is the byte index of the
-    // last `/`.
-    raw: String,
+    // last `/`. Shared, not copied: a request's permit, the store call and
+    // the cache key all hold the same path, and a clone is a refcount.
+    raw: Arc<str>,
     name_at: usize,
 }
 
@@ -90,7 +92,7 @@ impl SecretPath {
         check(raw, 2)?;
         let name_at = raw.rfind('/').ok_or(PathError::TooFewSegments)?;
         Ok(Self {
-            raw: raw.to_owned(),
+            raw: Arc::from(raw),
             name_at,
         })
     }

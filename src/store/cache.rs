@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use crate::secret::{ScopePath, SecretBytes, SecretPath};
+use crate::secret::{ScopePath, SecretPath};
 use crate::store::{
     PutOutcome, PutRequest, SecretMeta, Store, StoreError, StoreErrorKind, StoredSecret,
 };
@@ -35,9 +35,9 @@ type Entries = HashMap<SecretPath, Entry, foldhash::fast::RandomState>;
 
 /// One cached value.
 struct Entry {
-    version: u64,
-    value: SecretBytes,
-    labels: crate::store::Labels,
+    /// Shared with the reads it answers: a hit is a refcount, not a copy;
+    /// the value is zeroized when the last holder drops it.
+    secret: Arc<StoredSecret>,
     /// When the read that produced it started (so age is never understated).
     fetched_at: Instant,
 }
@@ -123,7 +123,8 @@ impl CachedStore {
     /// Drops every entry past its useful life (`ttl + stale_if_error`).
     fn sweep(&self, now: Instant) {
         let keep = self.keep_for();
-        // SECURITY: removing the entry drops its `SecretBytes`, which zeroize.
+        // SECURITY: removing the entry drops its `SecretBytes` (zeroized at
+        // once, or when a read still sending it lets go).
         self.lock()
             .retain(|_, e| now.saturating_duration_since(e.fetched_at) < keep);
     }
@@ -149,22 +150,18 @@ impl CachedStore {
 
     /// A fresh cached value, evicting the entry if it is past all use.
     /// A fresh entry, counted as a hit.
-    fn hit(&self, path: &SecretPath, now: Instant) -> Option<StoredSecret> {
+    fn hit(&self, path: &SecretPath, now: Instant) -> Option<Arc<StoredSecret>> {
         let hit = self.fresh(path, now)?;
         self.hits.fetch_add(1, Ordering::Relaxed);
         Some(hit)
     }
 
-    fn fresh(&self, path: &SecretPath, now: Instant) -> Option<StoredSecret> {
+    fn fresh(&self, path: &SecretPath, now: Instant) -> Option<Arc<StoredSecret>> {
         let mut entries = self.lock();
         let entry = entries.get(path)?;
         let age = now.saturating_duration_since(entry.fetched_at);
         if age < self.ttl {
-            return Some(StoredSecret {
-                version: entry.version,
-                value: entry.value.duplicate(),
-                labels: entry.labels.clone(),
-            });
+            return Some(Arc::clone(&entry.secret));
         }
         if age >= self.keep_for() {
             entries.remove(path);
@@ -176,11 +173,8 @@ impl CachedStore {
     fn stale(&self, path: &SecretPath, now: Instant) -> Option<StoredSecret> {
         let entries = self.lock();
         let entry = entries.get(path)?;
-        (now.saturating_duration_since(entry.fetched_at) < self.keep_for()).then(|| StoredSecret {
-            version: entry.version,
-            value: entry.value.duplicate(),
-            labels: entry.labels.clone(),
-        })
+        (now.saturating_duration_since(entry.fetched_at) < self.keep_for())
+            .then(|| entry.secret.duplicate())
     }
 }
 
@@ -203,7 +197,7 @@ impl Store for CachedStore {
         self.inner.backend()
     }
 
-    fn get_ready(&self, path: &SecretPath) -> Option<StoredSecret> {
+    fn get_ready(&self, path: &SecretPath) -> Option<Arc<StoredSecret>> {
         if self.ttl.is_zero() {
             return None;
         }
@@ -225,7 +219,7 @@ impl Store for CachedStore {
         }
         let started = Instant::now();
         if let Some(hit) = self.hit(path, started) {
-            return Ok(hit);
+            return Ok(hit.duplicate());
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
         let generation = self.generation.load(Ordering::SeqCst);
@@ -236,9 +230,7 @@ impl Store for CachedStore {
                     entries.insert(
                         path.clone(),
                         Entry {
-                            version: secret.version,
-                            value: secret.value.duplicate(),
-                            labels: secret.labels.clone(),
+                            secret: Arc::new(secret.duplicate()),
                             fetched_at: started,
                         },
                     );
@@ -281,6 +273,7 @@ mod tests {
     use tokio::sync::Notify;
 
     use super::*;
+    use crate::secret::SecretBytes;
     use crate::store::{Labels, Timestamp};
 
     const CANARY: &[u8] = b"canary-c4c4e-value";
