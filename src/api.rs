@@ -22,6 +22,7 @@ use crate::config::Limits;
 use crate::identity::{PeerCred, Principal, Resolver};
 use crate::metrics::Metrics;
 use crate::secret::{ScopePath, SecretPath};
+use crate::shard::Sharded;
 use crate::store::PutRequest;
 
 pub use body::{Body, ZeroizingBuf};
@@ -114,10 +115,12 @@ impl Drop for InFlightSlot<'_> {
 }
 
 /// Request ids: a random per-process prefix and a counter, unique and cheap.
+/// Each thread shard counts on its own (shard `k` issues `k`, `k + n`,
+/// `k + 2n`, … for `n` shards), so no counter is shared between cores.
 #[derive(Debug)]
 struct RequestIds {
     prefix: [u8; 8],
-    counter: AtomicU64,
+    counters: Sharded<AtomicU64>,
 }
 
 impl RequestIds {
@@ -130,12 +133,19 @@ impl RequestIds {
         let _ = hex::encode_to_slice(b, &mut prefix);
         Self {
             prefix,
-            counter: AtomicU64::new(1),
+            counters: Sharded::default(),
         }
     }
 
     fn next(&self) -> RequestId {
-        RequestId::new(&self.prefix, self.counter.fetch_add(1, Ordering::Relaxed))
+        let (shard, counter) = self.counters.local_indexed();
+        let n = counter.fetch_add(1, Ordering::Relaxed);
+        // Distinct shards never issue the same number: `n * count + shard`
+        // is unique for `shard < count` (wrapping only after 2^61 ids).
+        let id = n
+            .wrapping_mul(Sharded::<AtomicU64>::count() as u64)
+            .wrapping_add(shard as u64 + 1);
+        RequestId::new(&self.prefix, id)
     }
 }
 
@@ -629,11 +639,22 @@ mod tests {
     }
 
     #[test]
-    fn request_ids_are_unique_and_counted() {
+    fn request_ids_are_unique_across_threads() {
         let ids = RequestIds::new();
-        let (a, b) = (ids.next(), ids.next());
-        assert_ne!(a.as_str(), b.as_str());
-        assert!(a.ends_with("-1") && b.ends_with("-2"), "{a} {b}");
-        assert_eq!(a.len(), 10);
+        let a = ids.next();
+        assert!(a.starts_with(std::str::from_utf8(&ids.prefix).unwrap()));
+        assert_eq!(a.as_bytes()[8], b'-');
+        let all: Vec<String> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..12)
+                .map(|_| s.spawn(|| (0..500).map(|_| ids.next().to_string()).collect::<Vec<_>>()))
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap())
+                .collect()
+        });
+        let unique: std::collections::HashSet<&String> = all.iter().collect();
+        assert_eq!(unique.len(), 12 * 500);
+        assert!(!unique.contains(&a.to_string()));
     }
 }

@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::config::AuditSink;
 use crate::identity::PeerCred;
+use crate::shard::Sharded;
 use crate::store::{Rfc3339, Timestamp};
 
 /// One audited request (or broker event such as a policy reload).
@@ -101,9 +102,12 @@ pub struct AuditLog {
 /// `O_APPEND`, so each line's one `write(2)` lands whole at the end even
 /// when requests on other threads write at the same time (the kernel
 /// serializes appends to a regular file), and no request waits for another
-/// request's write. Any other writer (stdout, tests) is serialized here.
+/// request's write. It is opened once per thread shard: threads writing
+/// through one open file would share its reference count and position lock
+/// in the kernel on every line. Any other writer (stdout, tests) is
+/// serialized here.
 enum Sink {
-    File(std::fs::File),
+    File(Sharded<std::fs::File>),
     Writer(Mutex<Box<dyn Write + Send>>),
 }
 
@@ -121,13 +125,15 @@ impl AuditLog {
             AuditSink::Stdout => Ok(Self::to_writer(Box::new(std::io::stdout()))),
             AuditSink::File(path) => {
                 use std::os::unix::fs::OpenOptionsExt;
-                let file = OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .mode(0o600)
-                    .open(path)?;
+                let files = Sharded::try_new(|| {
+                    OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .mode(0o600)
+                        .open(path)
+                })?;
                 Ok(Self {
-                    out: Sink::File(file),
+                    out: Sink::File(files),
                 })
             }
         }
@@ -164,7 +170,7 @@ impl AuditLog {
         let line = line.as_slice();
         let written = match &self.out {
             // INVARIANT: one `write_all` of a whole line on an O_APPEND file.
-            Sink::File(file) => (&*file).write_all(line),
+            Sink::File(files) => (&*files.local()).write_all(line),
             Sink::Writer(out) => {
                 let mut out = out
                     .lock()

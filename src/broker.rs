@@ -134,11 +134,11 @@ impl Broker {
         p: &Permitted<ReadSecret>,
         who: &Principal,
         ctx: &RequestContext<'_>,
-    ) -> Result<(Arc<StoredSecret>, Option<PolicyIds>), ReadError> {
+    ) -> Result<(StoredSecret, Option<PolicyIds>), ReadError> {
         let path = &p.get().0;
         let secret = match self.store.get_ready(path) {
             Some(secret) => secret,
-            None => Arc::new(self.store.get(path).await?),
+            None => self.store.get(path).await?,
         };
         let Some(decision) = self.authz.recheck_read(who, path, &secret.labels, ctx) else {
             return Ok((secret, None));
@@ -146,8 +146,7 @@ impl Broker {
         if decision.allowed {
             Ok((secret, Some(decision.policies)))
         } else {
-            // SECURITY: `secret` is dropped here unreleased (its value is
-            // zeroized once the cache lets go of it too).
+            // SECURITY: `secret` is dropped (and zeroized) here, unreleased.
             Err(ReadError::Denied(Denied {
                 policies: decision.policies,
                 errors: decision.errors,

@@ -21,5 +21,6 @@ pub(crate) mod json;
 pub mod metrics;
 pub mod secret;
 pub mod server;
+pub(crate) mod shard;
 pub mod store;
 pub mod webhook;

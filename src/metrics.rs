@@ -15,6 +15,7 @@ use std::time::Duration;
 
 pub use serve::{MetricsError, serve_metrics};
 
+use crate::shard::Sharded;
 use crate::store::StoreErrorKind;
 use crate::store::cache::CachedStore;
 
@@ -65,15 +66,26 @@ impl Histogram {
     }
 
     fn render(&self, out: &mut String, name: &str, labels: &str) {
+        Self::render_sum(std::slice::from_ref(&self), out, name, labels);
+    }
+
+    /// Renders the sum of `parts` (one histogram kept in shards).
+    fn render_sum(parts: &[&Self], out: &mut String, name: &str, labels: &str) {
+        let total = |c: fn(&Self) -> &AtomicU64| -> u64 {
+            parts.iter().map(|h| c(h).load(Ordering::Relaxed)).sum()
+        };
         let mut cumulative = 0;
         for (i, bound) in BUCKETS_US.iter().enumerate() {
-            cumulative += self.buckets[i].load(Ordering::Relaxed);
+            cumulative += parts
+                .iter()
+                .map(|h| h.buckets[i].load(Ordering::Relaxed))
+                .sum::<u64>();
             let le = *bound as f64 / 1e6;
             let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {cumulative}");
         }
-        let count = self.count.load(Ordering::Relaxed);
+        let count = total(|h| &h.count);
         let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
-        let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let sum = total(|h| &h.sum_us) as f64 / 1e6;
         let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
         let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
     }
@@ -82,8 +94,9 @@ impl Histogram {
 /// The broker's metrics registry.
 #[derive(Debug)]
 pub struct Metrics {
-    requests: Vec<AtomicU64>,
-    latency: Vec<Histogram>,
+    /// Counted on every request, so kept per thread shard (see `shard`):
+    /// workers do not bounce these cache lines between cores.
+    per_thread: Sharded<RequestCells>,
     store_latency: Vec<Histogram>,
     store_errors: Vec<AtomicU64>,
     reloads_ok: AtomicU64,
@@ -91,12 +104,33 @@ pub struct Metrics {
     cache: OnceLock<Arc<CachedStore>>,
 }
 
-impl Default for Metrics {
+/// One shard's request counters and latency histograms.
+#[derive(Debug)]
+struct RequestCells {
+    requests: Vec<AtomicU64>,
+    latency: Vec<Histogram>,
+}
+
+impl Default for RequestCells {
     fn default() -> Self {
         let n = ACTIONS.len() * DECISIONS.len() * STATUSES.len();
         Self {
             requests: (0..n).map(|_| AtomicU64::new(0)).collect(),
             latency: (0..ACTIONS.len()).map(|_| Histogram::default()).collect(),
+        }
+    }
+}
+
+impl RequestCells {
+    fn requests(&self, i: usize) -> u64 {
+        self.requests[i].load(Ordering::Relaxed)
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            per_thread: Sharded::default(),
             store_latency: (0..STORE_OPS.len()).map(|_| Histogram::default()).collect(),
             store_errors: (0..STORE_OPS.len() * STORE_ERRORS.len())
                 .map(|_| AtomicU64::new(0))
@@ -161,8 +195,9 @@ impl Metrics {
         let d = index_of(&DECISIONS, decision);
         let s = status_index(status);
         let i = (a * DECISIONS.len() + d) * STATUSES.len() + s;
-        self.requests[i].fetch_add(1, Ordering::Relaxed);
-        self.latency[a].observe(latency);
+        let cells = self.per_thread.local();
+        cells.requests[i].fetch_add(1, Ordering::Relaxed);
+        cells.latency[a].observe(latency);
     }
 
     /// Records one store call.
@@ -193,10 +228,14 @@ impl Metrics {
     pub fn requests_for(&self, action: &str) -> u64 {
         let a = index_of(&ACTIONS, Some(action));
         let per_action = DECISIONS.len() * STATUSES.len();
-        self.requests[a * per_action..(a + 1) * per_action]
-            .iter()
-            .map(|c| c.load(Ordering::Relaxed))
+        (a * per_action..(a + 1) * per_action)
+            .map(|i| self.requests_at(i))
             .sum()
+    }
+
+    /// One request counter, summed over the shards.
+    fn requests_at(&self, i: usize) -> u64 {
+        self.per_thread.all().map(|c| c.requests(i)).sum()
     }
 
     /// The Prometheus text exposition.
@@ -208,7 +247,7 @@ impl Metrics {
             for (d, decision) in DECISIONS.iter().enumerate() {
                 for (s, status) in STATUSES.iter().enumerate() {
                     let i = (a * DECISIONS.len() + d) * STATUSES.len() + s;
-                    let n = self.requests[i].load(Ordering::Relaxed);
+                    let n = self.requests_at(i);
                     if n > 0 {
                         let status = if *status == 0 {
                             "other".to_owned()
@@ -228,7 +267,9 @@ impl Metrics {
         );
         out.push_str("# TYPE secret_broker_request_duration_seconds histogram\n");
         for (a, action) in ACTIONS.iter().enumerate() {
-            self.latency[a].render(
+            let parts: Vec<&Histogram> = self.per_thread.all().map(|c| &c.latency[a]).collect();
+            Histogram::render_sum(
+                &parts,
                 &mut out,
                 "secret_broker_request_duration_seconds",
                 &format!("action=\"{action}\""),

@@ -21,7 +21,6 @@ pub mod vault;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -284,7 +283,7 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// a cache hit skip the boxed future of an async trait call.
     ///
     /// [`get`]: Store::get
-    fn get_ready(&self, _path: &SecretPath) -> Option<Arc<StoredSecret>> {
+    fn get_ready(&self, _path: &SecretPath) -> Option<StoredSecret> {
         None
     }
 

@@ -14,11 +14,12 @@ use hashbrown::{Equivalent, HashMap};
 
 use super::{Action, Decision, RequestContext, Resource, Transport};
 use crate::identity::{Principal, PrincipalKind};
+use crate::shard::Sharded;
 use crate::store::Labels;
 
-/// Most decisions kept; past that the cache starts over (cheap, and a
-/// sidecar sees few distinct principals and paths).
-const CAPACITY: usize = 8192;
+/// Most decisions kept per shard; past that the shard starts over (cheap,
+/// and a sidecar sees few distinct principals and paths).
+const CAPACITY: usize = 4096;
 
 /// The inputs of one decision, borrowed from the request: what a lookup
 /// hashes and compares, so a cache hit copies nothing.
@@ -152,22 +153,26 @@ impl Equivalent<DecisionKey> for DecisionInputs<'_> {
     }
 }
 
+type DecisionMap = HashMap<DecisionKey, Decision, foldhash::fast::RandomState>;
+
 /// Decisions by key, for the current generation. Hashed with foldhash
 /// (randomly seeded per process): the key is hashed on every request, and
 /// SipHash's extra strength buys nothing for a map that is bounded and
-/// emptied at [`CAPACITY`].
+/// emptied at [`CAPACITY`]. One map per thread shard, so worker threads do
+/// not contend for one lock on every request; each shard decides the same
+/// way, since a decision depends only on its key.
 #[derive(Debug, Default)]
 pub(crate) struct DecisionCache {
-    map: Mutex<HashMap<DecisionKey, Decision, foldhash::fast::RandomState>>,
+    maps: Sharded<Mutex<DecisionMap>>,
 }
 
 impl DecisionCache {
     pub(crate) fn get(&self, inputs: &DecisionInputs<'_>) -> Option<Decision> {
-        self.lock().get(inputs).cloned()
+        lock(self.maps.local()).get(inputs).cloned()
     }
 
     pub(crate) fn insert(&self, inputs: &DecisionInputs<'_>, decision: Decision) {
-        let mut map = self.lock();
+        let mut map = lock(self.maps.local());
         if map.len() >= CAPACITY {
             map.clear();
         }
@@ -177,21 +182,20 @@ impl DecisionCache {
     /// Drops every decision (on reload; old keys could not hit anyway, since
     /// the generation is part of the key, but their memory is freed).
     pub(crate) fn clear(&self) {
-        self.lock().clear();
+        for map in self.maps.all() {
+            lock(map).clear();
+        }
     }
 
+    /// Decisions held, over all shards.
     pub(crate) fn len(&self) -> usize {
-        self.lock().len()
+        self.maps.all().map(|m| lock(m).len()).sum()
     }
+}
 
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<DecisionKey, Decision, foldhash::fast::RandomState>>
-    {
-        // The map is only ever left consistent; a panic elsewhere cannot
-        // corrupt it, so a poisoned lock is still usable.
-        self.map
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
+fn lock(map: &Mutex<DecisionMap>) -> std::sync::MutexGuard<'_, DecisionMap> {
+    // The map is only ever left consistent; a panic elsewhere cannot
+    // corrupt it, so a poisoned lock is still usable.
+    map.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

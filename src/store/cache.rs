@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use crate::secret::{ScopePath, SecretPath};
+use crate::shard::Sharded;
 use crate::store::{
     PutOutcome, PutRequest, SecretMeta, Store, StoreError, StoreErrorKind, StoredSecret,
 };
@@ -35,9 +36,10 @@ type Entries = HashMap<SecretPath, Entry, foldhash::fast::RandomState>;
 
 /// One cached value.
 struct Entry {
-    /// Shared with the reads it answers: a hit is a refcount, not a copy;
-    /// the value is zeroized when the last holder drops it.
-    secret: Arc<StoredSecret>,
+    /// A hit gets a copy: an `Arc` shared with readers would put one
+    /// reference count, written twice per read, on a cache line that every
+    /// worker thread contends for; a copy touches only the reader's core.
+    secret: StoredSecret,
     /// When the read that produced it started (so age is never understated).
     fetched_at: Instant,
 }
@@ -55,7 +57,8 @@ pub struct CachedStore {
     // counter (rather than one per path) costs a skipped fill when any write
     // races a read, which is rare: tasks read, the platform writes.
     generation: AtomicU64,
-    hits: AtomicU64,
+    /// Counted on every hit: per thread shard (see `shard`).
+    hits: Sharded<AtomicU64>,
     misses: AtomicU64,
 }
 
@@ -82,7 +85,7 @@ impl CachedStore {
             stale_if_error,
             entries: Mutex::new(Entries::default()),
             generation: AtomicU64::new(0),
-            hits: AtomicU64::new(0),
+            hits: Sharded::default(),
             misses: AtomicU64::new(0),
         }
     }
@@ -90,7 +93,7 @@ impl CachedStore {
     /// Hit and miss counts since start.
     pub fn stats(&self) -> CacheStats {
         CacheStats {
-            hits: self.hits.load(Ordering::Relaxed),
+            hits: self.hits.all().map(|h| h.load(Ordering::Relaxed)).sum(),
             misses: self.misses.load(Ordering::Relaxed),
         }
     }
@@ -123,8 +126,7 @@ impl CachedStore {
     /// Drops every entry past its useful life (`ttl + stale_if_error`).
     fn sweep(&self, now: Instant) {
         let keep = self.keep_for();
-        // SECURITY: removing the entry drops its `SecretBytes` (zeroized at
-        // once, or when a read still sending it lets go).
+        // SECURITY: removing the entry drops its `SecretBytes`, which zeroize.
         self.lock()
             .retain(|_, e| now.saturating_duration_since(e.fetched_at) < keep);
     }
@@ -150,18 +152,18 @@ impl CachedStore {
 
     /// A fresh cached value, evicting the entry if it is past all use.
     /// A fresh entry, counted as a hit.
-    fn hit(&self, path: &SecretPath, now: Instant) -> Option<Arc<StoredSecret>> {
+    fn hit(&self, path: &SecretPath, now: Instant) -> Option<StoredSecret> {
         let hit = self.fresh(path, now)?;
-        self.hits.fetch_add(1, Ordering::Relaxed);
+        self.hits.local().fetch_add(1, Ordering::Relaxed);
         Some(hit)
     }
 
-    fn fresh(&self, path: &SecretPath, now: Instant) -> Option<Arc<StoredSecret>> {
+    fn fresh(&self, path: &SecretPath, now: Instant) -> Option<StoredSecret> {
         let mut entries = self.lock();
         let entry = entries.get(path)?;
         let age = now.saturating_duration_since(entry.fetched_at);
         if age < self.ttl {
-            return Some(Arc::clone(&entry.secret));
+            return Some(entry.secret.duplicate());
         }
         if age >= self.keep_for() {
             entries.remove(path);
@@ -197,7 +199,7 @@ impl Store for CachedStore {
         self.inner.backend()
     }
 
-    fn get_ready(&self, path: &SecretPath) -> Option<Arc<StoredSecret>> {
+    fn get_ready(&self, path: &SecretPath) -> Option<StoredSecret> {
         if self.ttl.is_zero() {
             return None;
         }
@@ -219,7 +221,7 @@ impl Store for CachedStore {
         }
         let started = Instant::now();
         if let Some(hit) = self.hit(path, started) {
-            return Ok(hit.duplicate());
+            return Ok(hit);
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
         let generation = self.generation.load(Ordering::SeqCst);
@@ -230,7 +232,7 @@ impl Store for CachedStore {
                     entries.insert(
                         path.clone(),
                         Entry {
-                            secret: Arc::new(secret.duplicate()),
+                            secret: secret.duplicate(),
                             fetched_at: started,
                         },
                     );
