@@ -297,6 +297,9 @@ async fn dispatch<'s>(
         peer: conn.peer,
         request_id,
     };
+    // The store-calling routes other than a read are boxed: a future is
+    // as large as its largest branch, and the read's (the hot path) is
+    // moved and stored by value on every request.
     match route {
         Route::Healthz => {
             trail.action = Some("health");
@@ -336,7 +339,7 @@ async fn dispatch<'s>(
         Route::List(scope) => {
             trail.action = Some("list");
             trail.path = Some(Cow::Owned(scope.key_prefix()));
-            list(state, &ctx, &req, conn, scope, trail).await
+            Box::pin(list(state, &ctx, &req, conn, scope, trail)).await
         }
         Route::Secret(path) => {
             // The secret path is the sent path's tail, unchanged.
@@ -344,11 +347,11 @@ async fn dispatch<'s>(
             match method {
                 Method::PUT => {
                     trail.action = Some("write");
-                    write(state, &ctx, conn, req, path, trail).await
+                    Box::pin(write(state, &ctx, conn, req, path, trail)).await
                 }
                 Method::DELETE => {
                     trail.action = Some("delete");
-                    delete(state, &ctx, conn, &req, path, trail).await
+                    Box::pin(delete(state, &ctx, conn, &req, path, trail)).await
                 }
                 _ => {
                     trail.action = Some("read");
@@ -460,7 +463,7 @@ async fn write<'s>(
     let create_only = req.create_only;
     // INVARIANT: `ApiRequest` keeps the headers and body of every `PUT`,
     // and only a `PUT` is routed here.
-    let Some((headers, incoming)) = req.body.take() else {
+    let Some((headers, incoming)) = req.body.take().map(|b| *b) else {
         return Err(ApiError::LengthRequired);
     };
     let raw = body::read_body(

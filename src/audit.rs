@@ -170,7 +170,7 @@ impl AuditLog {
         let line = line.as_slice();
         let written = match &self.out {
             // INVARIANT: one `write_all` of a whole line on an O_APPEND file.
-            Sink::File(files) => (&*files.local()).write_all(line),
+            Sink::File(files) => files.local().write_all(line),
             Sink::Writer(out) => {
                 let mut out = out
                     .lock()

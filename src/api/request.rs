@@ -36,8 +36,9 @@ pub struct ApiRequest {
     pub wants_raw: bool,
     /// `If-None-Match: *` (create only).
     pub create_only: bool,
-    /// A `PUT`'s headers and body, for the body reader.
-    pub body: Option<(HeaderMap, Incoming)>,
+    /// A `PUT`'s headers and body, for the body reader. Boxed: this struct
+    /// is moved into every request's future, and a read has no body.
+    pub body: Option<Box<(HeaderMap, Incoming)>>,
 }
 
 impl From<Request<Incoming>> for ApiRequest {
@@ -56,7 +57,7 @@ impl From<Request<Incoming>> for ApiRequest {
             .is_some_and(|v| v.as_bytes().trim_ascii() == b"*");
         let path = parts.uri.path().to_owned();
         let method = parts.method;
-        let body = (method == Method::PUT).then_some((parts.headers, incoming));
+        let body = (method == Method::PUT).then(|| Box::new((parts.headers, incoming)));
         Self {
             method,
             path,
