@@ -115,8 +115,9 @@ impl Drop for InFlightSlot<'_> {
 }
 
 /// Request ids: a random per-process prefix and a counter, unique and cheap.
-/// Each thread shard counts on its own (shard `k` issues `k`, `k + n`,
-/// `k + 2n`, … for `n` shards), so no counter is shared between cores.
+/// Each thread shard counts on its own (of `n` shards, shard `k` issues
+/// `k + 1`, `k + 1 + n`, `k + 1 + 2n`, …), so no counter is shared between
+/// cores.
 #[derive(Debug)]
 struct RequestIds {
     prefix: [u8; 8],
@@ -140,7 +141,7 @@ impl RequestIds {
     fn next(&self) -> RequestId {
         let (shard, counter) = self.counters.local_indexed();
         let n = counter.fetch_add(1, Ordering::Relaxed);
-        // Distinct shards never issue the same number: `n * count + shard`
+        // Distinct shards never issue the same number: `n * count + shard + 1`
         // is unique for `shard < count` (wrapping only after 2^61 ids).
         let id = n
             .wrapping_mul(Sharded::<AtomicU64>::count() as u64)

@@ -1,8 +1,9 @@
 //! Per-thread shards of shared state on the request path.
 //!
 //! Every worker thread touching the same lock or counter for every request
-//! moves its cache line from core to core on each request (on this class of
-//! VM, a miss of ~100 ns each, several per request). A [`Sharded`] value
+//! moves its cache line from core to core on each request (a cache miss
+//! each, several per request; docs/performance.md, session 4, has the
+//! measurement). A [`Sharded`] value
 //! keeps one copy per shard, each on its own cache lines; a thread always
 //! uses the same shard, so a worker's lock and counters stay in its core's
 //! cache. Whole-value operations (invalidation, counts) visit every shard.
