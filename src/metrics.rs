@@ -104,19 +104,22 @@ pub struct Metrics {
     cache: OnceLock<Arc<CachedStore>>,
 }
 
-/// One shard's request counters and latency histograms.
+/// Request counters, one per action × decision × status.
+const REQUEST_CELLS: usize = ACTIONS.len() * DECISIONS.len() * STATUSES.len();
+
+/// One shard's request counters and latency histograms, inline so that
+/// the shard's cache-line padding covers them.
 #[derive(Debug)]
 struct RequestCells {
-    requests: Vec<AtomicU64>,
-    latency: Vec<Histogram>,
+    requests: [AtomicU64; REQUEST_CELLS],
+    latency: [Histogram; ACTIONS.len()],
 }
 
 impl Default for RequestCells {
     fn default() -> Self {
-        let n = ACTIONS.len() * DECISIONS.len() * STATUSES.len();
         Self {
-            requests: (0..n).map(|_| AtomicU64::new(0)).collect(),
-            latency: (0..ACTIONS.len()).map(|_| Histogram::default()).collect(),
+            requests: std::array::from_fn(|_| AtomicU64::new(0)),
+            latency: std::array::from_fn(|_| Histogram::default()),
         }
     }
 }
