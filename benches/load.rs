@@ -5,7 +5,10 @@
 //! and the binary's size. No assertions: the table is the result.
 //!
 //! Run through `scripts/bench` (builds the release binaries first).
-//! `LOAD_SECONDS` (default 3) per run, `LOAD_ROUNDS` (default 3) rounds.
+//! `LOAD_SECONDS` (default 3) per run, `LOAD_ROUNDS` (default 3) rounds,
+//! `LOAD_RUNTIME` the broker's runtime (`per_core`, the default; `multi`;
+//! `current`), `LOAD_BASELINE` the reference baseline's (default `multi`,
+//! tokio's default); a baseline of the broker's own shape runs too.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::io::{Read, Write};
@@ -285,14 +288,25 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(3);
-    let runtime = std::env::var("LOAD_RUNTIME").unwrap_or_else(|_| "multi".into());
+    // The broker's runtime (`[runtime] flavor`); the reference baseline is
+    // tokio's default multi-thread runtime (`LOAD_BASELINE` to change it).
+    // A baseline of the broker's own shape runs interleaved too, so the
+    // table also says how much of a ratio is the runtime's shape.
+    let runtime = std::env::var("LOAD_RUNTIME").unwrap_or_else(|_| "per_core".into());
+    let reference = std::env::var("LOAD_BASELINE").unwrap_or_else(|_| "multi".into());
+    let (flavor, shape) = match runtime.as_str() {
+        "current" => ("current_thread", "current"),
+        "multi" => ("multi_thread", "multi"),
+        _ => ("per_core", "per_core"),
+    };
     let dir = tempfile::tempdir().unwrap();
 
     // Startup: median time to the first /healthz over 5 spawns; idle RSS.
     let mut firsts = Vec::new();
     let (mut idle_rss, mut written_rss) = (0, 0);
+    let runtime_section = format!("[runtime]\nflavor = \"{flavor}\"\n");
     for _ in 0..5 {
-        let (b, first, idle) = start_broker(dir.path(), "");
+        let (b, first, idle) = start_broker(dir.path(), &runtime_section);
         firsts.push(first.as_secs_f64() * 1000.0);
         idle_rss = idle;
         std::thread::sleep(Duration::from_millis(500));
@@ -300,28 +314,34 @@ fn main() {
     }
     let first_ms = median(firsts);
 
-    let baseline = start_baseline(dir.path(), &runtime);
+    let baseline = start_baseline(dir.path(), &reference);
     let baseline_rss = rss_kib(baseline.child.id());
-    let flavor = if runtime == "current" {
-        "current_thread"
-    } else {
-        "multi_thread"
-    };
-    let (broker, _, _) = start_broker(dir.path(), &format!("[runtime]\nflavor = \"{flavor}\"\n"));
-    // Warm up both (and the broker's read cache and decision cache).
+    let same_shape = (shape != reference).then(|| start_baseline(dir.path(), shape));
+    let (broker, _, _) = start_broker(dir.path(), &runtime_section);
+    // Warm up (and the broker's read cache and decision cache).
     load(&baseline, 1, 0.5);
+    if let Some(s) = &same_shape {
+        load(s, 1, 0.5);
+    }
     load(&broker, 1, 0.5);
     let rss_before = rss_kib(broker.child.id());
 
     let mut rows = Vec::new();
+    let mut shape_rows = Vec::new();
     let mut total_requests = 0usize;
     for conns in [1usize, 16] {
-        let (mut base_runs, mut brok_runs) = (Vec::new(), Vec::new());
+        let (mut base_runs, mut brok_runs, mut shape_runs) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..rounds {
             base_runs.push(summarize(load(&baseline, conns, secs)));
             let r = load(&broker, conns, secs);
             total_requests += r.latencies_ns.len();
             brok_runs.push(summarize(r));
+            if let Some(s) = &same_shape {
+                shape_runs.push(summarize(load(s, conns, secs)));
+            }
+        }
+        if !shape_runs.is_empty() {
+            shape_rows.push((conns, shape_runs, brok_runs.clone()));
         }
         rows.push((conns, base_runs, brok_runs));
     }
@@ -329,11 +349,38 @@ fn main() {
 
     println!();
     println!(
-        "secret-broker load bench: {rounds} interleaved rounds x {secs}s, medians; runtime={runtime}; {} cores",
+        "secret-broker load bench: {rounds} interleaved rounds x {secs}s, medians; broker runtime={runtime}, baseline runtime={reference}; {} cores",
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(0)
     );
+    print_table(&rows);
+    if !shape_rows.is_empty() {
+        println!(
+            "the same broker runs against a baseline of its own runtime shape ({shape}), same rounds:"
+        );
+        print_table(&shape_rows);
+    }
+    let size = std::fs::metadata(BROKER).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "idle RSS {:.1} MiB (baseline {:.1} MiB) | after the first write {:.1} MiB | after warm-up {:.1} MiB | RSS growth over {} requests {:+.1} MiB | first /healthz {:.1} ms after spawn | binary {:.1} MB",
+        idle_rss as f64 / 1024.0,
+        baseline_rss as f64 / 1024.0,
+        written_rss as f64 / 1024.0,
+        rss_before as f64 / 1024.0,
+        total_requests,
+        (rss_after as f64 - rss_before as f64) / 1024.0,
+        first_ms,
+        size as f64 / 1e6
+    );
+    println!(
+        "targets: 1 conn p50 <= 1.3x, p99 <= 1.4x; 16 conns rps >= 0.75x, p99 <= 1.5x, cpu/req <= 1.8x; idle RSS <= 10 MiB; /healthz <= 10 ms; binary <= 30 MB"
+    );
+}
+
+/// One table: per connection count, the broker's medians against the
+/// baseline's, as ratios.
+fn print_table(rows: &[(usize, Vec<Summary>, Vec<Summary>)]) {
     println!(
         "{:<6} {:<10} {:>10} {:>10} {:>7} | {:>10} {:>10} {:>7} | {:>10} {:>10} {:>7} | {:>9} {:>9} {:>7}",
         "conns",
@@ -351,7 +398,7 @@ fn main() {
         "broker",
         "ratio"
     );
-    for (conns, b, k) in &rows {
+    for (conns, b, k) in rows {
         let (bp50, kp50) = (med(b, |s| s.p50_us), med(k, |s| s.p50_us));
         let (bp99, kp99) = (med(b, |s| s.p99_us), med(k, |s| s.p99_us));
         let (brps, krps) = (med(b, |s| s.rps), med(k, |s| s.rps));
@@ -374,21 +421,6 @@ fn main() {
             kcpu / bcpu
         );
     }
-    let size = std::fs::metadata(BROKER).map(|m| m.len()).unwrap_or(0);
-    println!(
-        "idle RSS {:.1} MiB (baseline {:.1} MiB) | after the first write {:.1} MiB | after warm-up {:.1} MiB | RSS growth over {} requests {:+.1} MiB | first /healthz {:.1} ms after spawn | binary {:.1} MB",
-        idle_rss as f64 / 1024.0,
-        baseline_rss as f64 / 1024.0,
-        written_rss as f64 / 1024.0,
-        rss_before as f64 / 1024.0,
-        total_requests,
-        (rss_after as f64 - rss_before as f64) / 1024.0,
-        first_ms,
-        size as f64 / 1e6
-    );
-    println!(
-        "targets: 1 conn p50 <= 1.3x, p99 <= 1.4x; 16 conns rps >= 0.75x, p99 <= 1.5x, cpu/req <= 1.8x; idle RSS <= 10 MiB; /healthz <= 10 ms; binary <= 30 MB"
-    );
 }
 
 /// The soak: `SOAK_REQUESTS` (default 300000) mixed requests over 16

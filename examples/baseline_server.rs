@@ -2,7 +2,10 @@
 //! Unix socket answering every request with a fixed 64-byte JSON body. The
 //! load bench measures the broker as ratios to this, interleaved in one run.
 //!
-//! `baseline_server SOCKET [multi|current]`
+//! `baseline_server SOCKET [multi|current|per_core]`: tokio's multi-thread
+//! runtime (the default, as `#[tokio::main]`), its current-thread runtime,
+//! or one current-thread runtime per core, each serving the connections the
+//! accepting thread hands it in turn (the broker's `per_core` shape).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::convert::Infallible;
@@ -19,29 +22,62 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let socket = args
         .next()
-        .expect("usage: baseline_server SOCKET [multi|current]");
-    let mut rt = match args.next().as_deref() {
-        Some("current") => tokio::runtime::Builder::new_current_thread(),
-        _ => tokio::runtime::Builder::new_multi_thread(),
-    };
+        .expect("usage: baseline_server SOCKET [multi|current|per_core]");
+    let _ = std::fs::remove_file(&socket);
+    match args.next().as_deref() {
+        Some("per_core") => per_core(&socket),
+        Some("current") => serve(&socket, tokio::runtime::Builder::new_current_thread()),
+        _ => serve(&socket, tokio::runtime::Builder::new_multi_thread()),
+    }
+}
+
+/// One runtime accepts and serves every connection.
+fn serve(socket: &str, mut rt: tokio::runtime::Builder) {
     rt.enable_all().build().unwrap().block_on(async move {
-        let _ = std::fs::remove_file(&socket);
-        let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+        let listener = tokio::net::UnixListener::bind(socket).unwrap();
         loop {
             let (stream, _) = listener.accept().await.unwrap();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(|_req| async {
-                    let mut resp = hyper::Response::new(Full::new(Bytes::from_static(BODY)));
-                    resp.headers_mut().insert(
-                        "content-type",
-                        hyper::header::HeaderValue::from_static("application/json"),
-                    );
-                    Ok::<_, Infallible>(resp)
-                });
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
+            tokio::spawn(connection(stream));
         }
     });
+}
+
+/// The accepting thread hands each connection to the next of one
+/// current-thread runtime per core.
+fn per_core(socket: &str) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers: Vec<tokio::runtime::Handle> = (0..cores)
+        .map(|_| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let handle = rt.handle().clone();
+            std::thread::spawn(move || rt.block_on(std::future::pending::<()>()));
+            handle
+        })
+        .collect();
+    let listener = std::os::unix::net::UnixListener::bind(socket).unwrap();
+    for (stream, worker) in listener.incoming().zip(workers.iter().cycle()) {
+        let stream = stream.unwrap();
+        stream.set_nonblocking(true).unwrap();
+        let _entered = worker.enter();
+        tokio::spawn(connection(
+            tokio::net::UnixStream::from_std(stream).unwrap(),
+        ));
+    }
+}
+
+async fn connection(stream: tokio::net::UnixStream) {
+    let service = hyper::service::service_fn(|_req| async {
+        let mut resp = hyper::Response::new(Full::new(Bytes::from_static(BODY)));
+        resp.headers_mut().insert(
+            "content-type",
+            hyper::header::HeaderValue::from_static("application/json"),
+        );
+        Ok::<_, Infallible>(resp)
+    });
+    let _ = http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
 }

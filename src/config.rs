@@ -298,6 +298,10 @@ pub enum RuntimeFlavor {
     CurrentThread,
     /// A work-stealing pool of worker threads.
     MultiThread,
+    /// One current-thread runtime per worker thread, each serving the
+    /// connections handed to it in turn (accept, signals and background
+    /// work on the main thread).
+    PerCore,
 }
 
 /// `[runtime]`: the async runtime's shape.
@@ -305,7 +309,7 @@ pub enum RuntimeFlavor {
 pub struct RuntimeConfig {
     /// Current-thread or multi-thread.
     pub flavor: RuntimeFlavor,
-    /// Worker threads for the multi-thread runtime (default: one per core).
+    /// Worker threads for `multi_thread` and `per_core` (default: one per core).
     pub worker_threads: Option<usize>,
 }
 

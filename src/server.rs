@@ -9,6 +9,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 mod head_deadline;
+mod workers;
+
+pub use workers::Workers;
 
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
@@ -122,8 +125,14 @@ pub fn bind(cfg: &ListenConfig) -> Result<(UnixListener, SocketGuard), ServerErr
 }
 
 /// Serves until SIGTERM or SIGINT, then drains in-flight requests (up to
-/// the drain timeout) and returns.
-pub async fn run(listener: UnixListener, state: Arc<AppState>) -> Result<(), ServerError> {
+/// the drain timeout) and returns. With `workers` (`per_core`), each
+/// accepted connection is served on the next worker's runtime; without,
+/// on the runtime this runs on.
+pub async fn run(
+    listener: UnixListener,
+    state: Arc<AppState>,
+    workers: Option<&Workers>,
+) -> Result<(), ServerError> {
     let mut sigterm = signal(SignalKind::terminate()).map_err(ServerError::Signals)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(ServerError::Signals)?;
     let mut sighup = signal(SignalKind::hangup()).map_err(ServerError::Signals)?;
@@ -155,7 +164,18 @@ pub async fn run(listener: UnixListener, state: Arc<AppState>) -> Result<(), Ser
                 };
                 let info = ConnInfo { peer, transport: Transport::Unix };
                 let ctx = Conn::new(Arc::clone(&state), info);
-                spawn_connection(&builder, &graceful, stream, ctx, permit);
+                match workers {
+                    None => spawn_connection(&builder, &graceful, stream, ctx, permit),
+                    Some(workers) => {
+                        // Move the socket to the worker's own reactor; the
+                        // connection's tasks then spawn onto that runtime.
+                        let _entered = workers.next().enter();
+                        match stream.into_std().and_then(UnixStream::from_std) {
+                            Ok(stream) => spawn_connection(&builder, &graceful, stream, ctx, permit),
+                            Err(e) => tracing::warn!(error = %e, "cannot hand a connection to a worker"),
+                        }
+                    }
+                }
             }
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,

@@ -73,34 +73,52 @@ fn refuses_a_live_socket_and_replaces_a_stale_one() {
     assert_eq!(std::fs::read(&b.socket).unwrap(), b"not a socket");
 }
 
+/// Every runtime shape drains: a request whose body is still arriving
+/// when SIGTERM lands is answered and its write is durable; idle
+/// connections (the head deadline a minute away) do not hold the exit up. With
+/// `per_core` the connections live on worker runtimes, not the one that
+/// takes the signal.
 #[test]
-fn sigterm_drains_an_in_flight_request() {
+fn sigterm_drains_an_in_flight_request_on_every_runtime() {
     use std::io::{Read, Write};
-    let mut b = Broker::start(&format!(
-        "{}\n[limits]\nbody_timeout = \"10s\"\n",
-        default_principals()
-    ));
-    // Start a PUT whose body is still arriving when SIGTERM lands.
-    let mut s = std::os::unix::net::UnixStream::connect(&b.socket).unwrap();
-    let body = br#"{"value":"drained"}"#;
-    write!(
-        s,
-        "PUT /v1/secrets/acme/tasks/t-42/d HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {P}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
-        body.len()
-    )
-    .unwrap();
-    s.write_all(&body[..5]).unwrap();
-    std::thread::sleep(Duration::from_millis(200));
-    b.signal("TERM");
-    std::thread::sleep(Duration::from_millis(200));
-    s.write_all(&body[5..]).unwrap();
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).unwrap();
-    assert_eq!(common::parse_response(&out).status, 201);
-    assert_eq!(b.wait_exit(Duration::from_secs(15)), Some(0));
-    // The drained write is durable.
-    b.spawn();
-    assert_eq!(b.get("acme/tasks/t-42/d", T).json()["value"], "drained");
+    for flavor in ["per_core", "multi_thread", "current_thread"] {
+        let mut b = Broker::start(&format!(
+            "{}\n[limits]\nbody_timeout = \"10s\"\nheader_timeout = \"60s\"\ndrain_timeout = \"5s\"\n[runtime]\nflavor = \"{flavor}\"\n",
+            default_principals()
+        ));
+        // Three connections, so with two workers both take one: an idle
+        // keep-alive one that has been served, and the PUT to drain.
+        let idle = std::os::unix::net::UnixStream::connect(&b.socket).unwrap();
+        let mut busy = std::os::unix::net::UnixStream::connect(&b.socket).unwrap();
+        assert_eq!(b.get("acme/tasks/t-42/none", T).status, 404, "{flavor}");
+        write!(busy, "GET /v1/whoami HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
+        let mut s = std::os::unix::net::UnixStream::connect(&b.socket).unwrap();
+        let body = br#"{"value":"drained"}"#;
+        write!(
+            s,
+            "PUT /v1/secrets/acme/tasks/t-42/d HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {P}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        )
+        .unwrap();
+        s.write_all(&body[..5]).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        b.signal("TERM");
+        std::thread::sleep(Duration::from_millis(200));
+        s.write_all(&body[5..]).unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).unwrap();
+        assert_eq!(common::parse_response(&out).status, 201, "{flavor}");
+        // Within the drain timeout and some, long before the head deadline.
+        assert_eq!(b.wait_exit(Duration::from_secs(20)), Some(0), "{flavor}");
+        drop((idle, busy));
+        // The drained write is durable.
+        b.spawn();
+        assert_eq!(
+            b.get("acme/tasks/t-42/d", T).json()["value"],
+            "drained",
+            "{flavor}"
+        );
+    }
 }
 
 #[test]

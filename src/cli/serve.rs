@@ -116,7 +116,11 @@ pub fn run(args: ServeArgs) -> Exit {
 /// The tokio runtime `[runtime]` asks for.
 fn build_runtime(cfg: &RuntimeConfig) -> std::io::Result<tokio::runtime::Runtime> {
     let mut builder = match cfg.flavor {
-        RuntimeFlavor::CurrentThread => tokio::runtime::Builder::new_current_thread(),
+        // `per_core`: the main runtime only accepts, handles signals and
+        // runs background work; connections run on `server::Workers`.
+        RuntimeFlavor::CurrentThread | RuntimeFlavor::PerCore => {
+            tokio::runtime::Builder::new_current_thread()
+        }
         RuntimeFlavor::MultiThread => {
             let mut b = tokio::runtime::Builder::new_multi_thread();
             if let Some(n) = cfg.worker_threads {
@@ -228,7 +232,21 @@ async fn start(config: Config, dev: Option<&super::dev::DevEnv>) -> Result<(), S
         // and the first requests need not wait for it.
         tokio::task::spawn_blocking(crate::hardening::trim_code_residency);
     }
-    let result = server::run(listener, state).await;
+    let workers = match config.runtime.flavor {
+        RuntimeFlavor::PerCore => {
+            let n = config.runtime.worker_threads.unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+            });
+            Some(server::Workers::start(n).map_err(StartError::Runtime)?)
+        }
+        RuntimeFlavor::CurrentThread | RuntimeFlavor::MultiThread => None,
+    };
+    let result = server::run(listener, state, workers.as_ref()).await;
     drop(guard);
+    if let Some(workers) = workers {
+        // Joining the worker threads blocks; keep this runtime free for
+        // whatever their last tasks still wait on.
+        let _ = tokio::task::spawn_blocking(move || workers.shutdown()).await;
+    }
     result.map_err(Into::into)
 }

@@ -49,7 +49,7 @@ pub(super) struct RawConfig {
 
 /// The runtime `serve` uses unless `[runtime] flavor` says otherwise
 /// (chosen by measurement: see docs/performance.md).
-const DEFAULT_RUNTIME: &str = "multi_thread";
+const DEFAULT_RUNTIME: &str = "per_core";
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -241,10 +241,13 @@ impl RawConfig {
             flavor: match self.runtime.flavor.as_deref().unwrap_or(DEFAULT_RUNTIME) {
                 "current_thread" => RuntimeFlavor::CurrentThread,
                 "multi_thread" => RuntimeFlavor::MultiThread,
+                "per_core" => RuntimeFlavor::PerCore,
                 f => {
                     return Err(invalid(
                         "runtime.flavor",
-                        format!("`{f}` is not \"current_thread\" or \"multi_thread\""),
+                        format!(
+                            "`{f}` is not \"per_core\", \"multi_thread\" or \"current_thread\""
+                        ),
                     ));
                 }
             },

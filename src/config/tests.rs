@@ -400,3 +400,28 @@ fn azure_keys() {
         }
     );
 }
+
+#[test]
+fn runtime_flavors_parse_and_per_core_is_the_default() {
+    let base = "[[principal]]\nname = \"p\"\ntype = \"Component\"\nuid = 1\n";
+    assert_eq!(parse(base).unwrap().runtime.flavor, RuntimeFlavor::PerCore);
+    for (name, flavor) in [
+        ("per_core", RuntimeFlavor::PerCore),
+        ("multi_thread", RuntimeFlavor::MultiThread),
+        ("current_thread", RuntimeFlavor::CurrentThread),
+    ] {
+        let c = parse(&format!(
+            "{base}[runtime]\nflavor = \"{name}\"\nworker_threads = 3\n"
+        ))
+        .unwrap();
+        assert_eq!(c.runtime.flavor, flavor);
+        assert_eq!(c.runtime.worker_threads, Some(3));
+    }
+    let err = parse(&format!("{base}[runtime]\nflavor = \"per-core\"\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("per_core") && err.contains("multi_thread"),
+        "{err}"
+    );
+}

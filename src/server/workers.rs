@@ -1,0 +1,146 @@
+//! `[runtime] flavor = "per_core"`: one single-threaded tokio runtime per
+//! worker thread, each serving the connections handed to it, in turn, by
+//! the listener.
+//!
+//! With tokio's work-stealing runtime both workers take wake-ups for any
+//! connection, steal each other's tasks and search for work before parking;
+//! a connection here lives on one thread from accept to close, its socket
+//! registered with that thread's own epoll. The listener, signals, the
+//! metrics listener and background work (cache sweeping, store sessions)
+//! stay on the main runtime. See docs/performance.md for the measurements.
+
+use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+
+use tokio::runtime::Handle;
+use tokio::sync::oneshot;
+
+/// Worker threads, each running a current-thread runtime until shut down.
+#[derive(Debug)]
+pub struct Workers {
+    handles: Vec<Handle>,
+    threads: Vec<(oneshot::Sender<()>, JoinHandle<()>)>,
+    next: AtomicUsize,
+}
+
+impl Workers {
+    /// Starts `n` worker threads (at least one), each with its runtime
+    /// built before this returns, so a runtime that cannot start is an
+    /// error here rather than a dead thread.
+    pub fn start(n: usize) -> io::Result<Self> {
+        let n = n.max(1);
+        let mut workers = Self {
+            handles: Vec::with_capacity(n),
+            threads: Vec::with_capacity(n),
+            next: AtomicUsize::new(0),
+        };
+        for i in 0..n {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            workers.handles.push(rt.handle().clone());
+            let (stop, stopped) = oneshot::channel::<()>();
+            let thread = std::thread::Builder::new()
+                .name(format!("worker-{i}"))
+                .spawn(move || {
+                    // Runs the connections spawned onto this runtime until
+                    // told to stop; dropping the runtime then cancels what
+                    // is left and waits for its blocking-pool work.
+                    let _ = rt.block_on(stopped);
+                    drop(rt);
+                })?;
+            workers.threads.push((stop, thread));
+        }
+        Ok(workers)
+    }
+
+    /// How many worker threads there are.
+    pub fn len(&self) -> usize {
+        self.handles.len()
+    }
+
+    /// Always false: there is at least one worker.
+    pub fn is_empty(&self) -> bool {
+        self.handles.is_empty()
+    }
+
+    /// The runtime the next connection goes to (each in turn).
+    pub fn next(&self) -> &Handle {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len();
+        &self.handles[i]
+    }
+
+    /// Stops every worker runtime (cancelling the connections still on
+    /// them) and waits for the threads. Blocks: call it off the async
+    /// threads, e.g. in `spawn_blocking`.
+    pub fn shutdown(mut self) {
+        self.stop_all();
+    }
+
+    fn stop_all(&mut self) {
+        let threads = std::mem::take(&mut self.threads);
+        let mut joins = Vec::with_capacity(threads.len());
+        for (stop, thread) in threads {
+            let _ = stop.send(());
+            joins.push(thread);
+        }
+        for thread in joins {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        self.stop_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_go_to_each_worker_in_turn_and_run_on_its_thread() {
+        let workers = Workers::start(3).unwrap();
+        assert_eq!(workers.len(), 3);
+        let mut names = Vec::new();
+        for _ in 0..6 {
+            let (tx, rx) = std::sync::mpsc::channel();
+            workers.next().spawn(async move {
+                let name = std::thread::current().name().map(str::to_owned);
+                tx.send(name).unwrap();
+            });
+            names.push(rx.recv().unwrap().unwrap());
+        }
+        assert_eq!(
+            names,
+            [
+                "worker-0", "worker-1", "worker-2", "worker-0", "worker-1", "worker-2"
+            ]
+        );
+        workers.shutdown();
+    }
+
+    #[test]
+    fn shutdown_cancels_what_is_still_running_and_joins() {
+        let workers = Workers::start(2).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        // A task that never finishes: holds the sender until cancelled.
+        workers.next().spawn(async move {
+            let _tx = tx;
+            std::future::pending::<()>().await;
+        });
+        workers.shutdown();
+        // The task was dropped with its runtime, so the channel closed.
+        assert!(rx.recv().is_err());
+    }
+
+    #[test]
+    fn at_least_one_worker() {
+        let workers = Workers::start(0).unwrap();
+        assert_eq!(workers.len(), 1);
+        assert!(!workers.is_empty());
+    }
+}
