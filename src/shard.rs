@@ -33,8 +33,9 @@ impl<T: Default> Default for Sharded<T> {
     }
 }
 
-/// Threads get shard indices in turn, so the first `SHARDS` threads (the
-/// runtime's workers start first) each have their own.
+/// Threads get shard indices in turn, the first time they touch a shard,
+/// so the first `SHARDS` threads on the request path (the worker threads,
+/// which serve the first requests) each have their own.
 static NEXT_INDEX: AtomicUsize = AtomicUsize::new(0);
 
 thread_local! {

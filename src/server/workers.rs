@@ -55,16 +55,6 @@ impl Workers {
         Ok(workers)
     }
 
-    /// How many worker threads there are.
-    pub fn len(&self) -> usize {
-        self.handles.len()
-    }
-
-    /// Always false: there is at least one worker.
-    pub fn is_empty(&self) -> bool {
-        self.handles.is_empty()
-    }
-
     /// The runtime the next connection goes to (each in turn).
     pub fn next(&self) -> &Handle {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len();
@@ -74,11 +64,14 @@ impl Workers {
     /// Stops every worker runtime (cancelling the connections still on
     /// them) and waits for the threads. Blocks: call it off the async
     /// threads, e.g. in `spawn_blocking`.
-    pub fn shutdown(mut self) {
-        self.stop_all();
+    pub fn shutdown(self) {
+        drop(self);
     }
+}
 
-    fn stop_all(&mut self) {
+impl Drop for Workers {
+    fn drop(&mut self) {
+        // Tell every worker first, then wait, so they stop together.
         let threads = std::mem::take(&mut self.threads);
         let mut joins = Vec::with_capacity(threads.len());
         for (stop, thread) in threads {
@@ -91,12 +84,6 @@ impl Workers {
     }
 }
 
-impl Drop for Workers {
-    fn drop(&mut self) {
-        self.stop_all();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,7 +91,7 @@ mod tests {
     #[test]
     fn connections_go_to_each_worker_in_turn_and_run_on_its_thread() {
         let workers = Workers::start(3).unwrap();
-        assert_eq!(workers.len(), 3);
+        assert_eq!(workers.handles.len(), 3);
         let mut names = Vec::new();
         for _ in 0..6 {
             let (tx, rx) = std::sync::mpsc::channel();
@@ -140,7 +127,6 @@ mod tests {
     #[test]
     fn at_least_one_worker() {
         let workers = Workers::start(0).unwrap();
-        assert_eq!(workers.len(), 1);
-        assert!(!workers.is_empty());
+        assert_eq!(workers.handles.len(), 1);
     }
 }
