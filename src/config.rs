@@ -311,6 +311,9 @@ pub struct RuntimeConfig {
     pub flavor: RuntimeFlavor,
     /// Worker threads for `multi_thread` and `per_core` (default: one per core).
     pub worker_threads: Option<usize>,
+    /// How long a `per_core` worker polls its connections before sleeping
+    /// (zero: never).
+    pub idle_spin: std::time::Duration,
 }
 
 /// The validated configuration.

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 mod head_deadline;
+mod spin;
 mod workers;
 
 pub use workers::Workers;
@@ -169,9 +170,13 @@ pub async fn run(
                     Some(workers) => {
                         // Move the socket to the worker's own reactor; the
                         // connection's tasks then spawn onto that runtime.
-                        let _entered = workers.next().enter();
+                        let worker = workers.next();
+                        let _entered = worker.handle().enter();
                         match stream.into_std().and_then(UnixStream::from_std) {
-                            Ok(stream) => spawn_connection(&builder, &graceful, stream, ctx, permit),
+                            Ok(stream) => {
+                                worker.watch(&stream);
+                                spawn_connection(&builder, &graceful, stream, ctx, permit);
+                            }
                             Err(e) => tracing::warn!(error = %e, "cannot hand a connection to a worker"),
                         }
                     }

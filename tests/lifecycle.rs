@@ -81,9 +81,15 @@ fn refuses_a_live_socket_and_replaces_a_stale_one() {
 #[test]
 fn sigterm_drains_an_in_flight_request_on_every_runtime() {
     use std::io::{Read, Write};
-    for flavor in ["per_core", "multi_thread", "current_thread"] {
+    // `per_core` with and without its idle spin (on by default).
+    for (flavor, spin) in [
+        ("per_core", "50us"),
+        ("per_core", "0s"),
+        ("multi_thread", "0s"),
+        ("current_thread", "0s"),
+    ] {
         let mut b = Broker::start(&format!(
-            "{}\n[limits]\nbody_timeout = \"10s\"\nheader_timeout = \"60s\"\ndrain_timeout = \"5s\"\n[runtime]\nflavor = \"{flavor}\"\n",
+            "{}\n[limits]\nbody_timeout = \"10s\"\nheader_timeout = \"60s\"\ndrain_timeout = \"5s\"\n[runtime]\nflavor = \"{flavor}\"\nidle_spin = \"{spin}\"\n",
             default_principals()
         ));
         // Three connections, so with two workers both take one: an idle

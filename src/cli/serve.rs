@@ -237,7 +237,8 @@ async fn start(config: Config, dev: Option<&super::dev::DevEnv>) -> Result<(), S
             let n = config.runtime.worker_threads.unwrap_or_else(|| {
                 std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
             });
-            Some(server::Workers::start(n).map_err(StartError::Runtime)?)
+            let workers = server::Workers::start(n, config.runtime.idle_spin);
+            Some(workers.map_err(StartError::Runtime)?)
         }
         RuntimeFlavor::CurrentThread | RuntimeFlavor::MultiThread => None,
     };

@@ -51,11 +51,17 @@ pub(super) struct RawConfig {
 /// (chosen by measurement: see docs/performance.md).
 const DEFAULT_RUNTIME: &str = "per_core";
 
+/// How long a `per_core` worker polls its connections before it sleeps
+/// (also chosen by measurement), and the most it may be set to.
+const DEFAULT_IDLE_SPIN: &str = "50us";
+const MAX_IDLE_SPIN: std::time::Duration = std::time::Duration::from_millis(1);
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRuntime {
     flavor: Option<String>,
     worker_threads: Option<usize>,
+    idle_spin: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -254,6 +260,19 @@ impl RawConfig {
             worker_threads: match self.runtime.worker_threads {
                 Some(0) => return Err(invalid("runtime.worker_threads", "must be at least 1")),
                 n => n,
+            },
+            idle_spin: match duration(
+                "runtime.idle_spin",
+                self.runtime.idle_spin.as_deref(),
+                DEFAULT_IDLE_SPIN,
+            )? {
+                d if d > MAX_IDLE_SPIN => {
+                    return Err(invalid(
+                        "runtime.idle_spin",
+                        "must be at most 1ms (a few tens of microseconds is plenty; \"0s\" turns it off)",
+                    ));
+                }
+                d => d,
             },
         };
         let metrics_addr = self

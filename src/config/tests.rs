@@ -103,6 +103,8 @@ fn bad_configs_are_refused_with_the_key() {
         ("[listen]\ntls = { addr = \"0.0.0.0:1\" }", "listen.tls"),
         ("[runtime]\nflavor = \"green\"", "runtime.flavor"),
         ("[runtime]\nworker_threads = 0", "runtime.worker_threads"),
+        ("[runtime]\nidle_spin = \"2ms\"", "runtime.idle_spin"),
+        ("[runtime]\nidle_spin = \"20\"", "runtime.idle_spin"),
         ("[metrics]\naddr = \"localhost\"", "metrics.addr"),
     ];
     for (text, needle) in cases {
@@ -416,6 +418,14 @@ fn runtime_flavors_parse_and_per_core_is_the_default() {
         .unwrap();
         assert_eq!(c.runtime.flavor, flavor);
         assert_eq!(c.runtime.worker_threads, Some(3));
+    }
+    assert_eq!(
+        parse(base).unwrap().runtime.idle_spin,
+        std::time::Duration::from_micros(50)
+    );
+    for (text, spin) in [("50us", 50), ("0s", 0), ("1ms", 1000)] {
+        let c = parse(&format!("{base}[runtime]\nidle_spin = \"{text}\"\n")).unwrap();
+        assert_eq!(c.runtime.idle_spin, std::time::Duration::from_micros(spin));
     }
     let err = parse(&format!("{base}[runtime]\nflavor = \"per-core\"\n"))
         .unwrap_err()

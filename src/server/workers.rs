@@ -7,19 +7,51 @@
 //! a connection here lives on one thread from accept to close, its socket
 //! registered with that thread's own epoll. The listener, signals, the
 //! metrics listener and background work (cache sweeping, store sessions)
-//! stay on the main runtime. See docs/performance.md for the measurements.
+//! stay on the main runtime. Before parking, a worker may spin on its own
+//! connections for a moment ([`super::spin`]). See docs/performance.md for
+//! the measurements.
 
 use std::io;
+use std::os::fd::AsFd;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
+use super::spin::Spinner;
+
+/// One worker: its runtime, and what it spins on before parking.
+#[derive(Debug)]
+pub struct Worker {
+    handle: Handle,
+    spinner: Option<Arc<Spinner>>,
+}
+
+impl Worker {
+    /// The worker's runtime.
+    pub fn handle(&self) -> &Handle {
+        &self.handle
+    }
+
+    /// Has the worker spin on `socket` before parking (with `idle_spin`).
+    pub fn watch(&self, socket: impl AsFd) {
+        if let Some(spinner) = &self.spinner
+            && let Err(e) = spinner.watch(socket)
+        {
+            // The connection is served all the same; the worker just
+            // does not spin for it.
+            tracing::debug!(error = %e, "cannot add a connection to the worker's spin set");
+        }
+    }
+}
+
 /// Worker threads, each running a current-thread runtime until shut down.
 #[derive(Debug)]
 pub struct Workers {
-    handles: Vec<Handle>,
+    handles: Vec<Worker>,
     threads: Vec<(oneshot::Sender<()>, JoinHandle<()>)>,
     next: AtomicUsize,
 }
@@ -27,8 +59,9 @@ pub struct Workers {
 impl Workers {
     /// Starts `n` worker threads (at least one), each with its runtime
     /// built before this returns, so a runtime that cannot start is an
-    /// error here rather than a dead thread.
-    pub fn start(n: usize) -> io::Result<Self> {
+    /// error here rather than a dead thread. Each spins for up to
+    /// `idle_spin` before parking (zero: never).
+    pub fn start(n: usize, idle_spin: Duration) -> io::Result<Self> {
         let n = n.max(1);
         let mut workers = Self {
             handles: Vec::with_capacity(n),
@@ -36,10 +69,25 @@ impl Workers {
             next: AtomicUsize::new(0),
         };
         for i in 0..n {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            workers.handles.push(rt.handle().clone());
+            let mut builder = tokio::runtime::Builder::new_current_thread();
+            builder.enable_all();
+            let spinner = if idle_spin.is_zero() {
+                None
+            } else {
+                let spinner = Arc::new(Spinner::new(idle_spin)?);
+                let (park, unpark) = (Arc::clone(&spinner), Arc::clone(&spinner));
+                builder
+                    .on_thread_park(move || {
+                        park.before_park();
+                    })
+                    .on_thread_unpark(move || unpark.after_unpark());
+                Some(spinner)
+            };
+            let rt = builder.build()?;
+            workers.handles.push(Worker {
+                handle: rt.handle().clone(),
+                spinner,
+            });
             let (stop, stopped) = oneshot::channel::<()>();
             let thread = std::thread::Builder::new()
                 .name(format!("worker-{i}"))
@@ -56,7 +104,7 @@ impl Workers {
     }
 
     /// The runtime the next connection goes to (each in turn).
-    pub fn next(&self) -> &Handle {
+    pub fn next(&self) -> &Worker {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len();
         &self.handles[i]
     }
@@ -90,12 +138,12 @@ mod tests {
 
     #[test]
     fn connections_go_to_each_worker_in_turn_and_run_on_its_thread() {
-        let workers = Workers::start(3).unwrap();
+        let workers = Workers::start(3, Duration::ZERO).unwrap();
         assert_eq!(workers.handles.len(), 3);
         let mut names = Vec::new();
         for _ in 0..6 {
             let (tx, rx) = std::sync::mpsc::channel();
-            workers.next().spawn(async move {
+            workers.next().handle().spawn(async move {
                 let name = std::thread::current().name().map(str::to_owned);
                 tx.send(name).unwrap();
             });
@@ -112,10 +160,10 @@ mod tests {
 
     #[test]
     fn shutdown_cancels_what_is_still_running_and_joins() {
-        let workers = Workers::start(2).unwrap();
+        let workers = Workers::start(2, Duration::from_micros(20)).unwrap();
         let (tx, rx) = std::sync::mpsc::channel::<()>();
         // A task that never finishes: holds the sender until cancelled.
-        workers.next().spawn(async move {
+        workers.next().handle().spawn(async move {
             let _tx = tx;
             std::future::pending::<()>().await;
         });
@@ -126,7 +174,7 @@ mod tests {
 
     #[test]
     fn at_least_one_worker() {
-        let workers = Workers::start(0).unwrap();
+        let workers = Workers::start(0, Duration::ZERO).unwrap();
         assert_eq!(workers.handles.len(), 1);
     }
 }
