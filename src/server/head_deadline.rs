@@ -117,10 +117,10 @@ impl HeadWatch {
     pub fn set_watchdog(&self, handle: AbortHandle) {
         let _ = self.watchdog.set(handle);
         // The connection may have ended before the handle was registered.
-        if self.state.load(Ordering::Relaxed) == CLOSED
-            && let Some(w) = self.watchdog.get()
-        {
-            w.abort();
+        if self.state.load(Ordering::Relaxed) == CLOSED {
+            if let Some(w) = self.watchdog.get() {
+                w.abort();
+            }
         }
     }
 

@@ -38,9 +38,10 @@ impl Worker {
 
     /// Has the worker spin on `socket` before parking (with `idle_spin`).
     pub fn watch(&self, socket: impl AsFd) {
-        if let Some(spinner) = &self.spinner
-            && let Err(e) = spinner.watch(socket)
-        {
+        let Some(spinner) = &self.spinner else {
+            return;
+        };
+        if let Err(e) = spinner.watch(socket) {
             // The connection is served all the same; the worker just
             // does not spin for it.
             tracing::debug!(error = %e, "cannot add a connection to the worker's spin set");
