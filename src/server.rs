@@ -28,6 +28,7 @@ use crate::authz::Transport;
 use crate::config::{Limits, ListenConfig};
 use crate::identity::PeerCred;
 use head_deadline::HeadWatch;
+use spin::Spinner;
 
 /// Why the listener could not start.
 #[derive(Debug, thiserror::Error)]
@@ -164,7 +165,7 @@ pub async fn run(
                     continue;
                 };
                 let info = ConnInfo { peer, transport: Transport::Unix };
-                let ctx = Conn::new(Arc::clone(&state), info);
+                let mut ctx = Conn::new(Arc::clone(&state), info);
                 match workers {
                     None => spawn_connection(&builder, &graceful, stream, ctx, permit),
                     Some(workers) => {
@@ -174,7 +175,7 @@ pub async fn run(
                         let _entered = worker.handle().enter();
                         match stream.into_std().and_then(UnixStream::from_std) {
                             Ok(stream) => {
-                                worker.watch(&stream);
+                                ctx.spinner = worker.watch(&stream);
                                 spawn_connection(&builder, &graceful, stream, ctx, permit);
                             }
                             Err(e) => tracing::warn!(error = %e, "cannot hand a connection to a worker"),
@@ -254,6 +255,9 @@ struct Conn {
     state: Arc<AppState>,
     info: ConnInfo,
     watch: HeadWatch,
+    /// The worker's spinner, told of each request (`per_core` with
+    /// `idle_spin`).
+    spinner: Option<Arc<Spinner>>,
 }
 
 impl Conn {
@@ -262,6 +266,7 @@ impl Conn {
             state,
             info,
             watch: HeadWatch::new(),
+            spinner: None,
         }
     }
 }
@@ -283,6 +288,9 @@ where
     let service = hyper::service::service_fn(move |req| {
         let ctx = Arc::clone(&ctx);
         let serve = ctx.watch.begin_request();
+        if let Some(spinner) = &ctx.spinner {
+            spinner.request_arrived();
+        }
         // Copy out what the API uses and drop hyper's request now, before
         // hyper reads on (see `api::request`).
         let req = ApiRequest::from(req);

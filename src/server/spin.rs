@@ -10,12 +10,15 @@
 //! parks as usual, and tokio's own `epoll_wait` returns at once for what
 //! arrived meanwhile.
 //!
-//! It only spins where it pays: if the last idle stretch (from deciding to
-//! park to waking again) was longer than the budget, the next park sleeps
-//! straight away. An idle broker spins at most once, for at most the
-//! budget, after its last request; under a steady stream of requests that
-//! each find the worker idle for longer than the budget, at most every
-//! other park spins in vain.
+//! It only spins where it pays: when the worker's last two requests
+//! arrived at most the budget apart (a client that asks again as soon as it
+//! has its answer). Each such request buys at most one spin, of at most the
+//! budget: a spin that runs out turns spinning off until two requests come
+//! close together again. So an idle broker spins at most once, for at most
+//! the budget, after its last request; requests that steadily come further
+//! apart than the budget never make it spin; and the worst case (close and
+//! far gaps alternating) costs one budget per close pair. Wake-ups that
+//! bring no request (a timer, a socket turning writable) change nothing.
 
 use std::io;
 use std::mem::MaybeUninit;
@@ -26,6 +29,9 @@ use std::time::{Duration, Instant};
 use rustix::event::epoll;
 use tokio::runtime::Handle;
 
+/// `last_request` before the first request.
+const NO_REQUEST: u64 = u64::MAX;
+
 /// One worker's spin-before-park state. The hooks run on the worker's own
 /// thread; [`Spinner::watch`] runs on the listener's.
 #[derive(Debug)]
@@ -33,10 +39,12 @@ pub struct Spinner {
     /// The worker's connections, level-triggered for input or hang-up.
     set: OwnedFd,
     budget: Duration,
-    /// When the current idle stretch began, in nanoseconds since `epoch`.
-    idle_since: AtomicU64,
+    /// When the latest request arrived, in nanoseconds since `epoch`, or
+    /// [`NO_REQUEST`].
+    last_request: AtomicU64,
     epoch: Instant,
-    /// Whether the next park spins first (the last idle stretch was short).
+    /// Whether the next park spins first: the last two requests came
+    /// within the budget, and no spin has run out since.
     spin_next: AtomicBool,
 }
 
@@ -46,9 +54,9 @@ impl Spinner {
         Ok(Self {
             set: epoll::create(epoll::CreateFlags::CLOEXEC)?,
             budget,
-            idle_since: AtomicU64::new(0),
+            last_request: AtomicU64::new(NO_REQUEST),
             epoch: Instant::now(),
-            spin_next: AtomicBool::new(true),
+            spin_next: AtomicBool::new(false),
         })
     }
 
@@ -64,32 +72,36 @@ impl Spinner {
         Ok(())
     }
 
-    /// The runtime's `on_thread_park` hook: spins if the last idle stretch
-    /// was short, until a watched socket is readable, a task is queued for
-    /// this runtime from another thread, or the budget is spent. Says
-    /// whether it spun.
+    /// Called as each request on a watched connection arrives: the next
+    /// park spins only if this request came within the budget of the one
+    /// before it on this worker.
+    pub fn request_arrived(&self) {
+        let now = self.nanos(Instant::now());
+        let close = match self.last_request.swap(now, Ordering::Relaxed) {
+            NO_REQUEST => false,
+            before => u128::from(now.saturating_sub(before)) <= self.budget.as_nanos(),
+        };
+        self.spin_next.store(close, Ordering::Relaxed);
+    }
+
+    /// The runtime's `on_thread_park` hook: if requests have been coming
+    /// close together, spins until a watched socket is readable, a task is
+    /// queued for this runtime from another thread, or the budget is spent
+    /// (which turns spinning off until the next close pair of requests).
+    /// Says whether it spun.
     pub fn before_park(&self) -> bool {
-        let start = Instant::now();
-        self.idle_since.store(self.nanos(start), Ordering::Relaxed);
-        let spin = self.spin_next.load(Ordering::Relaxed);
-        if spin {
-            self.spin(start + self.budget);
+        if !self.spin_next.load(Ordering::Relaxed) {
+            return false;
         }
-        spin
+        if !self.spin(Instant::now() + self.budget) {
+            self.spin_next.store(false, Ordering::Relaxed);
+        }
+        true
     }
 
-    /// The runtime's `on_thread_unpark` hook: the next park spins only if
-    /// this idle stretch was within the budget (so spinning would have
-    /// caught what woke the worker).
-    pub fn after_unpark(&self) {
-        let idle = self
-            .nanos(Instant::now())
-            .saturating_sub(self.idle_since.load(Ordering::Relaxed));
-        let short = u128::from(idle) <= self.budget.as_nanos();
-        self.spin_next.store(short, Ordering::Relaxed);
-    }
-
-    fn spin(&self, deadline: Instant) {
+    /// Polls until something needs the worker (true) or `deadline` passes
+    /// (false).
+    fn spin(&self, deadline: Instant) -> bool {
         // Tasks woken or spawned from another thread wait in the runtime's
         // injection queue; the worker must not sit on them.
         let runtime = Handle::try_current().ok().map(|h| h.metrics());
@@ -102,12 +114,13 @@ impl Spinner {
             match epoll::wait(&self.set, &mut events, Some(&now)) {
                 Ok(([], _)) => {}
                 // Readable, or a failing set: park now either way.
-                _ => return,
+                _ => return true,
             }
-            if runtime.as_ref().is_some_and(|m| m.global_queue_depth() > 0)
-                || Instant::now() >= deadline
-            {
-                return;
+            if runtime.as_ref().is_some_and(|m| m.global_queue_depth() > 0) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
             }
             std::hint::spin_loop();
         }
@@ -127,9 +140,18 @@ mod tests {
     /// Long enough that returning before it proves the spin ended early.
     const FOREVER: Duration = Duration::from_secs(60);
 
+    /// A spinner whose next park spins: two requests just arrived back to
+    /// back.
+    fn spinning(budget: Duration) -> Spinner {
+        let spinner = Spinner::new(budget).unwrap();
+        spinner.request_arrived();
+        spinner.request_arrived();
+        spinner
+    }
+
     #[test]
     fn ends_when_a_watched_socket_becomes_readable() {
-        let spinner = Spinner::new(FOREVER).unwrap();
+        let spinner = spinning(FOREVER);
         let (ours, mut theirs) = UnixStream::pair().unwrap();
         spinner.watch(&ours).unwrap();
         let writer = std::thread::spawn(move || {
@@ -145,7 +167,7 @@ mod tests {
 
     #[test]
     fn ends_when_a_watched_peer_hangs_up() {
-        let spinner = Spinner::new(FOREVER).unwrap();
+        let spinner = spinning(FOREVER);
         let (ours, theirs) = UnixStream::pair().unwrap();
         spinner.watch(&ours).unwrap();
         drop(theirs);
@@ -165,7 +187,7 @@ mod tests {
         std::thread::spawn(move || drop(handle.spawn(async {})))
             .join()
             .unwrap();
-        let spinner = Spinner::new(FOREVER).unwrap();
+        let spinner = spinning(FOREVER);
         let _entered = rt.enter();
         let started = Instant::now();
         spinner.before_park();
@@ -175,7 +197,7 @@ mod tests {
     #[test]
     fn spends_the_budget_when_nothing_arrives() {
         let budget = Duration::from_millis(20);
-        let spinner = Spinner::new(budget).unwrap();
+        let spinner = spinning(budget);
         let (ours, _theirs) = UnixStream::pair().unwrap();
         spinner.watch(&ours).unwrap();
         let started = Instant::now();
@@ -186,7 +208,7 @@ mod tests {
     #[test]
     fn a_closed_socket_leaves_the_set() {
         let budget = Duration::from_millis(20);
-        let spinner = Spinner::new(budget).unwrap();
+        let spinner = spinning(budget);
         let (ours, theirs) = UnixStream::pair().unwrap();
         spinner.watch(&ours).unwrap();
         // Closing our end removes it; its peer's hang-up is not reported.
@@ -198,26 +220,42 @@ mod tests {
     }
 
     #[test]
-    fn spins_again_only_after_a_short_idle_stretch() {
+    fn spins_only_after_two_requests_close_together() {
         let budget = Duration::from_millis(200);
         let spinner = Spinner::new(budget).unwrap();
         let (ours, mut theirs) = UnixStream::pair().unwrap();
         spinner.watch(&ours).unwrap();
         // Always readable from here on: a spin ends at once.
         theirs.write_all(b"GET").unwrap();
-        assert!(spinner.spin_next.load(Ordering::Relaxed));
-        assert!(spinner.before_park());
-        // Woken within the budget: keep spinning.
-        spinner.after_unpark();
-        assert!(spinner.spin_next.load(Ordering::Relaxed));
-        // Slept past the budget: the next park sleeps at once...
-        assert!(spinner.before_park());
-        std::thread::sleep(budget * 2);
-        spinner.after_unpark();
-        assert!(!spinner.spin_next.load(Ordering::Relaxed));
+        // Nothing to go by yet, nor after a lone request.
         assert!(!spinner.before_park());
-        // ...and a short stretch after it turns spinning back on.
-        spinner.after_unpark();
+        spinner.request_arrived();
+        assert!(!spinner.before_park());
+        // A second request within the budget: every park spins...
+        spinner.request_arrived();
+        assert!(spinner.before_park());
+        assert!(spinner.before_park());
+        // ...until requests come further apart than the budget.
+        std::thread::sleep(budget * 2);
+        spinner.request_arrived();
+        assert!(!spinner.before_park());
+    }
+
+    #[test]
+    fn a_spin_that_runs_out_turns_spinning_off() {
+        let budget = Duration::from_millis(20);
+        let spinner = spinning(budget);
+        let (ours, _theirs) = UnixStream::pair().unwrap();
+        spinner.watch(&ours).unwrap();
+        // Nothing arrives: one spin spends the budget...
+        assert!(spinner.before_park());
+        // ...and the parks after it (a timer, a socket turning writable:
+        // wake-ups that bring no request) sleep at once.
+        assert!(!spinner.before_park());
+        assert!(!spinner.before_park());
+        // Two close requests turn it back on.
+        spinner.request_arrived();
+        spinner.request_arrived();
         assert!(spinner.spin_next.load(Ordering::Relaxed));
     }
 }

@@ -37,14 +37,17 @@ impl Worker {
     }
 
     /// Has the worker spin on `socket` before parking (with `idle_spin`).
-    pub fn watch(&self, socket: impl AsFd) {
-        let Some(spinner) = &self.spinner else {
-            return;
-        };
-        if let Err(e) = spinner.watch(socket) {
-            // The connection is served all the same; the worker just
-            // does not spin for it.
-            tracing::debug!(error = %e, "cannot add a connection to the worker's spin set");
+    /// Returns the spinner to tell of each request on it, if it is watched.
+    pub fn watch(&self, socket: impl AsFd) -> Option<Arc<Spinner>> {
+        let spinner = self.spinner.as_ref()?;
+        match spinner.watch(socket) {
+            Ok(()) => Some(Arc::clone(spinner)),
+            Err(e) => {
+                // The connection is served all the same; the worker just
+                // does not spin for it.
+                tracing::debug!(error = %e, "cannot add a connection to the worker's spin set");
+                None
+            }
         }
     }
 }
@@ -76,12 +79,10 @@ impl Workers {
                 None
             } else {
                 let spinner = Arc::new(Spinner::new(idle_spin)?);
-                let (park, unpark) = (Arc::clone(&spinner), Arc::clone(&spinner));
-                builder
-                    .on_thread_park(move || {
-                        park.before_park();
-                    })
-                    .on_thread_unpark(move || unpark.after_unpark());
+                let park = Arc::clone(&spinner);
+                builder.on_thread_park(move || {
+                    park.before_park();
+                });
                 Some(spinner)
             };
             let rt = builder.build()?;
