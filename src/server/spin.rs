@@ -149,11 +149,17 @@ mod tests {
         spinner
     }
 
+    /// [`spinning`], watching our end of a fresh socket pair.
+    fn spinning_on_a_socket(budget: Duration) -> (Spinner, UnixStream, UnixStream) {
+        let spinner = spinning(budget);
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        spinner.watch(&ours).unwrap();
+        (spinner, ours, theirs)
+    }
+
     #[test]
     fn ends_when_a_watched_socket_becomes_readable() {
-        let spinner = spinning(FOREVER);
-        let (ours, mut theirs) = UnixStream::pair().unwrap();
-        spinner.watch(&ours).unwrap();
+        let (spinner, _ours, mut theirs) = spinning_on_a_socket(FOREVER);
         let writer = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(50));
             theirs.write_all(b"GET").unwrap();
@@ -167,9 +173,7 @@ mod tests {
 
     #[test]
     fn ends_when_a_watched_peer_hangs_up() {
-        let spinner = spinning(FOREVER);
-        let (ours, theirs) = UnixStream::pair().unwrap();
-        spinner.watch(&ours).unwrap();
+        let (spinner, _ours, theirs) = spinning_on_a_socket(FOREVER);
         drop(theirs);
         let started = Instant::now();
         spinner.before_park();
@@ -197,9 +201,7 @@ mod tests {
     #[test]
     fn spends_the_budget_when_nothing_arrives() {
         let budget = Duration::from_millis(20);
-        let spinner = spinning(budget);
-        let (ours, _theirs) = UnixStream::pair().unwrap();
-        spinner.watch(&ours).unwrap();
+        let (spinner, _ours, _theirs) = spinning_on_a_socket(budget);
         let started = Instant::now();
         spinner.before_park();
         assert!(started.elapsed() >= budget);
@@ -208,9 +210,7 @@ mod tests {
     #[test]
     fn a_closed_socket_leaves_the_set() {
         let budget = Duration::from_millis(20);
-        let spinner = spinning(budget);
-        let (ours, theirs) = UnixStream::pair().unwrap();
-        spinner.watch(&ours).unwrap();
+        let (spinner, ours, theirs) = spinning_on_a_socket(budget);
         // Closing our end removes it; its peer's hang-up is not reported.
         drop(ours);
         let started = Instant::now();
@@ -244,9 +244,7 @@ mod tests {
     #[test]
     fn a_spin_that_runs_out_turns_spinning_off() {
         let budget = Duration::from_millis(20);
-        let spinner = spinning(budget);
-        let (ours, _theirs) = UnixStream::pair().unwrap();
-        spinner.watch(&ours).unwrap();
+        let (spinner, _ours, _theirs) = spinning_on_a_socket(budget);
         // Nothing arrives: one spin spends the budget...
         assert!(spinner.before_park());
         // ...and the parks after it (a timer, a socket turning writable:
