@@ -9,6 +9,8 @@
 //! `LOAD_RUNTIME` the broker's runtime (`per_core`, the default; `multi`;
 //! `current`), `LOAD_BASELINE` the reference baseline's (default `multi`,
 //! tokio's default); a baseline of the broker's own shape runs too.
+//! `LOAD_SPOOL=false` appends each audit line before its answer
+//! (`[audit] spool = false`) instead of spooling it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::io::{Read, Write};
@@ -103,11 +105,12 @@ fn start_broker(dir: &Path, extra: &str) -> (Server, Duration, u64) {
         &config,
         format!(
             "[listen]\nsocket = {socket:?}\n[store]\npath = {db:?}\nkey_file = {key:?}\n[policy]\ndir = {policies:?}\n\
-             [audit]\nsink = \"file:{audit}\"\n[log]\nlevel = \"warn\"\n{extra}\n\
+             [audit]\nsink = \"file:{audit}\"\nspool = {spool}\n[log]\nlevel = \"warn\"\n{extra}\n\
              [[principal]]\nname = \"task\"\ntype = \"Task\"\nscope = \"acme/tasks/t-42\"\nuid = {uid}\n\
              [[principal]]\nname = \"platform\"\ntype = \"Component\"\nroles = [\"platform\"]\ntoken_sha256 = \"{digest}\"\n",
             db = dir.join("store.redb"),
             audit = dir.join("audit.log").display(),
+            spool = std::env::var("LOAD_SPOOL").as_deref() != Ok("false"),
             digest = sha256_hex(TOKEN),
         ),
     )

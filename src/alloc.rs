@@ -1,5 +1,6 @@
-//! A global allocator that zeroes every block before freeing it, and the
-//! release of start-up code pages once the broker is serving.
+//! A global allocator that zeroes every block before freeing it, the
+//! release of start-up code pages once the broker is serving, and shared
+//! file mappings ([`SharedFileMap`], for the audit spool).
 //!
 //! Zeroizing types cover the secret bytes we own, but hyper's read buffers,
 //! serde's scratch space and reallocations also briefly hold secret bytes.
@@ -12,6 +13,12 @@
 // clears the block it is handed before freeing it. `madvise` is `unsafe`
 // because it can discard memory; it is used here only on the read-only code
 // mapping of our own binary, whose pages come back unchanged from the file.
+// `mmap` is `unsafe` because a mapping aliases memory; `file_map` owns each
+// mapping it makes and hands it out only through `&`/`&mut` borrows.
+
+mod file_map;
+
+pub use file_map::SharedFileMap;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 

@@ -1,14 +1,20 @@
 //! The audit log: exactly one JSON line per request, to stdout or a file.
 //!
-//! Lines are built in memory and written with one `write_all` under a lock,
-//! so concurrent requests never interleave. A record has no field that can
-//! hold a value or a token: the type makes the leak unrepresentable.
+//! Lines are built in memory and written with one `write_all`, so
+//! concurrent requests never interleave. A record has no field that can
+//! hold a value or a token: the type makes the leak unrepresentable. With
+//! a file sink, a request's line is kept crash-safe in the [`spool`] before
+//! its answer leaves and appended to the file right after.
 
 mod line;
+mod spool;
 
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
 
 use serde::Serialize;
 
@@ -96,19 +102,83 @@ thread_local! {
 /// The audit sink.
 pub struct AuditLog {
     out: Sink,
+    /// The spool file, held (with its `flock`) while the shards use it;
+    /// declared after `out` so the shards flush before it is let go.
+    _spool: Option<std::fs::File>,
 }
 
-/// Where lines go. A file is written without a lock: it is opened with
-/// `O_APPEND`, so each line's one `write(2)` lands whole at the end even
-/// when requests on other threads write at the same time (the kernel
-/// serializes appends to a regular file), and no request waits for another
-/// request's write. It is opened once per thread shard: threads writing
-/// through one open file would share its reference count and position lock
-/// in the kernel on every line. Any other writer (stdout, tests) is
-/// serialized here.
+/// Where lines go. A file is opened with `O_APPEND`, so each `write(2)`
+/// lands whole at the end even when requests on other threads write at the
+/// same time (the kernel serializes appends to a regular file). It is
+/// opened once per thread shard, each with its own spool region and a lock
+/// that only its own thread normally takes: threads writing through one
+/// open file would share its reference count and position lock in the
+/// kernel on every line. Any other writer (stdout, tests) is serialized
+/// here and written before the answer.
 enum Sink {
-    File(Sharded<std::fs::File>),
+    File(Sharded<Mutex<FileShard>>),
     Writer(Mutex<Box<dyn Write + Send>>),
+}
+
+/// One shard of a file sink: its descriptor, and its spool region when the
+/// spool is in use.
+struct FileShard {
+    file: std::fs::File,
+    spool: Option<spool::Region>,
+}
+
+impl FileShard {
+    /// Appends the waiting lines to the file. Lines that could not be
+    /// written stay waiting (and in the spool) for the next flush.
+    fn flush(&mut self) -> std::io::Result<()> {
+        let Some(region) = &mut self.spool else {
+            return Ok(());
+        };
+        while !region.waiting().is_empty() {
+            // INVARIANT: whole lines per `write(2)` on an O_APPEND file;
+            // only a failing disk writes part of one.
+            match self.file.write(region.waiting()) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => region.consume(n),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `line` now, after any that wait.
+    fn write_now(&mut self, line: &[u8]) -> std::io::Result<()> {
+        self.write_deferred(line)?;
+        self.flush()
+    }
+
+    /// Keeps `line` crash-safe in the spool, to be written at the next
+    /// flush; without a spool (or for a line larger than a region), writes
+    /// it now.
+    fn write_deferred(&mut self, line: &[u8]) -> std::io::Result<()> {
+        let Some(region) = &mut self.spool else {
+            return self.file.write_all(line);
+        };
+        if region.push(line) {
+            return Ok(());
+        }
+        self.flush()?;
+        let kept = self.spool.as_mut().is_some_and(|r| r.push(line));
+        if kept {
+            Ok(())
+        } else {
+            self.file.write_all(line)
+        }
+    }
+}
+
+impl Drop for FileShard {
+    fn drop(&mut self) {
+        if let Err(e) = self.flush() {
+            tracing::error!(error = %e, "cannot write audit records; they stay in the spool for the next start");
+        }
+    }
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -119,21 +189,58 @@ impl std::fmt::Debug for AuditLog {
 
 impl AuditLog {
     /// Opens the configured sink (a file is created if missing, mode 0600,
-    /// and appended to).
-    pub fn open(sink: &AuditSink) -> std::io::Result<Self> {
+    /// and appended to; with `spool`, its spool too, after appending what a
+    /// broker that stopped without flushing left there).
+    pub fn open(sink: &AuditSink, spool: bool) -> std::io::Result<Self> {
         match sink {
             AuditSink::Stdout => Ok(Self::to_writer(Box::new(std::io::stdout()))),
             AuditSink::File(path) => {
                 use std::os::unix::fs::OpenOptionsExt;
-                let files = Sharded::try_new(|| {
+                let open = || {
                     OpenOptions::new()
                         .create(true)
                         .append(true)
                         .mode(0o600)
                         .open(path)
+                };
+                let mut first = open()?;
+                // Only a regular file is spooled (not a FIFO or a device
+                // such as /dev/stderr, whose directory is no place for one).
+                let spool = if spool && first.metadata()?.is_file() {
+                    match spool::open(path, &mut first, Sharded::<FileShard>::count()) {
+                        Ok(Some(spool)) => Some(spool),
+                        Ok(None) => {
+                            tracing::warn!(
+                                "another broker holds this audit file's spool; writing each line before its answer"
+                            );
+                            None
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot use an audit spool beside the audit file; writing each line before its answer");
+                            None
+                        }
+                    }
+                } else {
+                    None
+                };
+                let (lock, mut regions) = match spool {
+                    Some(s) => (Some(s.lock), s.regions.into_iter()),
+                    None => (None, Vec::new().into_iter()),
+                };
+                let mut first = Some(first);
+                let files = Sharded::try_new(|| {
+                    let file = match first.take() {
+                        Some(f) => f,
+                        None => open()?,
+                    };
+                    Ok::<_, std::io::Error>(Mutex::new(FileShard {
+                        file,
+                        spool: regions.next(),
+                    }))
                 })?;
                 Ok(Self {
                     out: Sink::File(files),
+                    _spool: lock,
                 })
             }
         }
@@ -143,16 +250,73 @@ impl AuditLog {
     pub fn to_writer(out: Box<dyn Write + Send>) -> Self {
         Self {
             out: Sink::Writer(Mutex::new(out)),
+            _spool: None,
         }
     }
 
-    /// Writes one line. A failing sink is reported on stderr via tracing,
-    /// never silently dropped.
+    /// Writes one line to the sink before returning. A failing sink is
+    /// reported on stderr via tracing, never silently dropped.
     pub fn record(&self, rec: &AuditRecord<'_>) {
+        self.record_with(rec, false);
+    }
+
+    /// Records a line that must survive a crash of the broker once this
+    /// returns, but may reach the sink a moment later: a request's line,
+    /// recorded before its answer is sent. With a spooled file sink it
+    /// waits in this thread's spool region until [`AuditLog::flush_local`]
+    /// on this thread (the connection calls it once the answer is written)
+    /// or [`AuditLog::flush_all`]; any other sink is written at once.
+    pub fn record_deferred(&self, rec: &AuditRecord<'_>) {
+        self.record_with(rec, true);
+    }
+
+    /// Appends the lines waiting in this thread's spool region to the file.
+    pub fn flush_local(&self) {
+        if let Sink::File(files) = &self.out {
+            Self::flush_shard(files.local());
+        }
+    }
+
+    /// Appends every waiting line to the file (the periodic flusher, and
+    /// lines recorded on a thread that then served no connection).
+    pub fn flush_all(&self) {
+        if let Sink::File(files) = &self.out {
+            files.all().for_each(Self::flush_shard);
+        }
+    }
+
+    /// Flushes every shard every `period`, for the lines of a connection
+    /// that moved to another thread before writing its answer (the
+    /// multi-thread runtime) or was cut before writing it. Only a spooled
+    /// sink has any; the task ends with the log.
+    pub fn spawn_flusher(self: &Arc<Self>, period: Duration) -> Option<JoinHandle<()>> {
+        self._spool.as_ref()?;
+        let weak = Arc::downgrade(self);
+        Some(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(log) = weak.upgrade() else { break };
+                log.flush_all();
+            }
+        }))
+    }
+
+    fn flush_shard(shard: &Mutex<FileShard>) {
+        let mut shard = shard
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Err(e) = shard.flush() {
+            tracing::error!(error = %e, "cannot write audit records; they stay in the spool");
+        }
+    }
+
+    fn record_with(&self, rec: &AuditRecord<'_>, deferred: bool) {
         LINE.with(|buf| match buf.try_borrow_mut() {
             Ok(mut line) => {
                 line.clear();
-                self.write(rec, &mut line);
+                self.write(rec, &mut line, deferred);
                 // A rare long line (paths are bounded) does not pin its
                 // buffer for the thread's life.
                 if line.capacity() > LINE_KEEP {
@@ -161,16 +325,25 @@ impl AuditLog {
             }
             // Only if a sink's writer itself audited: never the case, but
             // a fresh buffer is always correct.
-            Err(_) => self.write(rec, &mut Vec::with_capacity(LINE_CAPACITY)),
+            Err(_) => self.write(rec, &mut Vec::with_capacity(LINE_CAPACITY), deferred),
         });
     }
 
-    fn write(&self, rec: &AuditRecord<'_>, line: &mut Vec<u8>) {
+    fn write(&self, rec: &AuditRecord<'_>, line: &mut Vec<u8>, deferred: bool) {
         line::write_line(rec, line);
         let line = line.as_slice();
         let written = match &self.out {
-            // INVARIANT: one `write_all` of a whole line on an O_APPEND file.
-            Sink::File(files) => files.local().write_all(line),
+            Sink::File(files) => {
+                let mut shard = files
+                    .local()
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if deferred {
+                    shard.write_deferred(line)
+                } else {
+                    shard.write_now(line)
+                }
+            }
             Sink::Writer(out) => {
                 let mut out = out
                     .lock()
@@ -192,7 +365,6 @@ pub fn now_rfc3339() -> Rfc3339 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     #[derive(Clone, Default)]
     struct Buf(Arc<Mutex<Vec<u8>>>);
@@ -266,7 +438,7 @@ mod tests {
     fn concurrent_lines_to_a_file_stay_whole() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.log");
-        let log = Arc::new(AuditLog::open(&AuditSink::File(path.clone())).unwrap());
+        let log = Arc::new(AuditLog::open(&AuditSink::File(path.clone()), true).unwrap());
         let long = "p/".repeat(290);
         let threads: Vec<_> = (0..8)
             .map(|t| {
@@ -302,6 +474,103 @@ mod tests {
             assert!(ids.insert(v["request_id"].as_str().unwrap().to_owned()));
         }
         assert_eq!(ids.len(), 8 * 500);
+    }
+
+    fn record_id(log: &AuditLog, id: &str, deferred: bool) {
+        let rec = AuditRecord {
+            ts: now_rfc3339(),
+            request_id: id,
+            principal: Some("task"),
+            peer: None,
+            action: Some("read"),
+            path: Some("acme/x"),
+            decision: Some("allow"),
+            policies: &[],
+            status: 200,
+            latency_us: 1,
+        };
+        if deferred {
+            log.record_deferred(&rec);
+        } else {
+            log.record(&rec);
+        }
+    }
+
+    #[test]
+    fn deferred_lines_wait_in_the_spool_until_flushed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let spool = dir.path().join(".audit.log.spool");
+        let read = || std::fs::read_to_string(&path).unwrap();
+        let log = AuditLog::open(&AuditSink::File(path.clone()), true).unwrap();
+        record_id(&log, "d-1", true);
+        assert_eq!(read(), "", "waits for the answer to be written");
+        // ...crash-safe meanwhile: the line is in the spool file's pages.
+        let spooled = std::fs::read(&spool).unwrap();
+        assert!(spooled.windows(5).any(|w| w == b"\"d-1\""));
+        log.flush_local();
+        assert!(read().contains("\"d-1\""));
+        // A line recorded at once goes out with any that wait before it.
+        record_id(&log, "d-2", true);
+        record_id(&log, "n-3", false);
+        let text = read();
+        assert!(text.find("\"d-2\"").unwrap() < text.find("\"n-3\"").unwrap());
+        // Another thread's waiting line: `flush_all` (the periodic flusher),
+        // or dropping the log.
+        let log = Arc::new(log);
+        let other = Arc::clone(&log);
+        std::thread::spawn(move || record_id(&other, "t-4", true))
+            .join()
+            .unwrap();
+        log.flush_all();
+        assert!(read().contains("\"t-4\""));
+        record_id(&log, "d-5", true);
+        drop(log);
+        let text = read();
+        assert_eq!(text.lines().count(), 5, "{text}");
+        for line in text.lines() {
+            serde_json::from_str::<serde_json::Value>(line).unwrap();
+        }
+    }
+
+    #[test]
+    fn without_a_spool_lines_are_written_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let first = AuditLog::open(&AuditSink::File(path.clone()), true).unwrap();
+        // The spool is held by `first`: a second log writes directly, as
+        // does one with the spool turned off.
+        let second = AuditLog::open(&AuditSink::File(path.clone()), true).unwrap();
+        let off = AuditLog::open(&AuditSink::File(path.clone()), false).unwrap();
+        record_id(&second, "s-1", true);
+        record_id(&off, "o-2", true);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("\"s-1\"") && text.contains("\"o-2\""));
+        drop(first);
+    }
+
+    #[test]
+    fn a_line_larger_than_a_region_is_written_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let log = AuditLog::open(&AuditSink::File(path.clone()), true).unwrap();
+        record_id(&log, "before", true);
+        let many: Vec<String> = (0..2000).map(|i| format!("policy-{i}")).collect();
+        log.record_deferred(&AuditRecord {
+            ts: now_rfc3339(),
+            request_id: "huge",
+            principal: None,
+            peer: None,
+            action: None,
+            path: None,
+            decision: None,
+            policies: &many,
+            status: 200,
+            latency_us: 1,
+        });
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.find("\"before\"").unwrap() < text.find("\"huge\"").unwrap());
+        assert_eq!(text.lines().count(), 2);
     }
 
     #[test]

@@ -329,6 +329,10 @@ pub struct Config {
     pub policy_dir: PathBuf,
     /// Audit sink.
     pub audit: AuditSink,
+    /// `[audit] spool`: keep a file sink's request lines crash-safe in a
+    /// spool beside it before each answer, appending them right after it
+    /// (`true`), or append each line before its answer (`false`).
+    pub audit_spool: bool,
     /// Operational logs.
     pub log: LogConfig,
     /// Limits.

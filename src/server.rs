@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+mod flush_io;
 mod head_deadline;
 mod spin;
 mod workers;
@@ -27,6 +28,7 @@ use crate::audit::{AuditRecord, now_rfc3339};
 use crate::authz::Transport;
 use crate::config::{Limits, ListenConfig};
 use crate::identity::PeerCred;
+use flush_io::FlushingIo;
 use head_deadline::HeadWatch;
 use spin::Spinner;
 
@@ -277,7 +279,7 @@ fn connection<I>(
     io: I,
     ctx: Arc<Conn>,
 ) -> http1::Connection<
-    TokioIo<I>,
+    TokioIo<FlushingIo<I>>,
     impl hyper::service::HttpService<hyper::body::Incoming, ResBody = api::Body, Future: Send>
     + Send
     + use<I>,
@@ -285,6 +287,7 @@ fn connection<I>(
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let io = FlushingIo::new(io, Arc::clone(&ctx.state.audit));
     let service = hyper::service::service_fn(move |req| {
         let ctx = Arc::clone(&ctx);
         let serve = ctx.watch.begin_request();

@@ -6,6 +6,7 @@
 #[path = "common/broker.rs"]
 mod common;
 
+use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::time::Duration;
 
@@ -314,4 +315,86 @@ fn kill9_loses_no_acknowledged_write_and_store_has_no_plaintext() {
         !db.windows(canary.len()).any(|w| w == canary.as_bytes()),
         "plaintext in store file"
     );
+}
+
+/// A request's audit line waits in the spool (`.audit.log.spool`) from just
+/// before its answer until just after it. Lines a killed broker left there
+/// are appended by the next start, each once: a line already written out
+/// (the broker died between writing it and clearing the spool) is not
+/// appended again. Then every answered request of a broker killed with
+/// `kill -9` right after its answers is in the file after a restart.
+#[test]
+fn audit_lines_left_in_the_spool_by_a_killed_broker_are_appended_on_restart() {
+    let mut b = Broker::start(&default_principals());
+    assert_eq!(b.put("acme/tasks/t-42/a", P, "v").status, 201);
+    b.kill9();
+    let spool = b.audit.with_file_name(".audit.log.spool");
+    let mut bytes = std::fs::read(&spool).expect("the broker keeps a spool beside the file");
+    assert_eq!(&bytes[..8], b"sbspool1");
+    // What a broker killed between an answer and its flush leaves: two
+    // lines in one region, the first of them already in the audit file.
+    let written = "{\"request_id\":\"left-1\",\"status\":200}\n";
+    let waiting = "{\"request_id\":\"left-2\",\"status\":403}\n";
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&b.audit)
+        .unwrap()
+        .write_all(written.as_bytes())
+        .unwrap();
+    let lines = format!("{written}{waiting}");
+    bytes[8..16].copy_from_slice(&(lines.len() as u64).to_le_bytes());
+    bytes[16..16 + lines.len()].copy_from_slice(lines.as_bytes());
+    std::fs::write(&spool, &bytes).unwrap();
+
+    b.spawn();
+    let text = b.audit_text();
+    assert_eq!(text.matches("\"left-1\"").count(), 1, "{text}");
+    assert_eq!(text.matches("\"left-2\"").count(), 1, "{text}");
+    assert!(b.stderr_text().contains("left in the spool"));
+
+    // Killed straight after its answers: every answered request's line is
+    // in the file once the next broker has started.
+    let ids: Vec<String> = (0..20)
+        .map(|i| {
+            let r = b.get(
+                &format!("acme/tasks/t-42/{}", if i % 2 == 0 { "a" } else { "nope" }),
+                T,
+            );
+            r.header("x-request-id").unwrap().to_owned()
+        })
+        .collect();
+    b.kill9();
+    b.spawn();
+    let text = b.audit_text();
+    for id in &ids {
+        assert_eq!(
+            text.matches(&format!("\"{id}\"")).count(),
+            1,
+            "{id} in {text}"
+        );
+    }
+}
+
+/// `[audit] spool = false`: each line is appended before its answer and no
+/// spool file is made.
+#[test]
+fn audit_spool_can_be_turned_off() {
+    let mut b = Broker::start(&default_principals());
+    b.signal("TERM");
+    assert_eq!(b.wait_exit(Duration::from_secs(15)), Some(0));
+    let spool = b.audit.with_file_name(".audit.log.spool");
+    std::fs::remove_file(&spool).unwrap();
+    let text = std::fs::read_to_string(&b.config).unwrap().replace(
+        "sink = \"file:audit.log\"",
+        "sink = \"file:audit.log\"\nspool = false",
+    );
+    std::fs::write(&b.config, text).unwrap();
+    b.spawn();
+    let id = b.req("GET", "/v1/whoami", Some(T), None);
+    let id = id.header("x-request-id").unwrap().to_owned();
+    let text = std::fs::read_to_string(&b.audit).unwrap();
+    assert!(text.contains(&format!("\"{id}\"")));
+    assert!(!spool.exists());
+    b.signal("TERM");
+    assert_eq!(b.wait_exit(Duration::from_secs(15)), Some(0));
 }

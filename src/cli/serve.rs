@@ -25,6 +25,10 @@ use crate::store::{Store, StoreError};
 /// Default config file when `--config` is not given.
 const DEFAULT_CONFIG: &str = "/etc/secret-broker/config.toml";
 
+/// How often every audit shard is flushed, for lines no connection flushed
+/// right after its answer (see `audit::spool`).
+const AUDIT_FLUSH_PERIOD: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Arguments of `serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -204,7 +208,11 @@ async fn start(config: Config, dev: Option<&super::dev::DevEnv>) -> Result<(), S
     ));
     let _sweeper = cache.spawn_sweeper();
     metrics.attach_cache(Arc::clone(&cache));
-    let audit = Arc::new(AuditLog::open(&config.audit).map_err(StartError::Audit)?);
+    let audit =
+        Arc::new(AuditLog::open(&config.audit, config.audit_spool).map_err(StartError::Audit)?);
+    // Lines of requests whose connection moved thread or was cut before
+    // writing its answer wait at most this long in the spool.
+    let _audit_flusher = audit.spawn_flusher(AUDIT_FLUSH_PERIOD);
     let state = Arc::new(
         AppState::new(
             Broker::new(authz, cache),

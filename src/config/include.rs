@@ -147,6 +147,7 @@ fn take_tables(config: &mut Config, part: Config, keys: &[String]) {
         cache,
         policy_dir,
         audit,
+        audit_spool,
         log,
         limits,
         runtime,
@@ -169,6 +170,7 @@ fn take_tables(config: &mut Config, part: Config, keys: &[String]) {
     }
     if has("audit") {
         config.audit = audit;
+        config.audit_spool = audit_spool;
     }
     if has("log") {
         config.log = log;

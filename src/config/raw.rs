@@ -150,6 +150,7 @@ struct RawPolicy {
 #[serde(deny_unknown_fields)]
 struct RawAudit {
     sink: Option<String>,
+    spool: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -294,6 +295,7 @@ impl RawConfig {
             cache,
             policy_dir,
             audit,
+            audit_spool: self.audit.spool.unwrap_or(true),
             log,
             limits,
             runtime,

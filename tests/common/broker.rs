@@ -408,9 +408,26 @@ level = "debug"
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
     }
 
+    /// The audit file once it has stopped growing. A request's line is
+    /// appended right after its answer is written (it waits in the spool
+    /// until then), so a client can read the file a moment before the
+    /// line of the answer it just got is there.
+    pub fn audit_text(&self) -> String {
+        let read = || std::fs::read_to_string(&self.audit).unwrap_or_default();
+        let mut last = read();
+        for _ in 0..200 {
+            std::thread::sleep(Duration::from_millis(5));
+            let now = read();
+            if now == last {
+                break;
+            }
+            last = now;
+        }
+        last
+    }
+
     pub fn audit_lines(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(&self.audit)
-            .unwrap_or_default()
+        self.audit_text()
             .lines()
             .map(|l| {
                 serde_json::from_str(l).unwrap_or_else(|e| panic!("bad audit line {l:?}: {e}"))
