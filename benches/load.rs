@@ -9,8 +9,8 @@
 //! `LOAD_RUNTIME` the broker's runtime (`per_core`, the default; `multi`;
 //! `current`), `LOAD_BASELINE` the reference baseline's (default `multi`,
 //! tokio's default); a baseline of the broker's own shape runs too.
-//! `LOAD_SPOOL=false` appends each audit line before its answer
-//! (`[audit] spool = false`) instead of spooling it.
+//! `LOAD_SPOOL=true` runs the broker with `[audit] spool = true` (each
+//! audit line appended right after its answer instead of before it).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::io::{Read, Write};
@@ -110,7 +110,7 @@ fn start_broker(dir: &Path, extra: &str) -> (Server, Duration, u64) {
              [[principal]]\nname = \"platform\"\ntype = \"Component\"\nroles = [\"platform\"]\ntoken_sha256 = \"{digest}\"\n",
             db = dir.join("store.redb"),
             audit = dir.join("audit.log").display(),
-            spool = std::env::var("LOAD_SPOOL").as_deref() != Ok("false"),
+            spool = std::env::var("LOAD_SPOOL").as_deref() == Ok("true"),
             digest = sha256_hex(TOKEN),
         ),
     )

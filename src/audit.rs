@@ -107,78 +107,19 @@ pub struct AuditLog {
     _spool: Option<std::fs::File>,
 }
 
-/// Where lines go. A file is opened with `O_APPEND`, so each `write(2)`
-/// lands whole at the end even when requests on other threads write at the
-/// same time (the kernel serializes appends to a regular file). It is
-/// opened once per thread shard, each with its own spool region and a lock
-/// that only its own thread normally takes: threads writing through one
-/// open file would share its reference count and position lock in the
-/// kernel on every line. Any other writer (stdout, tests) is serialized
-/// here and written before the answer.
+/// Where lines go. A file is written without a lock: it is opened with
+/// `O_APPEND`, so each line's one `write(2)` lands whole at the end even
+/// when requests on other threads write at the same time (the kernel
+/// serializes appends to a regular file), and no request waits for another
+/// request's write. It is opened once per thread shard: threads writing
+/// through one open file would share its reference count and position lock
+/// in the kernel on every line. A spooled file is the same, each shard with
+/// its spool region behind a lock that only its own thread normally takes.
+/// Any other writer (stdout, tests) is serialized here.
 enum Sink {
-    File(Sharded<Mutex<FileShard>>),
+    File(Sharded<std::fs::File>),
+    Spooled(Sharded<Mutex<spool::SpooledFile>>),
     Writer(Mutex<Box<dyn Write + Send>>),
-}
-
-/// One shard of a file sink: its descriptor, and its spool region when the
-/// spool is in use.
-struct FileShard {
-    file: std::fs::File,
-    spool: Option<spool::Region>,
-}
-
-impl FileShard {
-    /// Appends the waiting lines to the file. Lines that could not be
-    /// written stay waiting (and in the spool) for the next flush.
-    fn flush(&mut self) -> std::io::Result<()> {
-        let Some(region) = &mut self.spool else {
-            return Ok(());
-        };
-        while !region.waiting().is_empty() {
-            // INVARIANT: whole lines per `write(2)` on an O_APPEND file;
-            // only a failing disk writes part of one.
-            match self.file.write(region.waiting()) {
-                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-                Ok(n) => region.consume(n),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
-    }
-
-    /// Writes `line` now, after any that wait.
-    fn write_now(&mut self, line: &[u8]) -> std::io::Result<()> {
-        self.write_deferred(line)?;
-        self.flush()
-    }
-
-    /// Keeps `line` crash-safe in the spool, to be written at the next
-    /// flush; without a spool (or for a line larger than a region), writes
-    /// it now.
-    fn write_deferred(&mut self, line: &[u8]) -> std::io::Result<()> {
-        let Some(region) = &mut self.spool else {
-            return self.file.write_all(line);
-        };
-        if region.push(line) {
-            return Ok(());
-        }
-        self.flush()?;
-        let kept = self.spool.as_mut().is_some_and(|r| r.push(line));
-        if kept {
-            Ok(())
-        } else {
-            self.file.write_all(line)
-        }
-    }
-}
-
-impl Drop for FileShard {
-    fn drop(&mut self) {
-        if let Err(e) = self.flush() {
-            tracing::error!(error = %e, "cannot write audit records; they stay in the spool for the next start");
-        }
-    }
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -206,9 +147,9 @@ impl AuditLog {
                 let mut first = open()?;
                 // Only a regular file is spooled (not a FIFO or a device
                 // such as /dev/stderr, whose directory is no place for one).
-                let spool = if spool && first.metadata()?.is_file() {
-                    match spool::open(path, &mut first, Sharded::<FileShard>::count()) {
-                        Ok(Some(spool)) => Some(spool),
+                let held = if spool && first.metadata()?.is_file() {
+                    match spool::open(path, &mut first, Sharded::<std::fs::File>::count()) {
+                        Ok(Some(held)) => Some(held),
                         Ok(None) => {
                             tracing::warn!(
                                 "another broker holds this audit file's spool; writing each line before its answer"
@@ -223,24 +164,32 @@ impl AuditLog {
                 } else {
                     None
                 };
-                let (lock, mut regions) = match spool {
-                    Some(s) => (Some(s.lock), s.regions.into_iter()),
-                    None => (None, Vec::new().into_iter()),
-                };
                 let mut first = Some(first);
-                let files = Sharded::try_new(|| {
-                    let file = match first.take() {
-                        Some(f) => f,
-                        None => open()?,
-                    };
-                    Ok::<_, std::io::Error>(Mutex::new(FileShard {
-                        file,
-                        spool: regions.next(),
-                    }))
-                })?;
-                Ok(Self {
-                    out: Sink::File(files),
-                    _spool: lock,
+                let mut file = || match first.take() {
+                    Some(f) => Ok(f),
+                    None => open(),
+                };
+                Ok(match held {
+                    Some(held) => {
+                        let mut regions = held.regions.into_iter();
+                        let shards = Sharded::try_new(|| {
+                            let region = regions.next().ok_or_else(|| {
+                                std::io::Error::other("fewer spool regions than shards")
+                            })?;
+                            Ok::<_, std::io::Error>(Mutex::new(spool::SpooledFile::new(
+                                file()?,
+                                region,
+                            )))
+                        })?;
+                        Self {
+                            out: Sink::Spooled(shards),
+                            _spool: Some(held.lock),
+                        }
+                    }
+                    None => Self {
+                        out: Sink::File(Sharded::try_new(file)?),
+                        _spool: None,
+                    },
                 })
             }
         }
@@ -272,7 +221,7 @@ impl AuditLog {
 
     /// Appends the lines waiting in this thread's spool region to the file.
     pub fn flush_local(&self) {
-        if let Sink::File(files) = &self.out {
+        if let Sink::Spooled(files) = &self.out {
             Self::flush_shard(files.local());
         }
     }
@@ -280,7 +229,7 @@ impl AuditLog {
     /// Appends every waiting line to the file (the periodic flusher, and
     /// lines recorded on a thread that then served no connection).
     pub fn flush_all(&self) {
-        if let Sink::File(files) = &self.out {
+        if let Sink::Spooled(files) = &self.out {
             files.all().for_each(Self::flush_shard);
         }
     }
@@ -303,7 +252,7 @@ impl AuditLog {
         }))
     }
 
-    fn flush_shard(shard: &Mutex<FileShard>) {
+    fn flush_shard(shard: &Mutex<spool::SpooledFile>) {
         let mut shard = shard
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -333,7 +282,9 @@ impl AuditLog {
         line::write_line(rec, line);
         let line = line.as_slice();
         let written = match &self.out {
-            Sink::File(files) => {
+            // INVARIANT: one `write_all` of a whole line on an O_APPEND file.
+            Sink::File(files) => files.local().write_all(line),
+            Sink::Spooled(files) => {
                 let mut shard = files
                     .local()
                     .lock()

@@ -331,7 +331,8 @@ pub struct Config {
     pub audit: AuditSink,
     /// `[audit] spool`: keep a file sink's request lines crash-safe in a
     /// spool beside it before each answer, appending them right after it
-    /// (`true`), or append each line before its answer (`false`).
+    /// (`true`), or append each line before its answer (`false`, the
+    /// default).
     pub audit_spool: bool,
     /// Operational logs.
     pub log: LogConfig,

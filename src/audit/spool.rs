@@ -218,6 +218,64 @@ impl Region {
     }
 }
 
+/// One audit shard's descriptor of the audit file and its spool region.
+#[derive(Debug)]
+pub(super) struct SpooledFile {
+    file: File,
+    region: Region,
+}
+
+impl SpooledFile {
+    pub(super) fn new(file: File, region: Region) -> Self {
+        Self { file, region }
+    }
+
+    /// Appends the waiting lines to the file. Lines that could not be
+    /// written stay waiting (and in the spool) for the next flush.
+    pub(super) fn flush(&mut self) -> io::Result<()> {
+        while !self.region.waiting().is_empty() {
+            // INVARIANT: whole lines per `write(2)` on an O_APPEND file;
+            // only a failing disk writes part of one.
+            match self.file.write(self.region.waiting()) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.region.consume(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `line` now, after any that wait.
+    pub(super) fn write_now(&mut self, line: &[u8]) -> io::Result<()> {
+        self.write_deferred(line)?;
+        self.flush()
+    }
+
+    /// Keeps `line` crash-safe in the spool, to be written at the next
+    /// flush; a line larger than a region is written now, after the ones
+    /// waiting.
+    pub(super) fn write_deferred(&mut self, line: &[u8]) -> io::Result<()> {
+        if self.region.push(line) {
+            return Ok(());
+        }
+        self.flush()?;
+        if self.region.push(line) {
+            Ok(())
+        } else {
+            self.file.write_all(line)
+        }
+    }
+}
+
+impl Drop for SpooledFile {
+    fn drop(&mut self) {
+        if let Err(e) = self.flush() {
+            tracing::error!(error = %e, "cannot write audit records; they stay in the spool for the next start");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -295,7 +295,7 @@ impl RawConfig {
             cache,
             policy_dir,
             audit,
-            audit_spool: self.audit.spool.unwrap_or(true),
+            audit_spool: self.audit.spool.unwrap_or(false),
             log,
             limits,
             runtime,

@@ -63,7 +63,17 @@ fn empty_config_has_defaults() {
     let c = parse("").unwrap();
     assert_eq!(c.listen.socket, Path::new(DEFAULT_SOCKET));
     assert_eq!(c.audit, AuditSink::Stdout);
+    assert!(!c.audit_spool);
     assert!(c.principals.is_empty());
+}
+
+#[test]
+fn audit_spool_is_read() {
+    let c = parse("[audit]\nsink = \"file:/var/log/a.log\"\nspool = true").unwrap();
+    assert_eq!(c.audit, AuditSink::File("/var/log/a.log".into()));
+    assert!(c.audit_spool);
+    let e = parse("[audit]\nspool = \"yes\"").unwrap_err().to_string();
+    assert!(e.contains("line 2") && e.contains("boolean"), "{e}");
 }
 
 #[test]
