@@ -258,8 +258,17 @@ struct Conn {
     info: ConnInfo,
     watch: HeadWatch,
     /// The worker's spinner, told of each request (`per_core` with
-    /// `idle_spin`).
+    /// `idle_spin`) and, when the connection is over, of that.
     spinner: Option<Arc<Spinner>>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        // The last holder of the context is gone: so is the connection.
+        if let Some(spinner) = &self.spinner {
+            spinner.closed();
+        }
+    }
 }
 
 impl Conn {

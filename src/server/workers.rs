@@ -67,6 +67,10 @@ impl Workers {
     /// `idle_spin` before parking (zero: never).
     pub fn start(n: usize, idle_spin: Duration) -> io::Result<Self> {
         let n = n.max(1);
+        // Spinning pays only while the clients have cores of their own
+        // (`spin`): at most one open connection per two workers.
+        let open = Arc::new(AtomicUsize::new(0));
+        let max_open = (n / 2).max(1);
         let mut workers = Self {
             handles: Vec::with_capacity(n),
             threads: Vec::with_capacity(n),
@@ -78,7 +82,7 @@ impl Workers {
             let spinner = if idle_spin.is_zero() {
                 None
             } else {
-                let spinner = Arc::new(Spinner::new(idle_spin)?);
+                let spinner = Arc::new(Spinner::new(idle_spin, Arc::clone(&open), max_open)?);
                 let park = Arc::clone(&spinner);
                 builder.on_thread_park(move || {
                     park.before_park();
