@@ -2,9 +2,10 @@
 //!
 //! Lines are built in memory and written with one `write_all`, so
 //! concurrent requests never interleave. A record has no field that can
-//! hold a value or a token: the type makes the leak unrepresentable. With
-//! a file sink, a request's line is kept crash-safe in the [`spool`] before
-//! its answer leaves and appended to the file right after.
+//! hold a value or a token: the type makes the leak unrepresentable. A
+//! request's line is written before its answer leaves; with a spooled file
+//! sink (`[audit] spool = true`) it is kept crash-safe in the [`spool`]
+//! before the answer instead, and appended to the file right after.
 
 mod line;
 mod spool;
@@ -145,22 +146,8 @@ impl AuditLog {
                         .open(path)
                 };
                 let mut first = open()?;
-                // Only a regular file is spooled (not a FIFO or a device
-                // such as /dev/stderr, whose directory is no place for one).
-                let held = if spool && first.metadata()?.is_file() {
-                    match spool::open(path, &mut first, Sharded::<std::fs::File>::count()) {
-                        Ok(Some(held)) => Some(held),
-                        Ok(None) => {
-                            tracing::warn!(
-                                "another broker holds this audit file's spool; writing each line before its answer"
-                            );
-                            None
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "cannot use an audit spool beside the audit file; writing each line before its answer");
-                            None
-                        }
-                    }
+                let held = if spool {
+                    open_spool(path, &mut first)?
                 } else {
                     None
                 };
@@ -306,6 +293,35 @@ impl AuditLog {
             tracing::error!(error = %e, "cannot write audit record");
         }
     }
+}
+
+/// The spool of the audit file at `path` (`first` one of its descriptors),
+/// if it can be had: only a regular file is spooled (not a FIFO or a device
+/// such as /dev/stderr, whose directory is no place for one), and only by
+/// one broker at a time. Without it, every line is written before its
+/// answer, as with `spool = false`.
+fn open_spool(
+    path: &std::path::Path,
+    first: &mut std::fs::File,
+) -> std::io::Result<Option<spool::Spool>> {
+    if !first.metadata()?.is_file() {
+        return Ok(None);
+    }
+    Ok(
+        match spool::open(path, first, Sharded::<std::fs::File>::count()) {
+            Ok(Some(held)) => Some(held),
+            Ok(None) => {
+                tracing::warn!(
+                    "another broker holds this audit file's spool; writing each line before its answer"
+                );
+                None
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot use an audit spool beside the audit file; writing each line before its answer");
+                None
+            }
+        },
+    )
 }
 
 /// The current time for an audit line.

@@ -1,19 +1,23 @@
-//! The audit spool: where a request's line waits, crash-safe, between the
-//! moment its answer is ready and the moment the line is appended to the
-//! audit file.
+//! The audit spool (`[audit] spool = true`): where a request's line waits,
+//! crash-safe, between the moment its answer is ready and the moment the
+//! line is appended to the audit file.
 //!
-//! Appending a line with `write(2)` before every answer put a system call
-//! (about a microsecond on ext4) on every request's critical path. Lines
-//! are now copied into a shared mapping of a spool file instead: a store
-//! into a shared file mapping lands in the kernel's page cache directly,
-//! so like a completed `write(2)` it survives a crash of the broker, and
-//! no secret is ever handed out without its audit line surviving one. The
-//! connection appends the waiting lines to the audit file right after it
-//! has written the answer (`AuditLog::flush_local`), so the line is in the
-//! file microseconds later, one `write(2)` as before, just off the path the
-//! client waits on. A broker that stops without flushing (killed, crashed)
-//! leaves lines in the spool; the next one to open the same audit file
-//! appends them before serving.
+//! Appending a line with `write(2)` before every answer puts a system call
+//! (about a microsecond on ext4) on every request's critical path. With the
+//! spool, lines are copied into a shared mapping of a spool file instead:
+//! a store into a shared file mapping lands in the kernel's page cache
+//! directly, so like a completed `write(2)` it survives a crash of the
+//! broker, and no secret is ever handed out without its audit line
+//! surviving one. The connection appends the waiting lines to the audit
+//! file right after it has written the answer (`AuditLog::flush_local`), so
+//! the line is in the file microseconds later, one `write(2)` as before,
+//! just off the path the client waits on. The price: a client that reads
+//! the audit file the instant it has its answer can find the line not
+//! there yet (on a busy CPU the woken client may run before the broker's
+//! thread gets back to it), which is why the spool is off by default. A
+//! broker that stops without flushing (killed, crashed) leaves lines in
+//! the spool; the next one to open the same audit file appends them before
+//! serving.
 //!
 //! Layout: the spool is `.<audit file name>.spool` beside the audit file
 //! (hidden, so `*.log` globs of log shippers and rotation do not take it),
