@@ -251,8 +251,9 @@ pub async fn handle(state: &AppState, conn: &ConnInfo, mut req: ApiRequest) -> R
     };
     let latency = start.elapsed();
     let status = response.status().as_u16();
-    // SECURITY: crash-safe before the answer leaves; the connection appends
-    // it to the audit file once the answer is written (`audit::spool`).
+    // SECURITY: written before the answer leaves; with `[audit] spool`,
+    // kept crash-safe in the spool before it and appended to the file once
+    // the answer is written (`audit::spool`).
     state.audit.record_deferred(&AuditRecord {
         ts: now_rfc3339(),
         request_id: &request_id,

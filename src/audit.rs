@@ -105,7 +105,7 @@ pub struct AuditLog {
     out: Sink,
     /// The spool file, held (with its `flock`) while the shards use it;
     /// declared after `out` so the shards flush before it is let go.
-    _spool: Option<std::fs::File>,
+    spool_lock: Option<std::fs::File>,
 }
 
 /// Where lines go. A file is written without a lock: it is opened with
@@ -170,12 +170,12 @@ impl AuditLog {
                         })?;
                         Self {
                             out: Sink::Spooled(shards),
-                            _spool: Some(held.lock),
+                            spool_lock: Some(held.lock),
                         }
                     }
                     None => Self {
                         out: Sink::File(Sharded::try_new(file)?),
-                        _spool: None,
+                        spool_lock: None,
                     },
                 })
             }
@@ -186,7 +186,7 @@ impl AuditLog {
     pub fn to_writer(out: Box<dyn Write + Send>) -> Self {
         Self {
             out: Sink::Writer(Mutex::new(out)),
-            _spool: None,
+            spool_lock: None,
         }
     }
 
@@ -226,7 +226,7 @@ impl AuditLog {
     /// multi-thread runtime) or was cut before writing it. Only a spooled
     /// sink has any; the task ends with the log.
     pub fn spawn_flusher(self: &Arc<Self>, period: Duration) -> Option<JoinHandle<()>> {
-        self._spool.as_ref()?;
+        self.spool_lock.as_ref()?;
         let weak = Arc::downgrade(self);
         Some(tokio::spawn(async move {
             let mut tick = tokio::time::interval(period);
@@ -403,9 +403,14 @@ mod tests {
 
     #[test]
     fn concurrent_lines_to_a_file_stay_whole() {
+        concurrent_lines_stay_whole(false);
+        concurrent_lines_stay_whole(true);
+    }
+
+    fn concurrent_lines_stay_whole(spool: bool) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.log");
-        let log = Arc::new(AuditLog::open(&AuditSink::File(path.clone()), true).unwrap());
+        let log = Arc::new(AuditLog::open(&AuditSink::File(path.clone()), spool).unwrap());
         let long = "p/".repeat(290);
         let threads: Vec<_> = (0..8)
             .map(|t| {

@@ -109,10 +109,10 @@ impl Spinner {
     }
 
     /// The runtime's `on_thread_park` hook: if requests have been coming
-    /// close together and few connections are open, spins until a watched socket is readable, a task is
-    /// queued for this runtime from another thread, or the budget is spent
-    /// (which turns spinning off until the next close pair of requests).
-    /// Says whether it spun.
+    /// close together and few connections are open, spins until a watched
+    /// socket is readable, a task is queued for this runtime from another
+    /// thread, or the budget is spent (which turns spinning off until the
+    /// next close pair of requests). Says whether it spun.
     pub fn before_park(&self) -> bool {
         if !self.spin_next.load(Ordering::Relaxed)
             || self.open.load(Ordering::Relaxed) > self.max_open

@@ -408,10 +408,11 @@ level = "debug"
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
     }
 
-    /// The audit file once it has stopped growing. A request's line is
-    /// appended right after its answer is written (it waits in the spool
-    /// until then), so a client can read the file a moment before the
-    /// line of the answer it just got is there.
+    /// The audit file once it has stopped growing. With `[audit] spool`
+    /// a request's line is appended right after its answer is written (it
+    /// waits in the spool until then), so a client can read the file a
+    /// moment before the line of the answer it just got is there. Without
+    /// it, [`Broker::audit_lines`] reads the file as it is.
     pub fn audit_text(&self) -> String {
         let read = || std::fs::read_to_string(&self.audit).unwrap_or_default();
         let mut last = read();
@@ -427,7 +428,8 @@ level = "debug"
     }
 
     pub fn audit_lines(&self) -> Vec<serde_json::Value> {
-        self.audit_text()
+        std::fs::read_to_string(&self.audit)
+            .unwrap_or_default()
             .lines()
             .map(|l| {
                 serde_json::from_str(l).unwrap_or_else(|e| panic!("bad audit line {l:?}: {e}"))
