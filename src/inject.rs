@@ -38,10 +38,19 @@ pub const DEFAULT_APP_GID: u64 = 10001;
 /// The group shared by broker and apps (the pod's `fsGroup`) when the pod
 /// sets none; it owns the socket, mode 0660.
 pub const DEFAULT_SHARED_GID: u64 = 10100;
-/// The socket directory (an in-memory `emptyDir`) in broker and apps.
+/// The socket directory in the app containers: the socket volume's
+/// [`SOCKET_SUBDIR`], mounted read-only.
 pub const SOCKET_DIR: &str = "/run/secret-broker";
 /// The socket path, as `$SECRET_BROKER_SOCKET` in the app containers.
 pub const SOCKET_PATH: &str = "/run/secret-broker/api.sock";
+/// Where the broker container mounts the socket volume (an in-memory
+/// `emptyDir`, which the kubelet makes writable by everyone).
+pub const BROKER_SOCKET_VOLUME: &str = "/run/secret-broker-volume";
+/// The directory the broker creates in the socket volume (its own, mode
+/// 0755): the socket directory the app containers mount.
+pub const SOCKET_SUBDIR: &str = "socket";
+/// The socket path in the broker container.
+pub const BROKER_SOCKET_PATH: &str = "/run/secret-broker-volume/socket/api.sock";
 /// Where the generated config is mounted in the broker container.
 pub const CONFIG_DIR: &str = "/etc/secret-broker/config";
 /// Where the store Secret is mounted in the broker container.

@@ -3,16 +3,16 @@
 
 use std::convert::Infallible;
 use std::io;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
 mod flush_io;
 mod head_deadline;
+mod socket;
 mod spin;
 mod workers;
 
+pub use socket::{SocketError, SocketGuard};
 pub use workers::Workers;
 
 use hyper::server::conn::http1;
@@ -35,97 +35,17 @@ use spin::Spinner;
 /// Why the listener could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    /// Another process is serving the socket path.
-    #[error("another broker is already serving `{0}`; stop it or choose another listen.socket")]
-    AlreadyServing(PathBuf),
-    /// Something that is not a socket is at the path.
-    #[error("`{0}` exists and is not a socket; refusing to replace it")]
-    NotASocket(PathBuf),
-    /// Binding or preparing the socket failed.
-    #[error("cannot create socket `{path}`: {source}")]
-    Bind {
-        /// The socket path.
-        path: PathBuf,
-        /// The I/O error.
-        source: io::Error,
-    },
+    /// The socket could not be created safely.
+    #[error(transparent)]
+    Socket(#[from] SocketError),
     /// Installing a signal handler failed.
     #[error("cannot install signal handlers: {0}")]
     Signals(io::Error),
 }
 
-/// Removes the socket file when the server stops, if it is still ours.
-#[derive(Debug)]
-pub struct SocketGuard {
-    path: PathBuf,
-    inode: u64,
-}
-
-impl SocketGuard {
-    /// The socket path.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Drop for SocketGuard {
-    fn drop(&mut self) {
-        // Only remove the file we created: a successor broker may have
-        // replaced it after we stopped listening.
-        if std::fs::symlink_metadata(&self.path).is_ok_and(|m| m.ino() == self.inode) {
-            let _ = std::fs::remove_file(&self.path);
-        }
-    }
-}
-
-/// Creates the listening socket: refuses a path that a live broker serves,
-/// removes a stale socket, and gives the socket its mode and group before it
-/// appears under its final name (bind to a temp name, chmod, rename).
+/// Creates the listening socket (see [`socket::bind`]).
 pub fn bind(cfg: &ListenConfig) -> Result<(UnixListener, SocketGuard), ServerError> {
-    let path = &cfg.socket;
-    let bind_err = |source| ServerError::Bind {
-        path: path.clone(),
-        source,
-    };
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_socket() => match std::os::unix::net::UnixStream::connect(path) {
-            Ok(_) => return Err(ServerError::AlreadyServing(path.clone())),
-            Err(_) => {
-                tracing::info!(socket = %path.display(), "removing stale socket");
-                std::fs::remove_file(path).map_err(bind_err)?;
-            }
-        },
-        Ok(_) => return Err(ServerError::NotASocket(path.clone())),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(bind_err(e)),
-    }
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(bind_err)?;
-    }
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
-    let listener = UnixListener::bind(&tmp).map_err(bind_err)?;
-    let prepared = (|| {
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(cfg.mode))?;
-        if let Some(gid) = cfg.group {
-            std::os::unix::fs::chown(&tmp, None, Some(gid))?;
-        }
-        std::fs::rename(&tmp, path)?;
-        std::fs::symlink_metadata(path).map(|m| m.ino())
-    })();
-    match prepared {
-        Ok(inode) => Ok((
-            listener,
-            SocketGuard {
-                path: path.clone(),
-                inode,
-            },
-        )),
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            Err(bind_err(e))
-        }
-    }
+    Ok(socket::bind(cfg)?)
 }
 
 /// Serves until SIGTERM or SIGINT, then drains in-flight requests (up to

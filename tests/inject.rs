@@ -262,8 +262,9 @@ impl PlayedPod {
             std::os::unix::fs::chown(&p, owner, Some(shared_gid)).unwrap();
             p
         };
-        // As kubelet makes them: emptyDirs group-owned by fsGroup.
-        let socket_dir = mk("/run/secret-broker", 0o2777, None);
+        // As kubelet makes them: emptyDirs group-owned by fsGroup, mode
+        // 0777; the broker makes its socket directory inside.
+        let socket_volume = mk("/run/secret-broker-volume", 0o2777, None);
         mk("/var/lib/secret-broker", 0o2777, None);
         let store = mk("/etc/secret-broker/store", 0o755, None);
         let policies = mk("/etc/secret-broker/policies", 0o755, None);
@@ -304,7 +305,7 @@ impl PlayedPod {
             .spawn()
             .unwrap();
         let mut pod = Self {
-            socket: socket_dir.join("api.sock"),
+            socket: socket_volume.join("socket/api.sock"),
             dir,
             broker,
             shared_gid,
@@ -522,6 +523,15 @@ fn injected_task_pod_serves_only_its_app_and_only_its_scope() {
     } else {
         eprintln!("skipped the read-only mount check: cannot bind-mount here");
     }
+
+    // The directory the apps mount (the volume's subPath) is the broker's
+    // own: nobody else can write it, so nobody can swap the socket.
+    let dir_meta = std::fs::metadata(pod.socket.parent().unwrap()).unwrap();
+    assert_eq!(dir_meta.permissions().mode() & 0o022, 0, "socket dir mode");
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::uid(&dir_meta),
+        uid_of(&tpl, "secret-broker", "runAsUser")
+    );
 
     // The socket is as the config says: 0660, group = fsGroup.
     let meta = std::fs::metadata(&pod.socket).unwrap();

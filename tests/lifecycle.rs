@@ -74,6 +74,55 @@ fn refuses_a_live_socket_and_replaces_a_stale_one() {
     assert_eq!(std::fs::read(&b.socket).unwrap(), b"not a socket");
 }
 
+/// SECURITY: whoever can write the socket directory could swap the socket
+/// (or a temp name) for a symlink and have the broker's chmod/chown land on
+/// a file of their choice, or capture what callers send: such a directory
+/// is refused, and nothing in it is touched. A stale socket of another user
+/// is never removed.
+#[test]
+fn a_socket_directory_others_can_write_is_refused() {
+    let mut b = Broker::start(&default_principals());
+    b.kill9();
+    let dir = b.socket.parent().unwrap().to_path_buf();
+    let victim = dir.join("victim");
+    std::fs::write(&victim, b"x").unwrap();
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+    for mode in [0o777, 0o1777, 0o775] {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).unwrap();
+        // A planted symlink where the socket goes.
+        let _ = std::fs::remove_file(&b.socket);
+        std::os::unix::fs::symlink(&victim, &b.socket).unwrap();
+        let out = std::process::Command::new(common::BIN)
+            .args(["serve", "--config"])
+            .arg(&b.config)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{mode:o}: started");
+        assert!(err.contains("writable by others"), "{mode:o}: {err}");
+        let m = std::fs::symlink_metadata(&victim).unwrap();
+        assert_eq!(m.permissions().mode() & 0o7777, 0o600);
+        assert!(std::fs::symlink_metadata(&b.socket).unwrap().is_symlink());
+    }
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::remove_file(&b.socket).unwrap();
+    b.spawn();
+    assert_eq!(b.req("GET", "/healthz", None, None).status, 200);
+    b.kill9();
+    if common::is_root() {
+        // A stale socket that is not ours is left alone.
+        std::os::unix::fs::chown(&b.socket, Some(54321), None).unwrap();
+        let out = std::process::Command::new(common::BIN)
+            .args(["serve", "--config"])
+            .arg(&b.config)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("owned by uid 54321"));
+        assert!(b.socket.exists());
+    }
+}
+
 /// Every runtime shape drains: a request whose body is still arriving
 /// when SIGTERM lands is answered and its write is durable; idle
 /// connections (the head deadline a minute away) do not hold the exit up. With

@@ -2,7 +2,8 @@
 //! socket group, and one principal for the app containers' uid and gid.
 
 use super::{
-    DATA_DIR, POLICY_DIR, Role, SOCKET_PATH, STORE_SECRET_DIR, STORE_TOML, Settings, StoreMode,
+    BROKER_SOCKET_PATH, DATA_DIR, POLICY_DIR, Role, STORE_SECRET_DIR, STORE_TOML, Settings,
+    StoreMode,
 };
 
 /// The identity the injection gave the app containers.
@@ -65,7 +66,7 @@ type = "{kind}"
 {extra}uid = {uid}
 gid = {gid}
 "#,
-        socket = q(SOCKET_PATH),
+        socket = q(BROKER_SOCKET_PATH),
         shared_gid = app.shared_gid,
         policy_dir = q(POLICY_DIR),
         level = q(&s.log_level),

@@ -6,10 +6,11 @@ use serde_json::{Map, Value, json};
 
 use super::broker_config::AppIdentity;
 use super::{
-    BINARY, BROKER_GID, BROKER_UID, CONFIG_ANNOTATION, CONFIG_DIR, CONTAINER_NAME, DATA_DIR,
-    DEFAULT_APP_GID, DEFAULT_APP_UID, DEFAULT_SHARED_GID, InjectError, POLICY_DIR, SOCKET_DIR,
-    SOCKET_PATH, STORE_SECRET_DIR, STORE_TOKEN_DIR, STORE_TOKEN_PATH, STORE_TOKEN_SECONDS,
-    Settings, StoreMode, generate_config, spec_err,
+    BINARY, BROKER_GID, BROKER_SOCKET_PATH, BROKER_SOCKET_VOLUME, BROKER_UID, CONFIG_ANNOTATION,
+    CONFIG_DIR, CONTAINER_NAME, DATA_DIR, DEFAULT_APP_GID, DEFAULT_APP_UID, DEFAULT_SHARED_GID,
+    InjectError, POLICY_DIR, SOCKET_DIR, SOCKET_PATH, SOCKET_SUBDIR, STORE_SECRET_DIR,
+    STORE_TOKEN_DIR, STORE_TOKEN_PATH, STORE_TOKEN_SECONDS, Settings, StoreMode, generate_config,
+    spec_err,
 };
 
 const VOL_SOCKET: &str = "secret-broker-socket";
@@ -217,9 +218,12 @@ fn wire_apps(spec: &mut Map<String, Value>, s: &Settings) -> Result<AppIdentity,
         }
         array(c, "env")?.push(json!({ "name": SOCKET_ENV, "value": SOCKET_PATH }));
         // The app only needs to connect, which a read-only mount allows; it
-        // cannot replace or remove the socket.
+        // cannot replace or remove the socket. SECURITY: it sees only the
+        // broker's own directory (made by the broker, writable by it alone),
+        // never the volume's root, which the kubelet makes mode 0777.
         array(c, "volumeMounts")?.push(json!({
-            "name": VOL_SOCKET, "mountPath": SOCKET_DIR, "readOnly": true
+            "name": VOL_SOCKET, "mountPath": SOCKET_DIR, "subPath": SOCKET_SUBDIR,
+            "readOnly": true
         }));
     }
     let (uid, gid, _) =
@@ -251,7 +255,7 @@ fn add_broker(spec: &mut Map<String, Value>, s: &Settings) -> Result<(), InjectE
         "restartPolicy": "Always",
         "command": [BINARY],
         "args": ["serve", "--config", format!("{CONFIG_DIR}/config.toml")],
-        "env": [{ "name": SOCKET_ENV, "value": SOCKET_PATH }],
+        "env": [{ "name": SOCKET_ENV, "value": BROKER_SOCKET_PATH }],
         "startupProbe": health_probe(1, 30),
         "livenessProbe": health_probe(10, 3),
         "resources": {
@@ -278,7 +282,7 @@ fn add_broker(spec: &mut Map<String, Value>, s: &Settings) -> Result<(), InjectE
 /// token an external store may log in with.
 fn broker_mounts(store: &StoreMode) -> Value {
     let mut mounts = vec![
-        json!({ "name": VOL_SOCKET, "mountPath": SOCKET_DIR }),
+        json!({ "name": VOL_SOCKET, "mountPath": BROKER_SOCKET_VOLUME }),
         json!({ "name": VOL_CONFIG, "mountPath": CONFIG_DIR, "readOnly": true }),
         json!({ "name": VOL_STORE, "mountPath": STORE_SECRET_DIR, "readOnly": true }),
         json!({ "name": VOL_POLICIES, "mountPath": POLICY_DIR, "readOnly": true }),
