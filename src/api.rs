@@ -377,7 +377,16 @@ fn identify<'s>(
         .as_ref()
         .map(|r| r.as_ref().map_err(Clone::clone))
         .transpose()?;
-    let who = state.resolver.resolve(conn.peer.as_ref(), token)?;
+    let who = match state.resolver.resolve(conn.peer.as_ref(), token) {
+        Ok(who) => who,
+        Err(e) => {
+            if let crate::identity::IdentityError::Ambiguous(names) = &e {
+                // For the operator only: the caller's answer does not name them.
+                tracing::warn!(principals = %names, peer = ?conn.peer, "a caller matches several principals; refused");
+            }
+            return Err(e.into());
+        }
+    };
     trail.principal = Some(&who.name);
     Ok(who)
 }

@@ -126,24 +126,49 @@ pub enum IdentityError {
     /// No principal matched.
     #[error("the caller matches no configured principal")]
     NoMatch,
-    /// Several principals matched.
-    #[error("the caller matches several principals ({0}); make the config unambiguous")]
+    /// Several principals matched. The names go to the broker's log only:
+    /// SECURITY: an unauthenticated caller learns nothing of the config.
+    #[error(
+        "the caller matches several principals, so it is refused; the broker's log names them: make the config unambiguous"
+    )]
     Ambiguous(String),
+    /// The peer carries the kernel's overflow uid or gid.
+    #[error(
+        "the caller's uid or gid is the kernel's overflow id (a process in a user namespace this broker cannot see into), which stands for every such process: it cannot be identified by uid or gid; run it with a mapped uid/gid or give it a bearer token"
+    )]
+    OverflowId,
     /// The `Authorization` header is not a bearer token.
     #[error("the `Authorization` header must be `Bearer <token>`")]
     BadAuthorization,
+}
+
+/// The kernel's overflow uid and gid (`/proc/sys/kernel/overflow{uid,gid}`,
+/// 65534 unless changed): what a peer whose id has no mapping in the
+/// broker's user namespace appears as.
+pub fn overflow_ids() -> (u32, u32) {
+    let read = |name: &str| {
+        std::fs::read_to_string(format!("/proc/sys/kernel/{name}"))
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+            .unwrap_or(65534)
+    };
+    (read("overflowuid"), read("overflowgid"))
 }
 
 /// Resolves callers to principals.
 #[derive(Debug, Clone)]
 pub struct Resolver {
     specs: Vec<PrincipalSpec>,
+    overflow: (u32, u32),
 }
 
 impl Resolver {
     /// A resolver over the configured principals.
     pub fn new(specs: Vec<PrincipalSpec>) -> Self {
-        Self { specs }
+        Self {
+            specs,
+            overflow: overflow_ids(),
+        }
     }
 
     /// The configured principals.
@@ -170,6 +195,14 @@ impl Resolver {
         peer: Option<&PeerCred>,
         token: Option<&TokenDigest>,
     ) -> Result<&Principal, IdentityError> {
+        // SECURITY: the overflow id is every unmapped process on the host,
+        // not one caller: it proves nothing, so without a token such a peer
+        // is refused (config refuses principals that name it, too).
+        if token.is_none()
+            && peer.is_some_and(|p| p.uid == self.overflow.0 || p.gid == self.overflow.1)
+        {
+            return Err(IdentityError::OverflowId);
+        }
         // SECURITY: evaluate every spec (no early exit) so timing does not
         // reveal which token prefix or principal matched.
         let mut found: Option<&PrincipalSpec> = None;
@@ -273,6 +306,43 @@ mod tests {
             Resolver::bearer_digest(b"Basic abc").err(),
             Some(IdentityError::BadAuthorization)
         );
+    }
+
+    #[test]
+    fn overflow_ids_are_refused_without_a_token() {
+        let (ou, og) = overflow_ids();
+        let mut r = resolver();
+        r.specs.push(PrincipalSpec {
+            principal: principal("gid-of-all", PrincipalKind::Task),
+            uid: None,
+            gid: Some(4000),
+            token: None,
+        });
+        // Even a peer whose other id matches a principal is refused.
+        assert_eq!(
+            r.resolve(Some(&peer(ou, 4000)), None),
+            Err(IdentityError::OverflowId)
+        );
+        assert_eq!(
+            r.resolve(Some(&peer(2000, og)), None),
+            Err(IdentityError::OverflowId)
+        );
+        // A token still identifies the caller.
+        let t = Resolver::bearer_digest(b"Bearer s3cret-token").unwrap();
+        assert_eq!(
+            r.resolve(Some(&peer(ou, og)), Some(&t)).unwrap().name,
+            "tok"
+        );
+    }
+
+    #[test]
+    fn ambiguity_is_not_told_to_the_caller() {
+        let e = resolver()
+            .resolve(Some(&peer(2000, 3000)), None)
+            .unwrap_err();
+        assert!(matches!(&e, IdentityError::Ambiguous(n) if n.contains("task")));
+        let msg = e.to_string();
+        assert!(!msg.contains("task") && !msg.contains("grp"), "{msg}");
     }
 
     #[test]

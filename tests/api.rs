@@ -600,9 +600,64 @@ fn gid_principals_and_socket_permissions() {
     assert_eq!(s, 200, "{body}");
     let (s, body) = b.curl_as(3999, 3000, "GET", "/v1/whoami", None);
     assert!(s == 200 && body.contains("by-group"), "{body}");
-    // uid 2000 (task-uid) in gid 3000 matches two principals: refused.
-    let (s, _) = b.curl_as(2000, 3000, "GET", "/v1/whoami", None);
+    // uid 2000 (task-uid) in gid 3000 matches two principals: refused, and
+    // SECURITY: the unauthenticated caller is not told which ones (the
+    // broker's log is).
+    let (s, body) = b.curl_as(2000, 3000, "GET", "/v1/whoami", None);
     assert_eq!(s, 401);
+    assert!(body.contains("several principals"), "{body}");
+    assert!(
+        !body.contains("by-group") && !body.contains("task-uid"),
+        "{body}"
+    );
+    let log = b.stderr_text();
+    assert!(
+        log.contains("by-group") && log.contains("task-uid"),
+        "the log names them: {log}"
+    );
+}
+
+/// SECURITY: the kernel's overflow uid/gid (65534) is what every process of
+/// an unmapped user namespace appears as: a peer carrying it is refused even
+/// where its other id would match, and a principal naming it is a config
+/// error.
+#[test]
+fn overflow_ids_identify_nobody() {
+    if !common::is_root() {
+        eprintln!("SKIP overflow_ids_identify_nobody: needs root");
+        return;
+    }
+    let (ou, og) = (65534, 65534);
+    let extra = format!(
+        "{}\n[[principal]]\nname = \"by-group\"\ntype = \"Task\"\nscope = \"acme/g\"\ngid = 3000\n",
+        default_principals()
+    );
+    let mut b = Broker::start(&extra);
+    let (s, body) = b.curl_as(3999, 3000, "GET", "/v1/whoami", None);
+    assert_eq!(s, 200, "{body}");
+    let (s, body) = b.curl_as(ou, 3000, "GET", "/v1/whoami", None);
+    assert_eq!(s, 401, "{body}");
+    assert!(body.contains("overflow id"), "{body}");
+    let (s, _) = b.curl_as(2000, og, "GET", "/v1/secrets/acme/tasks/t-42/db", None);
+    assert_eq!(s, 401);
+    b.kill9();
+    for field in ["uid", "gid"] {
+        let text = std::fs::read_to_string(&b.config).unwrap();
+        std::fs::write(
+            &b.config,
+            format!("{text}\n[[principal]]\nname = \"nobody\"\ntype = \"Task\"\nscope = \"acme/n\"\n{field} = 65534\n"),
+        )
+        .unwrap();
+        let out = std::process::Command::new(common::BIN)
+            .args(["serve", "--config"])
+            .arg(&b.config)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{err}");
+        assert!(err.contains("overflow id"), "{err}");
+        std::fs::write(&b.config, text).unwrap();
+    }
 }
 
 #[test]

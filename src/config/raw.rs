@@ -774,6 +774,20 @@ fn validate_principals(raw: Vec<RawPrincipal>) -> Result<Vec<PrincipalSpec>, Con
                 ),
             ));
         }
+        // SECURITY: the kernel's overflow id is what every process whose id
+        // is not mapped into the broker's user namespace appears as: a
+        // principal at that id would be all of them.
+        let (ou, og) = crate::identity::overflow_ids();
+        if p.uid == Some(ou) || p.gid == Some(og) {
+            return Err(invalid(
+                key(if p.uid == Some(ou) { "uid" } else { "gid" }),
+                format!(
+                    "principal `{}` names the kernel's overflow id ({}), which every process of an unmapped user namespace appears as; give it a uid/gid of its own",
+                    p.name,
+                    if p.uid == Some(ou) { ou } else { og }
+                ),
+            ));
+        }
         // SECURITY: two principals with the same proof would make every such
         // caller ambiguous (always 401); refuse the config instead.
         let sig = (p.uid, p.gid, token.as_ref().map(|t| t.to_hex()));
