@@ -33,6 +33,9 @@ use routes::Route;
 /// `X-Request-Id`, on every response. A static name: inserting it by
 /// string would allocate a copy of the name per response.
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// The least a drain after an early answer reads before it gives up and
+/// closes (Go's `net/http` reads up to 256 KiB).
+const DRAIN_MIN_BYTES: usize = 256 * 1024;
 /// `X-Secret-Version`, on a read's response.
 const X_SECRET_VERSION: HeaderName = HeaderName::from_static("x-secret-version");
 
@@ -242,13 +245,27 @@ pub async fn handle(state: &AppState, conn: &ConnInfo, mut req: ApiRequest) -> R
     let sent = std::mem::take(&mut req.path);
     let mut trail = Trail::default();
     let result = match state.in_flight.try_enter() {
-        Some(_slot) => dispatch(state, conn, &sent, req, &request_id, &mut trail).await,
+        Some(_slot) => dispatch(state, conn, &sent, &mut req, &request_id, &mut trail).await,
         None => Err(ApiError::Overloaded),
     };
-    let response = match result {
+    let mut response = match result {
         Ok(r) => r,
         Err(e) => error_response(&e, &request_id),
     };
+    // An answer given before the body was read must still reach a client
+    // that is writing it: drain the rest (bounded), and close if it could
+    // not all be read.
+    if !req
+        .drain(
+            state.limits.max_body_bytes.max(DRAIN_MIN_BYTES),
+            state.limits.body_timeout,
+        )
+        .await
+    {
+        response
+            .headers_mut()
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
     let latency = start.elapsed();
     let status = response.status().as_u16();
     // SECURITY: written before the answer leaves; with `[audit] spool`,
@@ -277,7 +294,7 @@ async fn dispatch<'s>(
     state: &'s AppState,
     conn: &ConnInfo,
     sent: &'s str,
-    req: ApiRequest,
+    req: &mut ApiRequest,
     request_id: &str,
     trail: &mut Trail<'s>,
 ) -> Result<Response<Body>, ApiError> {
@@ -328,7 +345,7 @@ async fn dispatch<'s>(
         }
         Route::Whoami => {
             trail.action = Some("whoami");
-            let who = identify(state, conn, &req, trail)?;
+            let who = identify(state, conn, req, trail)?;
             Ok(json(
                 StatusCode::OK,
                 &serde_json::json!({
@@ -343,7 +360,7 @@ async fn dispatch<'s>(
         Route::List(scope) => {
             trail.action = Some("list");
             trail.path = Some(Cow::Owned(scope.key_prefix()));
-            Box::pin(list(state, &ctx, &req, conn, scope, trail)).await
+            Box::pin(list(state, &ctx, req, conn, scope, trail)).await
         }
         Route::Secret(path) => {
             // The secret path is the sent path's tail, unchanged.
@@ -355,11 +372,11 @@ async fn dispatch<'s>(
                 }
                 Method::DELETE => {
                     trail.action = Some("delete");
-                    Box::pin(delete(state, &ctx, conn, &req, path, trail)).await
+                    Box::pin(delete(state, &ctx, conn, req, path, trail)).await
                 }
                 _ => {
                     trail.action = Some("read");
-                    read(state, &ctx, conn, &req, path, trail).await
+                    read(state, &ctx, conn, req, path, trail).await
                 }
             }
         }
@@ -468,20 +485,21 @@ async fn write<'s>(
     state: &'s AppState,
     ctx: &RequestContext<'_>,
     conn: &ConnInfo,
-    mut req: ApiRequest,
+    req: &mut ApiRequest,
     path: SecretPath,
     trail: &mut Trail<'s>,
 ) -> Result<Response<Body>, ApiError> {
-    let who = identify(state, conn, &req, trail)?;
+    let who = identify(state, conn, req, trail)?;
     let create_only = req.create_only;
     // INVARIANT: `ApiRequest` keeps the headers and body of every `PUT`,
-    // and only a `PUT` is routed here.
-    let Some((headers, incoming)) = req.body.take().map(|b| *b) else {
+    // and only a `PUT` is routed here. The body stays in the request, so
+    // what an error left unread is drained before the answer.
+    let Some((headers, incoming)) = req.body.as_deref_mut() else {
         return Err(ApiError::LengthRequired);
     };
     let raw = body::read_body(
         incoming,
-        &headers,
+        headers,
         state.limits.max_body_bytes,
         state.limits.body_timeout,
     )

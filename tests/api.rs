@@ -718,3 +718,74 @@ fn slow_request_heads_are_cut_off() {
     let mut rest = Vec::new();
     assert!(s.read_to_end(&mut rest).is_ok_and(|n| n == 0));
 }
+
+/// An answer given before the body was read (401, 400, 405, 404 route)
+/// reaches a client that writes its head and its body in two writes with a
+/// pause between them (as Python's `http.client` does), and the connection
+/// stays usable: the broker drains the unread body instead of closing on
+/// it, which would reset the socket under the client.
+#[test]
+fn early_answers_reach_clients_still_writing_the_body() {
+    use std::io::{Read, Write};
+    let b = broker();
+    let body = format!("{{\"value\":\"{}\"}}", "v".repeat(40_000));
+    let cases: [(&str, &str, Option<&str>, u16); 4] = [
+        (
+            "PUT",
+            "/v1/secrets/acme/tasks/t-42/db",
+            Some("wrong-token"),
+            401,
+        ),
+        ("PUT", "/v1/secrets/acme/../db", Some(P), 400),
+        ("POST", "/v1/secrets/acme/tasks/t-42/db", Some(P), 405),
+        ("PUT", "/v1/secrets/acme/tasks/t-42/db", None, 401),
+    ];
+    for (method, path, token, want) in cases {
+        let mut s = std::os::unix::net::UnixStream::connect(&b.socket).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let auth = token
+            .map(|t| format!("authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nhost: sb\r\n{auth}content-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        // The answer may already be waiting; the body must still go through.
+        s.write_all(body.as_bytes())
+            .unwrap_or_else(|e| panic!("{method} {path}: body write failed: {e}"));
+        // A second request on the same connection.
+        s.write_all(b"GET /healthz HTTP/1.1\r\nhost: sb\r\n\r\n")
+            .unwrap_or_else(|e| panic!("{method} {path}: second request: {e}"));
+        let mut got = Vec::new();
+        let mut buf = [0u8; 8192];
+        while !String::from_utf8_lossy(&got).contains("\"status\":\"ok\"") {
+            let n = s
+                .read(&mut buf)
+                .unwrap_or_else(|e| panic!("{method} {path}: read: {e}"));
+            assert!(
+                n > 0,
+                "{method} {path}: closed: {}",
+                String::from_utf8_lossy(&got)
+            );
+            got.extend_from_slice(&buf[..n]);
+        }
+        let text = String::from_utf8_lossy(&got);
+        assert!(
+            text.starts_with(&format!("HTTP/1.1 {want} ")),
+            "{method} {path}: {text}"
+        );
+    }
+    // A body over what a drain reads is not waited for: the answer says
+    // the connection closes.
+    let mut s = std::os::unix::net::UnixStream::connect(&b.socket).unwrap();
+    s.write_all(b"PUT /v1/secrets/acme/x HTTP/1.1\r\nhost: sb\r\nauthorization: Bearer nope\r\ncontent-type: application/json\r\ncontent-length: 999999999\r\n\r\n")
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).to_lowercase();
+    assert!(text.starts_with("http/1.1 401"), "{text}");
+    assert!(text.contains("connection: close"), "{text}");
+}

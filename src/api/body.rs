@@ -85,7 +85,7 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
 
 /// Reads a request body under the limit and timeout, into a zeroizing buffer.
 pub async fn read_body(
-    body: hyper::body::Incoming,
+    body: &mut hyper::body::Incoming,
     headers: &HeaderMap,
     max_bytes: usize,
     timeout: Duration,
@@ -109,7 +109,6 @@ pub async fn read_body(
     // first), so the buffer never reallocates and leaves no stray copy.
     let mut buf = Zeroizing::new(Vec::with_capacity(declared.unwrap_or(max_bytes)));
     let collect = async {
-        let mut body = body;
         while let Some(frame) = body.frame().await {
             let frame =
                 frame.map_err(|e| ApiError::InvalidBody(format!("cannot read body: {e}")))?;

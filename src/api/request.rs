@@ -36,9 +36,53 @@ pub struct ApiRequest {
     pub wants_raw: bool,
     /// `If-None-Match: *` (create only).
     pub create_only: bool,
-    /// A `PUT`'s headers and body, for the body reader. Boxed: this struct
-    /// is moved into every request's future, and a read has no body.
+    /// A `PUT`'s headers and body, for the body reader; or the body alone
+    /// of any other request that sent one, so that what an early answer
+    /// left unread can be drained ([`ApiRequest::drain`]). Boxed: this
+    /// struct is moved into every request's future, and a read has no body.
     pub body: Option<Box<(HeaderMap, Incoming)>>,
+}
+
+impl ApiRequest {
+    /// Reads and discards what is left of the request's body, so that an
+    /// answer sent before the body was read (a `401`, `400`, `405`, ...)
+    /// reaches a client still writing it: closing a socket with unread
+    /// input resets it, and the client sees `EPIPE`/`ECONNRESET` instead of
+    /// the answer (Go's `net/http` and nginx's `lingering_close` do the
+    /// same). At most `max_bytes` (judged by `Content-Length` up front where
+    /// sent) and `timeout`. Returns whether the body was read to its end,
+    /// so the connection can be kept.
+    pub async fn drain(&mut self, max_bytes: usize, timeout: std::time::Duration) -> bool {
+        use http_body_util::BodyExt as _;
+        let Some(body) = self.body.as_mut() else {
+            return true;
+        };
+        let (headers, incoming) = &mut **body;
+        if hyper::body::Body::is_end_stream(incoming) {
+            return true;
+        }
+        let declared = headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.trim().parse::<u64>().ok());
+        if declared.is_some_and(|n| n > max_bytes as u64) {
+            return false;
+        }
+        let drain = async {
+            let mut seen = 0usize;
+            while let Some(frame) = incoming.frame().await {
+                let Ok(frame) = frame else { return false };
+                if let Some(data) = frame.data_ref() {
+                    seen += data.len();
+                    if seen > max_bytes {
+                        return false;
+                    }
+                }
+            }
+            true
+        };
+        tokio::time::timeout(timeout, drain).await.unwrap_or(false)
+    }
 }
 
 impl From<Request<Incoming>> for ApiRequest {
@@ -57,7 +101,18 @@ impl From<Request<Incoming>> for ApiRequest {
             .is_some_and(|v| v.as_bytes().trim_ascii() == b"*");
         let path = parts.uri.path().to_owned();
         let method = parts.method;
-        let body = (method == Method::PUT).then(|| Box::new((parts.headers, incoming)));
+        let body = if method == Method::PUT {
+            Some(Box::new((parts.headers, incoming)))
+        } else if hyper::body::Body::is_end_stream(&incoming) {
+            None
+        } else {
+            // Only the length is kept, for the drain.
+            let mut headers = HeaderMap::new();
+            if let Some(v) = parts.headers.get(http::header::CONTENT_LENGTH) {
+                headers.insert(http::header::CONTENT_LENGTH, v.clone());
+            }
+            Some(Box::new((headers, incoming)))
+        };
         Self {
             method,
             path,
