@@ -18,7 +18,7 @@ use serde::Serialize;
 use crate::audit::{AuditLog, AuditRecord, bounded_path, now_rfc3339};
 use crate::authz::{Denied, PolicyIds, RequestContext, Transport};
 use crate::broker::{Broker, ReadError};
-use crate::config::Limits;
+use crate::config::{AuditOnFailure, Limits};
 use crate::identity::{PeerCred, Principal, Resolver};
 use crate::metrics::Metrics;
 use crate::secret::{ScopePath, SecretPath};
@@ -52,6 +52,8 @@ pub struct AppState {
     pub limits: Limits,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
+    /// What a request gets when its audit line cannot be written.
+    pub audit_on_failure: AuditOnFailure,
     in_flight: InFlight,
     ids: RequestIds,
 }
@@ -66,8 +68,15 @@ impl AppState {
             in_flight: InFlight::new(limits.max_in_flight),
             limits,
             metrics: Arc::new(Metrics::default()),
+            audit_on_failure: AuditOnFailure::default(),
             ids: RequestIds::new(),
         }
+    }
+
+    /// Sets what a request gets when its audit line cannot be written.
+    pub fn with_audit_on_failure(mut self, on_failure: AuditOnFailure) -> Self {
+        self.audit_on_failure = on_failure;
+        self
     }
 
     /// Uses `metrics` (shared with the store wrapper and the listener).
@@ -244,9 +253,17 @@ pub async fn handle(state: &AppState, conn: &ConnInfo, mut req: ApiRequest) -> R
     // Kept here so the audit trail can borrow it instead of copying it.
     let sent = std::mem::take(&mut req.path);
     let mut trail = Trail::default();
-    let result = match state.in_flight.try_enter() {
-        Some(_slot) => dispatch(state, conn, &sent, &mut req, &request_id, &mut trail).await,
-        None => Err(ApiError::Overloaded),
+    // SECURITY: while the audit log cannot be written, nothing is served
+    // but liveness (which says only that the process is up); the refusal's
+    // own line is the probe that ends it.
+    let fail_closed = state.audit_on_failure == AuditOnFailure::Refuse && sent != "/healthz";
+    let result = if fail_closed && state.audit.failing() {
+        Err(audit_unavailable())
+    } else {
+        match state.in_flight.try_enter() {
+            Some(_slot) => dispatch(state, conn, &sent, &mut req, &request_id, &mut trail).await,
+            None => Err(ApiError::Overloaded),
+        }
     };
     let mut response = match result {
         Ok(r) => r,
@@ -271,7 +288,7 @@ pub async fn handle(state: &AppState, conn: &ConnInfo, mut req: ApiRequest) -> R
     // SECURITY: written before the answer leaves; with `[audit] spool`,
     // kept crash-safe in the spool before it and appended to the file once
     // the answer is written (`audit::spool`).
-    state.audit.record_deferred(&AuditRecord {
+    let audited = state.audit.record_deferred(&AuditRecord {
         ts: now_rfc3339(),
         request_id: &request_id,
         principal: trail.principal,
@@ -283,11 +300,29 @@ pub async fn handle(state: &AppState, conn: &ConnInfo, mut req: ApiRequest) -> R
         status,
         latency_us: u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
     });
+    if audited.is_err() {
+        state.metrics.audit_failure();
+        if fail_closed {
+            // SECURITY: an answer that cannot be recorded is not given
+            // (a value read is dropped, and zeroized, unsent).
+            response = error_response(&audit_unavailable(), &request_id);
+        }
+    }
     // SECURITY: action, decision and status only: never a path.
-    state
-        .metrics
-        .request(trail.action, trail.decision, status, latency);
+    state.metrics.request(
+        trail.action,
+        trail.decision,
+        response.status().as_u16(),
+        latency,
+    );
     response
+}
+
+/// The answer to a request whose audit line cannot be written.
+fn audit_unavailable() -> ApiError {
+    ApiError::Unavailable(
+        "the audit log cannot be written, and the broker serves no request it cannot record; the broker's log says why (set [audit] on_failure = \"serve\" to favour availability)".into(),
+    )
 }
 
 async fn dispatch<'s>(

@@ -103,6 +103,8 @@ thread_local! {
 /// The audit sink.
 pub struct AuditLog {
     out: Sink,
+    /// The last line could not be written (cleared by the next that is).
+    failing: std::sync::atomic::AtomicBool,
     /// The spool file, held (with its `flock`) while the shards use it;
     /// declared after `out` so the shards flush before it is let go.
     spool_lock: Option<std::fs::File>,
@@ -170,11 +172,13 @@ impl AuditLog {
                         })?;
                         Self {
                             out: Sink::Spooled(shards),
+                            failing: Default::default(),
                             spool_lock: Some(held.lock),
                         }
                     }
                     None => Self {
                         out: Sink::File(Sharded::try_new(file)?),
+                        failing: Default::default(),
                         spool_lock: None,
                     },
                 })
@@ -186,14 +190,22 @@ impl AuditLog {
     pub fn to_writer(out: Box<dyn Write + Send>) -> Self {
         Self {
             out: Sink::Writer(Mutex::new(out)),
+            failing: Default::default(),
             spool_lock: None,
         }
     }
 
     /// Writes one line to the sink before returning. A failing sink is
-    /// reported on stderr via tracing, never silently dropped.
-    pub fn record(&self, rec: &AuditRecord<'_>) {
-        self.record_with(rec, false);
+    /// reported on stderr via tracing, never silently dropped, and to the
+    /// caller, which decides what to serve (`[audit] on_failure`).
+    pub fn record(&self, rec: &AuditRecord<'_>) -> Result<(), AuditError> {
+        self.record_with(rec, false)
+    }
+
+    /// Whether the last line could not be written: requests are refused
+    /// up front (fail closed) until a line can be written again.
+    pub fn failing(&self) -> bool {
+        self.failing.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Records a line that must survive a crash of the broker once this
@@ -202,8 +214,8 @@ impl AuditLog {
     /// waits in this thread's spool region until [`AuditLog::flush_local`]
     /// on this thread (the connection calls it once the answer is written)
     /// or [`AuditLog::flush_all`]; any other sink is written at once.
-    pub fn record_deferred(&self, rec: &AuditRecord<'_>) {
-        self.record_with(rec, true);
+    pub fn record_deferred(&self, rec: &AuditRecord<'_>) -> Result<(), AuditError> {
+        self.record_with(rec, true)
     }
 
     /// Appends the lines waiting in this thread's spool region to the file.
@@ -248,24 +260,38 @@ impl AuditLog {
         }
     }
 
-    fn record_with(&self, rec: &AuditRecord<'_>, deferred: bool) {
-        LINE.with(|buf| match buf.try_borrow_mut() {
+    fn record_with(&self, rec: &AuditRecord<'_>, deferred: bool) -> Result<(), AuditError> {
+        let written = LINE.with(|buf| match buf.try_borrow_mut() {
             Ok(mut line) => {
                 line.clear();
-                self.write(rec, &mut line, deferred);
+                let written = self.write(rec, &mut line, deferred);
                 // A rare long line (paths are bounded) does not pin its
                 // buffer for the thread's life.
                 if line.capacity() > LINE_KEEP {
                     *line = Vec::with_capacity(LINE_CAPACITY);
                 }
+                written
             }
             // Only if a sink's writer itself audited: never the case, but
             // a fresh buffer is always correct.
             Err(_) => self.write(rec, &mut Vec::with_capacity(LINE_CAPACITY), deferred),
         });
+        let failed = written.is_err();
+        // Only a change is stored: the flag's cache line stays shared
+        // between cores while the sink is healthy.
+        if self.failing() != failed {
+            self.failing
+                .store(failed, std::sync::atomic::Ordering::Relaxed);
+        }
+        written
     }
 
-    fn write(&self, rec: &AuditRecord<'_>, line: &mut Vec<u8>, deferred: bool) {
+    fn write(
+        &self,
+        rec: &AuditRecord<'_>,
+        line: &mut Vec<u8>,
+        deferred: bool,
+    ) -> Result<(), AuditError> {
         line::write_line(rec, line);
         let line = line.as_slice();
         let written = match &self.out {
@@ -289,11 +315,18 @@ impl AuditLog {
                 out.write_all(line).and_then(|()| out.flush())
             }
         };
-        if let Err(e) = written {
-            tracing::error!(error = %e, "cannot write audit record");
-        }
+        written.map_err(|e| {
+            tracing::error!(error = %e, request_id = rec.request_id, "cannot write audit record");
+            AuditError(e)
+        })
     }
 }
+
+/// An audit line could not be written (the sink's I/O error; never a
+/// field of the line).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write the audit log: {0}")]
+pub struct AuditError(std::io::Error);
 
 /// The spool of the audit file at `path` (`first` one of its descriptors),
 /// if it can be had: only a regular file is spooled (not a FIFO or a device
@@ -345,6 +378,48 @@ mod tests {
         }
     }
 
+    /// A writer that fails while its switch is on.
+    #[derive(Clone, Default)]
+    struct Flaky(Arc<std::sync::atomic::AtomicBool>);
+
+    impl Write for Flaky {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            if self.0.load(std::sync::atomic::Ordering::Relaxed) {
+                Err(std::io::Error::from_raw_os_error(28)) // ENOSPC
+            } else {
+                Ok(b.len())
+            }
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_failing_sink_is_reported_until_a_line_is_written_again() {
+        let flaky = Flaky::default();
+        let log = AuditLog::to_writer(Box::new(flaky.clone()));
+        let rec = |id| AuditRecord {
+            ts: now_rfc3339(),
+            request_id: id,
+            principal: None,
+            peer: None,
+            action: None,
+            path: None,
+            decision: None,
+            policies: &[],
+            status: 200,
+            latency_us: 1,
+        };
+        assert!(log.record(&rec("a")).is_ok() && !log.failing());
+        flaky.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(log.record_deferred(&rec("b")).is_err());
+        assert!(log.failing());
+        flaky.0.store(false, std::sync::atomic::Ordering::Relaxed);
+        assert!(log.record(&rec("c")).is_ok());
+        assert!(!log.failing());
+    }
+
     #[test]
     fn one_line_with_contract_keys() {
         let buf = Buf::default();
@@ -365,7 +440,8 @@ mod tests {
             policies: &policies,
             status: 403,
             latency_us: 12,
-        });
+        })
+        .unwrap();
         log.record(&AuditRecord {
             ts: now_rfc3339(),
             request_id: "r-2",
@@ -377,7 +453,8 @@ mod tests {
             policies: &[],
             status: 400,
             latency_us: 1,
-        });
+        })
+        .unwrap();
         let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
         let lines: Vec<_> = text.lines().collect();
         assert_eq!(lines.len(), 2);
@@ -430,7 +507,8 @@ mod tests {
                             policies: &[],
                             status: 200,
                             latency_us: 1,
-                        });
+                        })
+                        .unwrap();
                     }
                 })
             })
@@ -462,9 +540,9 @@ mod tests {
             latency_us: 1,
         };
         if deferred {
-            log.record_deferred(&rec);
+            log.record_deferred(&rec).unwrap();
         } else {
-            log.record(&rec);
+            log.record(&rec).unwrap();
         }
     }
 
@@ -539,7 +617,8 @@ mod tests {
             policies: &many,
             status: 200,
             latency_us: 1,
-        });
+        })
+        .unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.find("\"before\"").unwrap() < text.find("\"huge\"").unwrap());
         assert_eq!(text.lines().count(), 2);

@@ -237,6 +237,20 @@ pub enum AuditSink {
     File(PathBuf),
 }
 
+/// What the broker does when an audit line cannot be written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AuditOnFailure {
+    /// Fail closed (the default): the request is answered `503
+    /// unavailable` instead, and requests are refused until a line can be
+    /// written again. A security product does not serve what it cannot
+    /// record.
+    #[default]
+    Refuse,
+    /// Serve anyway (availability over the record); the failure is logged
+    /// and counted.
+    Serve,
+}
+
 /// Operational log format (logs go to stderr; audit goes to its sink).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -334,6 +348,9 @@ pub struct Config {
     /// (`true`), or append each line before its answer (`false`, the
     /// default).
     pub audit_spool: bool,
+    /// `[audit] on_failure`: what a request gets when its audit line cannot
+    /// be written.
+    pub audit_on_failure: AuditOnFailure,
     /// Operational logs.
     pub log: LogConfig,
     /// Limits.

@@ -101,6 +101,7 @@ pub struct Metrics {
     store_errors: Vec<AtomicU64>,
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
+    audit_failures: AtomicU64,
     cache: OnceLock<Arc<CachedStore>>,
 }
 
@@ -140,6 +141,7 @@ impl Default for Metrics {
                 .collect(),
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
+            audit_failures: AtomicU64::new(0),
             cache: OnceLock::new(),
         }
     }
@@ -220,6 +222,11 @@ impl Metrics {
             &self.reloads_failed
         };
         c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts an audit line that could not be written.
+    pub fn audit_failure(&self) {
+        self.audit_failures.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Lets the registry report this cache's hits and misses.
@@ -316,6 +323,15 @@ impl Metrics {
         out.push_str("# HELP secret_broker_cache_misses_total Reads that went to the store.\n");
         out.push_str("# TYPE secret_broker_cache_misses_total counter\n");
         let _ = writeln!(out, "secret_broker_cache_misses_total {misses}");
+        out.push_str(
+            "# HELP secret_broker_audit_failures_total Audit lines that could not be written.\n",
+        );
+        out.push_str("# TYPE secret_broker_audit_failures_total counter\n");
+        let _ = writeln!(
+            out,
+            "secret_broker_audit_failures_total {}",
+            self.audit_failures.load(Ordering::Relaxed)
+        );
         out.push_str("# HELP secret_broker_policy_reloads_total Policy reloads, by outcome.\n");
         out.push_str("# TYPE secret_broker_policy_reloads_total counter\n");
         let _ = writeln!(

@@ -274,7 +274,9 @@ fn reload(state: &AppState) {
             (500, Some("deny"))
         }
     };
-    state.audit.record(&AuditRecord {
+    // A failure is logged and counted by the sink; a reload has no answer
+    // to withhold.
+    let audited = state.audit.record(&AuditRecord {
         ts: now_rfc3339(),
         request_id: &request_id,
         principal: None,
@@ -286,6 +288,9 @@ fn reload(state: &AppState) {
         status,
         latency_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
     });
+    if audited.is_err() {
+        state.metrics.audit_failure();
+    }
 }
 
 /// Audits a request that never reached the API because hyper could not
@@ -324,7 +329,7 @@ fn audit_unparsed(
     status: u16,
     latency: std::time::Duration,
 ) {
-    state.audit.record(&AuditRecord {
+    let audited = state.audit.record(&AuditRecord {
         ts: now_rfc3339(),
         request_id,
         principal: None,
@@ -336,6 +341,11 @@ fn audit_unparsed(
         status,
         latency_us: u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
     });
+    // Nothing is served on these paths (the connection is refused or
+    // closed), so there is nothing to withhold.
+    if audited.is_err() {
+        state.metrics.audit_failure();
+    }
     state.metrics.request(None, None, status, latency);
 }
 

@@ -453,3 +453,42 @@ fn audit_lines_are_written_before_the_answer_by_default() {
     }
     assert!(!b.audit.with_file_name(".audit.log.spool").exists());
 }
+
+/// SECURITY: a broker whose audit log cannot be written serves nothing it
+/// cannot record (`503 unavailable`, no value in the body) but liveness;
+/// `[audit] on_failure = "serve"` chooses availability instead.
+#[test]
+fn an_unwritable_audit_log_fails_closed_by_default() {
+    let mut b = Broker::start(&default_principals());
+    assert_eq!(
+        b.put("acme/tasks/t-42/db", P, "canary-fail-closed").status,
+        201
+    );
+    b.kill9();
+    let text = std::fs::read_to_string(&b.config).unwrap();
+    // /dev/full: every write fails with ENOSPC, like a full disk.
+    let full = text.replace("sink = \"file:audit.log\"", "sink = \"file:/dev/full\"");
+    assert_ne!(full, text);
+    std::fs::write(&b.config, &full).unwrap();
+    b.spawn();
+    let r = b.get("acme/tasks/t-42/db", T);
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.code(), "unavailable");
+    assert!(!r.text().contains("canary-fail-closed"));
+    let r = b.put("acme/tasks/t-42/db2", P, "v");
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(b.req("GET", "/healthz", None, None).status, 200);
+    assert_eq!(b.req("GET", "/readyz", None, None).status, 503);
+    assert!(b.stderr_text().contains("cannot write audit record"));
+
+    b.kill9();
+    std::fs::write(
+        &b.config,
+        full.replace("[audit]\n", "[audit]\non_failure = \"serve\"\n"),
+    )
+    .unwrap();
+    b.spawn();
+    let r = b.get("acme/tasks/t-42/db", T);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("canary-fail-closed"));
+}

@@ -220,7 +220,8 @@ async fn start(config: Config, dev: Option<&super::dev::DevEnv>) -> Result<(), S
             audit,
             config.limits,
         )
-        .with_metrics(Arc::clone(&metrics)),
+        .with_metrics(Arc::clone(&metrics))
+        .with_audit_on_failure(config.audit_on_failure),
     );
     let _metrics_listener = match config.metrics_addr {
         Some(addr) => Some(serve_metrics(addr, metrics).await?),

@@ -148,6 +148,7 @@ fn take_tables(config: &mut Config, part: Config, keys: &[String]) {
         policy_dir,
         audit,
         audit_spool,
+        audit_on_failure,
         log,
         limits,
         runtime,
@@ -171,6 +172,7 @@ fn take_tables(config: &mut Config, part: Config, keys: &[String]) {
     if has("audit") {
         config.audit = audit;
         config.audit_spool = audit_spool;
+        config.audit_on_failure = audit_on_failure;
     }
     if has("log") {
         config.log = log;

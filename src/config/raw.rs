@@ -8,10 +8,10 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 
 use super::{
-    AuditSink, AwsConfig, CacheConfig, Config, ConfigError, DEFAULT_SOCKET, Limits, ListenConfig,
-    LogConfig, LogFormat, RemoteConfig, RuntimeConfig, RuntimeFlavor, StoreConfig, VaultAuth,
-    VaultConfig, invalid, parse_duration, parse_mode, principal_kind, resolve, resolve_group,
-    scope, token_digest, valid_id,
+    AuditOnFailure, AuditSink, AwsConfig, CacheConfig, Config, ConfigError, DEFAULT_SOCKET, Limits,
+    ListenConfig, LogConfig, LogFormat, RemoteConfig, RuntimeConfig, RuntimeFlavor, StoreConfig,
+    VaultAuth, VaultConfig, invalid, parse_duration, parse_mode, principal_kind, resolve,
+    resolve_group, scope, token_digest, valid_id,
 };
 use crate::identity::{Principal, PrincipalKind, PrincipalSpec};
 
@@ -151,6 +151,7 @@ struct RawPolicy {
 struct RawAudit {
     sink: Option<String>,
     spool: Option<bool>,
+    on_failure: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -296,6 +297,16 @@ impl RawConfig {
             policy_dir,
             audit,
             audit_spool: self.audit.spool.unwrap_or(false),
+            audit_on_failure: match self.audit.on_failure.as_deref().unwrap_or("refuse") {
+                "refuse" => AuditOnFailure::Refuse,
+                "serve" => AuditOnFailure::Serve,
+                s => {
+                    return Err(invalid(
+                        "audit.on_failure",
+                        format!("`{s}` is not \"refuse\" or \"serve\""),
+                    ));
+                }
+            },
             log,
             limits,
             runtime,
