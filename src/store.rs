@@ -192,6 +192,105 @@ pub(crate) fn map_reqwest(
     }
 }
 
+/// A store answered with a redirect. Store clients never follow one:
+/// reqwest keeps `X-Vault-Token` on a redirect to another origin, and a
+/// 307/308 sends the body (a value) again, to wherever the answer points.
+/// The error names the status and, when the target is an absolute http(s)
+/// URL, its origin: never its path or query, which could carry data.
+#[cfg(any(feature = "vault", feature = "aws", feature = "gcp", feature = "azure"))]
+pub(crate) fn redirected(store: &'static str, status: u16, location: Option<&str>) -> StoreError {
+    let to = location
+        .and_then(origin_of)
+        .map_or_else(String::new, |o| format!(" to `{o}`"));
+    StoreError::Backend {
+        store,
+        detail: format!(
+            "the store redirected the request ({status}{to}); the broker never follows a store's redirects: set the store's address to the server that answers"
+        ),
+    }
+}
+
+/// `scheme://host[:port]` of an absolute http(s) URL, without any
+/// user-info; `None` for anything else (a relative or odd location).
+#[cfg(any(feature = "vault", feature = "aws", feature = "gcp", feature = "azure"))]
+fn origin_of(location: &str) -> Option<String> {
+    let (scheme, rest) = location.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    if scheme != "http" && scheme != "https" {
+        return None;
+    }
+    let authority = rest.split(['/', '?', '#']).next()?;
+    // SECURITY: user-info (`user:password@`) is dropped; the host must be
+    // plain host characters, so nothing else of the location slips through.
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']');
+    (!host.is_empty() && host.len() <= 261 && host.chars().all(plain))
+        .then(|| format!("{scheme}://{}", host.to_ascii_lowercase()))
+}
+
+/// How often a read of a store whose labels live beside its versions (aws,
+/// gcp) reads again when the labels are not sealed to the version it got
+/// (a write in progress), before it fails closed.
+#[cfg(any(feature = "aws", feature = "gcp"))]
+pub(crate) const SEAL_READ_ATTEMPTS: u32 = 3;
+
+/// The seal of `labels` to `version`: `{version}:{digest}`, the digest the
+/// first 16 bytes of SHA-256 over the labels' JSON (sorted keys), in hex.
+///
+/// Stores that keep labels on the secret and values in its versions (aws
+/// tags, gcp annotations) cannot write both at once. A write sets the new
+/// labels with the seal `pending`, then adds the version, then seals the
+/// labels to it; a read releases a value only when the seal it finds names
+/// the version it read and the labels it read. So no intermediate state and
+/// no single failure shows a value with labels not written with it: a read
+/// sees a version with its own labels, or fails closed (502).
+#[cfg(any(feature = "aws", feature = "gcp"))]
+pub(crate) fn label_seal(version: u64, labels: &Labels) -> String {
+    use sha2::Digest;
+    // A map of strings always serializes.
+    let json = serde_json::to_vec(labels).unwrap_or_default();
+    let digest = sha2::Sha256::digest(&json);
+    format!("{version}:{}", hex::encode(&digest[..16]))
+}
+
+/// The seal of a write whose version is not yet written: never matches.
+#[cfg(any(feature = "aws", feature = "gcp"))]
+pub(crate) const PENDING_SEAL: &str = "pending";
+
+/// What a read's seal check found (see [`label_seal`]).
+#[cfg(any(feature = "aws", feature = "gcp"))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Seal {
+    /// The labels were written with this version.
+    Holds,
+    /// No seal at all: written before seals existed (or outside the broker).
+    Absent,
+    /// A write is in progress, or one failed between its calls.
+    Broken,
+}
+
+/// Checks `seal` (as stored) against the version and labels a read got.
+#[cfg(any(feature = "aws", feature = "gcp"))]
+pub(crate) fn check_seal(seal: Option<&str>, version: u64, labels: &Labels) -> Seal {
+    match seal {
+        None => Seal::Absent,
+        Some(s) if s == label_seal(version, labels) => Seal::Holds,
+        Some(_) => Seal::Broken,
+    }
+}
+
+/// The error of a read that kept finding a broken seal: fail closed.
+#[cfg(any(feature = "aws", feature = "gcp"))]
+pub(crate) fn unsealed(store: &'static str, path: &SecretPath, version: u64) -> StoreError {
+    StoreError::Backend {
+        store,
+        detail: format!(
+            "the labels of `{}` are not the ones written with its current version {version} (a write is in progress, or one failed part way); it is not served until it is written again",
+            path.as_str()
+        ),
+    }
+}
+
 /// Sorts a listing by path and keeps one entry per path (its newest
 /// version). Remote stores list in pages with no snapshot guarantee: a
 /// write between two pages can shift items so one appears twice.
@@ -416,6 +515,48 @@ mod tests {
             .map(|m| (m.path.to_string(), m.version))
             .collect();
         assert_eq!(got, [("a/b".to_owned(), 2), ("a/c".to_owned(), 3)]);
+    }
+
+    #[cfg(any(feature = "vault", feature = "aws", feature = "gcp", feature = "azure"))]
+    #[test]
+    fn redirects_name_the_status_and_at_most_the_origin() {
+        let msg = |loc: Option<&str>| redirected("vault", 307, loc).to_string();
+        let m = msg(Some(
+            "https://User:pw@Evil.example:8200/v1/secret/data/acme/db?x=canary#f",
+        ));
+        assert!(
+            m.contains("307") && m.contains("`https://evil.example:8200`"),
+            "{m}"
+        );
+        for leak in ["pw", "User", "secret/data", "acme", "canary"] {
+            assert!(!m.contains(leak), "{m}");
+        }
+        assert_eq!(redirected("aws", 308, None).kind(), StoreErrorKind::Backend);
+        for odd in [
+            "/v1/secret/data/acme",
+            "ftp://h/x",
+            "http://h%2Fx/y",
+            "http:///x",
+        ] {
+            let m = msg(Some(odd));
+            assert!(
+                m.contains("(307)") && !m.contains('%') && !m.contains("acme"),
+                "{m}"
+            );
+        }
+    }
+
+    #[cfg(any(feature = "aws", feature = "gcp"))]
+    #[test]
+    fn seals_bind_labels_to_one_version() {
+        let l: Labels = [("classification".to_owned(), "restricted".to_owned())].into();
+        let seal = label_seal(4, &l);
+        assert_eq!(check_seal(Some(&seal), 4, &l), Seal::Holds);
+        assert_eq!(check_seal(Some(&seal), 5, &l), Seal::Broken);
+        assert_eq!(check_seal(Some(&seal), 4, &Labels::new()), Seal::Broken);
+        assert_eq!(check_seal(Some(PENDING_SEAL), 4, &l), Seal::Broken);
+        assert_eq!(check_seal(None, 4, &l), Seal::Absent);
+        assert_eq!(label_seal(1, &Labels::new()), label_seal(1, &Labels::new()));
     }
 
     #[test]

@@ -14,14 +14,20 @@
 //!   describes again and takes the next number). A delete is
 //!   `ForceDeleteWithoutRecovery`, so a re-created path starts at 1.
 //! - The broker path is kept in the tag `secret-broker:path` and each label
-//!   `k` in the tag `secret-broker:label:k`; labels are replaced after the
-//!   value is written (a failure there is reported, not acknowledged).
+//!   `k` in the tag `secret-broker:label:k`. Tags belong to the secret and
+//!   values to its versions, and no call sets both on an existing secret,
+//!   so the tag `secret-broker:labels-of` seals the labels to the version
+//!   they were written with (see [`label_seal`](super::label_seal)): a write
+//!   tags the new labels with the seal `pending`, puts the value, then
+//!   seals; a read serves a value only under its own seal, and otherwise
+//!   reads again and then fails closed. A new secret gets value, labels and
+//!   seal in one `CreateSecret`.
 //! - Retries are the SDK's standard mode. They are safe on every call we
 //!   make: our writes carry a deterministic `ClientRequestToken`, so a
 //!   replayed write is the same version, and tagging is idempotent.
 //! - Limits of Secrets Manager apply: values of 1 to 65536 bytes (an empty
-//!   value is refused), `prefix` + path at most 512 characters, at most 49
-//!   labels, tag values of letters, digits, spaces and `_.:/=+-@`.
+//!   value is refused), `prefix` + path at most 512 characters, at most 48
+//!   labels (50 tags, less the path and the seal), tag values of letters, digits, spaces and `_.:/=+-@`.
 
 mod errors;
 
@@ -52,6 +58,8 @@ const STORE: &str = "aws";
 const PATH_TAG: &str = "secret-broker:path";
 /// The prefix of the tags holding labels.
 const LABEL_TAG: &str = "secret-broker:label:";
+/// The tag sealing the labels to the version written with them.
+const SEAL_TAG: &str = "secret-broker:labels-of";
 /// How our version ids start.
 const VERSION_ID: &str = "sbv-";
 /// Longest Secrets Manager name.
@@ -164,8 +172,9 @@ impl AwsStore {
         Ok(name)
     }
 
-    fn tags(path: &SecretPath, labels: &Labels) -> Vec<Tag> {
-        std::iter::once(tag(PATH_TAG, path.as_str()))
+    fn tags(path: &SecretPath, labels: &Labels, seal: &str) -> Vec<Tag> {
+        [tag(PATH_TAG, path.as_str()), tag(SEAL_TAG, seal)]
+            .into_iter()
             .chain(
                 labels
                     .iter()
@@ -174,26 +183,31 @@ impl AwsStore {
             .collect()
     }
 
-    /// Makes the label tags equal `labels`; `old` are the current tags.
-    async fn sync_labels(
+    /// Before a new version is put: makes the label tags equal `labels`,
+    /// sealed `pending`, unless they already are `labels` under a seal (a
+    /// write that keeps the labels leaves them; the old version stays
+    /// readable with them until the new one is sealed). `old` are the
+    /// current tags. The new tags go on first and the stale ones come off
+    /// after: every state in between is sealed `pending`, so unreadable.
+    async fn prepare_labels(
         &self,
         name: &str,
         path: &SecretPath,
         old: &[Tag],
         labels: &Labels,
-        version: u64,
     ) -> Result<(), StoreError> {
         let old_labels = labels_of(old);
-        if &old_labels == labels && old.iter().any(|t| t.key() == Some(PATH_TAG)) {
+        let sealed = old.iter().any(|t| t.key() == Some(SEAL_TAG));
+        if &old_labels == labels && sealed && old.iter().any(|t| t.key() == Some(PATH_TAG)) {
             return Ok(());
         }
-        let fail = |e: StoreError| StoreError::Backend {
-            store: STORE,
-            detail: format!(
-                "version {version} of `{}` was written but its labels were not set ({e}); write it again",
-                path.as_str()
-            ),
-        };
+        self.client
+            .tag_resource()
+            .secret_id(name)
+            .set_tags(Some(Self::tags(path, labels, super::PENDING_SEAL)))
+            .send()
+            .await
+            .map_err(|e| map_sdk(e, Call::Write, path, self.timeout))?;
         let stale: Vec<String> = old_labels
             .keys()
             .filter(|k| !labels.contains_key(*k))
@@ -206,17 +220,95 @@ impl AwsStore {
                 .set_tag_keys(Some(stale))
                 .send()
                 .await
-                .map_err(|e| fail(map_sdk(e, Call::Write, path, self.timeout)))?;
+                .map_err(|e| map_sdk(e, Call::Write, path, self.timeout))?;
         }
+        Ok(())
+    }
+
+    /// After version `version` was put: seals `labels` to it, which makes
+    /// it readable.
+    async fn seal(
+        &self,
+        name: &str,
+        path: &SecretPath,
+        labels: &Labels,
+        version: u64,
+    ) -> Result<(), StoreError> {
         self.client
             .tag_resource()
             .secret_id(name)
-            .set_tags(Some(Self::tags(path, labels)))
+            .tags(tag(SEAL_TAG, &super::label_seal(version, labels)))
             .send()
             .await
-            .map_err(|e| fail(map_sdk(e, Call::Write, path, self.timeout)))?;
-        Ok(())
+            .map(|_| ())
+            .map_err(|e| StoreError::Backend {
+                store: STORE,
+                detail: format!(
+                    "version {version} of `{}` was written but not sealed to its labels ({}); it is not served until it is written again",
+                    path.as_str(),
+                    map_sdk(e, Call::Write, path, self.timeout)
+                ),
+            })
     }
+
+    /// One read: the value and the secret's metadata, and what the seal says.
+    async fn read_once(
+        &self,
+        name: &str,
+        path: &SecretPath,
+    ) -> Result<(StoredSecret, super::Seal), StoreError> {
+        let (value, desc) = tokio::join!(
+            self.client.get_secret_value().secret_id(name).send(),
+            self.client.describe_secret().secret_id(name).send()
+        );
+        let value = value.map_err(|e| map_sdk(e, Call::Read, path, self.timeout))?;
+        let mut desc = desc.map_err(|e| map_sdk(e, Call::Read, path, self.timeout))?;
+        let version = value
+            .version_id()
+            .and_then(parse_version_id)
+            .unwrap_or_else(|| current_version(desc.version_ids_to_stages()));
+        if seal_of(desc.tags()).is_none() {
+            // No seal: an unsealed (older) secret, or a description made
+            // before a first sealed write tagged it while the value is that
+            // write's. Describe again, now strictly after the value read: a
+            // write tags `pending` before it puts, so still no seal means
+            // the value predates any sealed write.
+            desc = self
+                .client
+                .describe_secret()
+                .secret_id(name)
+                .send()
+                .await
+                .map_err(|e| map_sdk(e, Call::Read, path, self.timeout))?;
+        }
+        let bytes = match (value.secret_binary, value.secret_string) {
+            (Some(b), _) => SecretBytes::new(b.into_inner()),
+            // Written outside the broker as a string: its bytes.
+            (None, Some(s)) => SecretBytes::new(zeroize::Zeroizing::new(s).as_bytes().to_vec()),
+            (None, None) => {
+                return Err(StoreError::NotFound {
+                    store: STORE,
+                    path: path.as_str().to_owned(),
+                });
+            }
+        };
+        let labels = labels_of(desc.tags());
+        let seal = super::check_seal(seal_of(desc.tags()), version, &labels);
+        Ok((
+            StoredSecret {
+                version,
+                value: bytes,
+                labels,
+            },
+            seal,
+        ))
+    }
+}
+
+fn seal_of(tags: &[Tag]) -> Option<&str> {
+    tags.iter()
+        .find(|t| t.key() == Some(SEAL_TAG))
+        .and_then(|t| t.value())
 }
 
 fn tag(k: &str, v: &str) -> Tag {
@@ -271,7 +363,12 @@ impl Store for AwsStore {
                         .name(&name)
                         .client_request_token(version_id(1))
                         .secret_binary(Blob::new(req.value.expose_secret().to_vec()))
-                        .set_tags(Some(Self::tags(path, &req.labels)))
+                        // One call: value, labels and their seal together.
+                        .set_tags(Some(Self::tags(
+                            path,
+                            &req.labels,
+                            &super::label_seal(1, &req.labels),
+                        )))
                         .send()
                         .await;
                     match created {
@@ -306,6 +403,10 @@ impl Store for AwsStore {
                         });
                     }
                     let next = current_version(desc.version_ids_to_stages()) + 1;
+                    // SECURITY: labels before the value, sealed `pending`;
+                    // the value is served only once sealed below.
+                    self.prepare_labels(&name, path, desc.tags(), &req.labels)
+                        .await?;
                     let put = self
                         .client
                         .put_secret_value()
@@ -316,8 +417,7 @@ impl Store for AwsStore {
                         .await;
                     match put {
                         Ok(_) => {
-                            self.sync_labels(&name, path, desc.tags(), &req.labels, next)
-                                .await?;
+                            self.seal(&name, path, &req.labels, next).await?;
                             return Ok(PutOutcome {
                                 version: next,
                                 created: false,
@@ -327,7 +427,10 @@ impl Store for AwsStore {
                         Err(e) => {
                             let e = map_sdk(e, Call::Write, path, self.timeout);
                             if e.kind() == StoreErrorKind::Exists {
-                                // Version `next` was taken by another writer.
+                                // Version `next` was taken by another writer
+                                // (whose seal, if our labels replaced its
+                                // labels, no longer matches: unreadable
+                                // until one of us seals again).
                                 tokio::task::yield_now().await;
                                 continue;
                             }
@@ -348,32 +451,23 @@ impl Store for AwsStore {
 
     async fn get(&self, path: &SecretPath) -> Result<StoredSecret, StoreError> {
         let name = self.name(path)?;
-        let (value, desc) = tokio::join!(
-            self.client.get_secret_value().secret_id(&name).send(),
-            self.client.describe_secret().secret_id(&name).send()
-        );
-        let value = value.map_err(|e| map_sdk(e, Call::Read, path, self.timeout))?;
-        let desc = desc.map_err(|e| map_sdk(e, Call::Read, path, self.timeout))?;
-        let version = value
-            .version_id()
-            .and_then(parse_version_id)
-            .unwrap_or_else(|| current_version(desc.version_ids_to_stages()));
-        let bytes = match (value.secret_binary, value.secret_string) {
-            (Some(b), _) => SecretBytes::new(b.into_inner()),
-            // Written outside the broker as a string: its bytes.
-            (None, Some(s)) => SecretBytes::new(zeroize::Zeroizing::new(s).as_bytes().to_vec()),
-            (None, None) => {
-                return Err(StoreError::NotFound {
-                    store: STORE,
-                    path: path.as_str().to_owned(),
-                });
+        let mut attempt = 1;
+        loop {
+            let (secret, seal) = self.read_once(&name, path).await?;
+            match seal {
+                super::Seal::Holds | super::Seal::Absent => return Ok(secret),
+                // SECURITY: a value is never released with labels that were
+                // not written with it; `secret` is dropped (zeroized) here.
+                super::Seal::Broken if attempt >= super::SEAL_READ_ATTEMPTS => {
+                    return Err(super::unsealed(STORE, path, secret.version));
+                }
+                super::Seal::Broken => {
+                    drop(secret);
+                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+                    attempt += 1;
+                }
             }
-        };
-        Ok(StoredSecret {
-            version,
-            value: bytes,
-            labels: labels_of(desc.tags()),
-        })
+        }
     }
 
     async fn list(&self, scope: &ScopePath) -> Result<Vec<SecretMeta>, StoreError> {
@@ -510,8 +604,9 @@ mod tests {
     fn labels_live_in_prefixed_tags() {
         let path = SecretPath::parse("acme/db").unwrap();
         let labels: Labels = [("team".to_owned(), "db".to_owned())].into();
-        let tags = AwsStore::tags(&path, &labels);
+        let tags = AwsStore::tags(&path, &labels, "pending");
         assert_eq!(tags[0].key(), Some(PATH_TAG));
+        assert_eq!(seal_of(&tags), Some("pending"));
         assert_eq!(labels_of(&tags), labels);
     }
 }

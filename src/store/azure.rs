@@ -357,6 +357,7 @@ impl AzureStore {
                     .send()
                     .await
                     .map_err(|e| map_reqwest(&e, self.timeout))?;
+                super::https::refuse_redirect(STORE, &resp)?;
                 let status = resp.status().as_u16();
                 let challenge = resp
                     .headers()
@@ -413,6 +414,7 @@ impl AzureStore {
                     .send()
                     .await
                     .map_err(|e| map_reqwest(&e, self.timeout))?;
+                super::https::refuse_redirect(STORE, &resp)?;
                 let status = resp.status().as_u16();
                 let bytes = resp
                     .bytes()

@@ -18,8 +18,13 @@
 //!   lowercase `[a-z0-9_-]`, 63 characters; annotations take any text, 16
 //!   KiB in all). Each secret also gets the GCP label
 //!   `managed-by=secret-broker`, so IAM conditions and filters can find them.
-//!   Labels are replaced after the value is written; a failure there is
-//!   reported, not acknowledged.
+//!   Annotations belong to the secret and payloads to its versions, and no
+//!   call sets both, so the annotation `secret-broker-labels-of` seals the
+//!   labels to the version written with them (see
+//!   [`label_seal`](super::label_seal)): a write sets the new labels sealed
+//!   `pending` (one `UpdateSecret`, or the `CreateSecret`), adds the
+//!   version, then seals; a read serves a value only under its own seal,
+//!   and otherwise reads again and then fails closed.
 //! - Retries: only idempotent calls (reads, `DeleteSecret`, `UpdateSecret`)
 //!   are retried, by the client's AIP-194 policy, within `timeout`;
 //!   `CreateSecret` and `AddSecretVersion` never are, so a write is never
@@ -55,6 +60,8 @@ const STORE: &str = "gcp";
 const PATH_ANNOTATION: &str = "secret-broker-path";
 /// The annotation holding the labels as a JSON object.
 const LABELS_ANNOTATION: &str = "secret-broker-labels";
+/// The annotation sealing the labels to the version written with them.
+const SEAL_ANNOTATION: &str = "secret-broker-labels-of";
 /// The GCP label marking the broker's secrets.
 const MANAGED_LABEL: (&str, &str) = ("managed-by", "secret-broker");
 /// How often a write starts over after losing a race with a delete.
@@ -126,6 +133,11 @@ impl GcpStore {
         let mut builder = SecretManagerService::builder()
             .with_retry_policy(Aip194Strict.with_attempt_limit(3).with_time_limit(timeout))
             .with_backoff_policy(backoff);
+        // SECURITY: Google's reqwest client follows redirects by default; a
+        // 307/308 would send an `AddSecretVersion` body (a value) wherever
+        // the answer points. This switch is `doc(hidden)` in gax (pinned by
+        // Cargo.lock); `a_redirect_is_refused_not_followed` (tests/store_refusals.rs) holds it.
+        builder = google_cloud_gax::client_builder::internal::with_follow_redirects(builder, false);
         if let Some(e) = &config.endpoint {
             builder = builder.with_endpoint(e.clone());
         }
@@ -183,9 +195,15 @@ impl GcpStore {
         format!("projects/{}", self.project)
     }
 
-    fn annotations(&self, path: &SecretPath, labels: &Labels) -> HashMap<String, String> {
+    fn annotations(
+        &self,
+        path: &SecretPath,
+        labels: &Labels,
+        seal: &str,
+    ) -> HashMap<String, String> {
         let mut a = HashMap::new();
         a.insert(PATH_ANNOTATION.to_owned(), self.full(path));
+        a.insert(SEAL_ANNOTATION.to_owned(), seal.to_owned());
         if !labels.is_empty() {
             // A map of strings always serializes.
             if let Ok(j) = serde_json::to_string(labels) {
@@ -193,6 +211,85 @@ impl GcpStore {
             }
         }
         a
+    }
+
+    /// Replaces the secret's annotations (labels, path and seal at once).
+    async fn set_annotations(
+        &self,
+        name: &str,
+        path: &SecretPath,
+        annotations: HashMap<String, String>,
+    ) -> Result<(), StoreError> {
+        let update = Secret::new().set_name(name).set_annotations(annotations);
+        self.call(
+            path.as_str(),
+            self.client
+                .update_secret()
+                .set_secret(update)
+                .set_update_mask(google_cloud_wkt::FieldMask::default().set_paths(["annotations"]))
+                .send(),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// One read: the latest value and the secret's metadata, and what the
+    /// seal says.
+    async fn read_once(
+        &self,
+        name: &str,
+        path: &SecretPath,
+    ) -> Result<(StoredSecret, super::Seal), StoreError> {
+        let (value, meta) = tokio::join!(
+            self.call(
+                path.as_str(),
+                self.client
+                    .access_secret_version()
+                    .set_name(format!("{name}/versions/latest"))
+                    .send()
+            ),
+            self.call(
+                path.as_str(),
+                self.client.get_secret().set_name(name).send()
+            )
+        );
+        let value = value?;
+        let mut meta = meta?;
+        if !meta.annotations.contains_key(SEAL_ANNOTATION) {
+            // No seal: an unsealed (older) secret, or metadata read before a
+            // first sealed write annotated it while the value is that
+            // write's. Read it again, now strictly after the value: a write
+            // seals `pending` before it adds, so still no seal means the
+            // value predates any sealed write.
+            meta = self
+                .call(
+                    path.as_str(),
+                    self.client.get_secret().set_name(name).send(),
+                )
+                .await?;
+        }
+        let version = version_number(&value.name).ok_or_else(|| StoreError::Backend {
+            store: STORE,
+            detail: format!(
+                "Google returned the version name `{}` without a number",
+                value.name
+            ),
+        })?;
+        let bytes = value.payload.map(|p| p.data).unwrap_or_default();
+        let labels = labels_of(&meta);
+        let seal = super::check_seal(
+            meta.annotations.get(SEAL_ANNOTATION).map(String::as_str),
+            version,
+            &labels,
+        );
+        Ok((
+            StoredSecret {
+                version,
+                value: SecretBytes::new(bytes.to_vec()),
+                labels,
+            },
+            seal,
+        ))
     }
 
     /// Adds a version; returns its number and creation time.
@@ -272,7 +369,9 @@ impl Store for GcpStore {
 
     async fn put(&self, path: &SecretPath, req: PutRequest) -> Result<PutOutcome, StoreError> {
         let name = self.secret_name(path)?;
-        let annotations = self.annotations(path, &req.labels);
+        // SECURITY: the labels go on first, sealed `pending`, and the value
+        // is served only once they are sealed to its version below.
+        let pending = self.annotations(path, &req.labels, super::PENDING_SEAL);
         for _ in 0..MAX_ATTEMPTS {
             let meta = self
                 .call(
@@ -287,7 +386,7 @@ impl Store for GcpStore {
                             Replication::new().set_automatic(replication::Automatic::new()),
                         )
                         .set_labels([MANAGED_LABEL])
-                        .set_annotations(annotations.clone());
+                        .set_annotations(pending.clone());
                     let id = name.rsplit_once("/secrets/").map_or("", |(_, id)| id);
                     let created = self
                         .call(
@@ -316,34 +415,20 @@ impl Store for GcpStore {
                     if req.create_only && self.latest(&name, path.as_str()).await?.is_some() {
                         return Err(Self::exists(path));
                     }
-                    if secret.annotations != annotations {
-                        // Labels before the value would show new labels on
-                        // an old value if the write failed; after, a failed
-                        // relabel fails the write (not acknowledged).
-                        let (n, at) = match self.add_version(&name, path, &req.value).await {
+                    // Labels kept (and sealed): the old version stays
+                    // readable with them until the new one is sealed.
+                    let unsealed = |a: &HashMap<String, String>| {
+                        let mut a = a.clone();
+                        a.remove(SEAL_ANNOTATION);
+                        a
+                    };
+                    let kept = secret.annotations.contains_key(SEAL_ANNOTATION)
+                        && unsealed(&secret.annotations) == unsealed(&pending);
+                    if !kept {
+                        match self.set_annotations(&name, path, pending.clone()).await {
                             Err(e) if e.kind() == StoreErrorKind::NotFound => continue,
                             r => r?,
-                        };
-                        let update = Secret::new()
-                            .set_name(&name)
-                            .set_annotations(annotations.clone());
-                        self.call(
-                            path.as_str(),
-                            self.client
-                                .update_secret()
-                                .set_secret(update)
-                                .set_update_mask(
-                                    google_cloud_wkt::FieldMask::default()
-                                        .set_paths(["annotations"]),
-                                )
-                                .send(),
-                        )
-                        .await?;
-                        return Ok(PutOutcome {
-                            version: n,
-                            created: n == 1,
-                            created_at: at,
-                        });
+                        }
                     }
                 }
             }
@@ -352,6 +437,16 @@ impl Store for GcpStore {
                 Err(e) if e.kind() == StoreErrorKind::NotFound => continue,
                 r => r?,
             };
+            let sealed = self.annotations(path, &req.labels, &super::label_seal(n, &req.labels));
+            self.set_annotations(&name, path, sealed)
+                .await
+                .map_err(|e| StoreError::Backend {
+                    store: STORE,
+                    detail: format!(
+                        "version {n} of `{}` was written but not sealed to its labels ({e}); it is not served until it is written again",
+                        path.as_str()
+                    ),
+                })?;
             return Ok(PutOutcome {
                 version: n,
                 created: n == 1,
@@ -369,34 +464,23 @@ impl Store for GcpStore {
 
     async fn get(&self, path: &SecretPath) -> Result<StoredSecret, StoreError> {
         let name = self.secret_name(path)?;
-        let (value, meta) = tokio::join!(
-            self.call(
-                path.as_str(),
-                self.client
-                    .access_secret_version()
-                    .set_name(format!("{name}/versions/latest"))
-                    .send()
-            ),
-            self.call(
-                path.as_str(),
-                self.client.get_secret().set_name(&name).send()
-            )
-        );
-        let value = value?;
-        let meta = meta?;
-        let version = version_number(&value.name).ok_or_else(|| StoreError::Backend {
-            store: STORE,
-            detail: format!(
-                "Google returned the version name `{}` without a number",
-                value.name
-            ),
-        })?;
-        let bytes = value.payload.map(|p| p.data).unwrap_or_default();
-        Ok(StoredSecret {
-            version,
-            value: SecretBytes::new(bytes.to_vec()),
-            labels: labels_of(&meta),
-        })
+        let mut attempt = 1;
+        loop {
+            let (secret, seal) = self.read_once(&name, path).await?;
+            match seal {
+                super::Seal::Holds | super::Seal::Absent => return Ok(secret),
+                // SECURITY: a value is never released with labels that were
+                // not written with it; `secret` is dropped (zeroized) here.
+                super::Seal::Broken if attempt >= super::SEAL_READ_ATTEMPTS => {
+                    return Err(super::unsealed(STORE, path, secret.version));
+                }
+                super::Seal::Broken => {
+                    drop(secret);
+                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+                    attempt += 1;
+                }
+            }
+        }
     }
 
     async fn list(&self, scope: &ScopePath) -> Result<Vec<SecretMeta>, StoreError> {

@@ -22,7 +22,8 @@ fn invalid(store: &'static str, detail: impl Into<String>) -> StoreError {
 }
 
 /// Builds the reqwest client: per-request `timeout`, no proxy from the
-/// environment (the store's address is taken literally), our TLS config.
+/// environment (the store's address is taken literally), no redirects
+/// followed (see [`refuse_redirect`]), our TLS config.
 pub(crate) fn http_client(
     store: &'static str,
     ca_file: Option<&Path>,
@@ -34,12 +35,32 @@ pub(crate) fn http_client(
         .timeout(timeout)
         .connect_timeout(timeout)
         .no_proxy()
+        // SECURITY: a followed redirect would carry `X-Vault-Token` (reqwest
+        // strips only `Authorization` and cookies across origins) and, on a
+        // 307/308, the body holding a value, to wherever the store points.
+        .redirect(reqwest::redirect::Policy::none())
         .pool_idle_timeout(Duration::from_secs(30))
         .build()
         .map_err(|e| StoreError::Backend {
             store,
             detail: format!("cannot build the HTTP client: {e}"),
         })
+}
+
+/// Refuses a redirect answer (the client does not follow them) as a
+/// `Backend` error naming the status and the target's origin.
+pub(crate) fn refuse_redirect(
+    store: &'static str,
+    resp: &reqwest::Response,
+) -> Result<(), StoreError> {
+    if !resp.status().is_redirection() {
+        return Ok(());
+    }
+    let location = resp
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok());
+    Err(super::redirected(store, resp.status().as_u16(), location))
 }
 
 /// The rustls config. ring's default suites are all forward-secret AEADs

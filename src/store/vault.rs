@@ -7,9 +7,12 @@
 //!   endpoint and the write carries it as `cas`, so Vault itself refuses a
 //!   write that raced another (we then re-read the metadata and try again,
 //!   giving concurrent writers distinct versions) and `cas=0` makes
-//!   `If-None-Match: *` exact. Labels are the secret's `custom_metadata`,
-//!   set after the value (a crash between the two leaves the previous
-//!   labels, and the write is then answered with an error).
+//!   `If-None-Match: *` exact. A version's labels are written in its data,
+//!   beside the value, in the same call (see `kv`), and a read takes them
+//!   from there: value and labels land and are read together. The secret's
+//!   `custom_metadata` holds a copy for listings (which read metadata,
+//!   never data), set after the value; a failure there is reported (the
+//!   listing would show the old labels), and reads are unaffected.
 //! - Reads (`get`, metadata, lists, health) retry a refused connection with
 //!   backoff; writes are never retried after they were sent, except once
 //!   when Vault refused the token because it had died (expired or revoked):
@@ -173,7 +176,16 @@ impl Store for VaultStore {
             if req.create_only && current > 0 {
                 return Err(exists(path));
             }
-            match kv::write(&self.session, &self.mount, &key, &req.value, current).await {
+            match kv::write(
+                &self.session,
+                &self.mount,
+                &key,
+                &req.value,
+                &req.labels,
+                current,
+            )
+            .await
+            {
                 Ok(w) => {
                     let old_labels: Labels = meta
                         .and_then(|m| m.custom_metadata)
@@ -342,7 +354,7 @@ impl VaultStore {
                 StoreError::Backend {
                     store: STORE,
                     detail: format!(
-                        "version {version} of `{key}` was written but its labels were not set ({e}); write it again"
+                        "version {version} of `{key}` was written with its labels, but the copy listings show was not updated ({e}); write it again"
                     ),
                 }
             })
@@ -410,6 +422,9 @@ fn by_status(status: u16, msg: &str, key: &str) -> StoreError {
             store: STORE,
             detail: format!("vault answered {status}{said}"),
         },
+        // vaultrs calls: the client followed nothing (see `https`), and the
+        // location is not at hand here; the status says enough.
+        300..=399 => super::redirected(STORE, status, None),
         _ => backend(format!("vault answered {status}{said}")),
     }
 }

@@ -93,6 +93,12 @@ where
         _ => {}
     }
     let status = e.raw_response().map(|r| r.status().as_u16()).unwrap_or(0);
+    // The SDK's HTTP client (hyper) follows no redirect; one answered is
+    // refused by name, like every store's.
+    if (300..400).contains(&status) {
+        let location = e.raw_response().and_then(|r| r.headers().get("location"));
+        return crate::store::redirected(STORE, status, location);
+    }
     match code.as_str() {
         "ResourceNotFoundException" => StoreError::NotFound {
             store: STORE,

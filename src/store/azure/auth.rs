@@ -355,6 +355,7 @@ impl Tokens {
                 }
                 other => other,
             })?;
+        crate::store::https::refuse_redirect(STORE, &resp)?;
         let status = resp.status().as_u16();
         let body = Zeroizing::new(
             resp.bytes()

@@ -91,6 +91,15 @@ pub(super) fn map(e: &GaxError, what: &str, after: Duration) -> StoreError {
         };
     }
     match inner.http_status_code() {
+        // The client follows no redirect (see `GcpStore::connect`).
+        Some(code @ 300..=399) => crate::store::redirected(
+            STORE,
+            code,
+            inner
+                .http_headers()
+                .and_then(|h| h.get("location"))
+                .and_then(|v| v.to_str().ok()),
+        ),
         Some(401 | 403) => StoreError::Denied {
             store: STORE,
             detail: format!("Google Secret Manager refused the broker ({inner}); {IAM_HINT}"),

@@ -4,7 +4,12 @@
 //!
 //! A value is stored as `{"value": "<utf-8>"}` when it is UTF-8 and as
 //! `{"value_base64": "<standard base64>"}` otherwise: readable by people and
-//! `bao kv get`, and exactly reversible.
+//! `bao kv get`, and exactly reversible. The version's labels go in the same
+//! data, as `"labels": {...}`: one write sets value and labels together, and
+//! one read returns them together, so no reader can see a value with labels
+//! that were not written with it (the secret's `custom_metadata`, which
+//! applies to every version, is only the listing's copy; a version written
+//! before labels were kept in data falls back to it).
 
 use std::collections::HashMap;
 
@@ -56,15 +61,25 @@ impl AsRef<[u8]> for ZeroBody {
     }
 }
 
-/// `{"options":{"cas":N},"data":{...}}` in a buffer sized up front, so it
+/// `{"options":{"cas":N},"data":{"labels":{...},...}}` in a buffer sized up front, so it
 /// never reallocates and leaves a stray copy behind.
-fn write_body(value: &SecretBytes, cas: u64) -> Result<Zeroizing<Vec<u8>>, StoreError> {
+fn write_body(
+    value: &SecretBytes,
+    labels: &Labels,
+    cas: u64,
+) -> Result<Zeroizing<Vec<u8>>, StoreError> {
     let bytes = value.expose_secret();
+    let labels = serde_json::to_vec(labels).map_err(|e| StoreError::Backend {
+        store: STORE,
+        detail: format!("cannot encode the request: {e}"),
+    })?;
     // Worst case JSON escaping is 6 bytes per input byte (`\u0000`).
-    let mut body = Zeroizing::new(Vec::with_capacity(bytes.len() * 6 + 96));
+    let mut body = Zeroizing::new(Vec::with_capacity(bytes.len() * 6 + labels.len() + 112));
     body.extend_from_slice(b"{\"options\":{\"cas\":");
     body.extend_from_slice(cas.to_string().as_bytes());
-    body.extend_from_slice(b"},\"data\":{");
+    body.extend_from_slice(b"},\"data\":{\"labels\":");
+    body.extend_from_slice(&labels);
+    body.push(b',');
     match std::str::from_utf8(bytes) {
         Ok(text) => {
             body.extend_from_slice(b"\"value\":");
@@ -120,10 +135,11 @@ pub(super) async fn write(
     mount: &str,
     key: &str,
     value: &SecretBytes,
+    labels: &Labels,
     cas: u64,
 ) -> Result<Written, WriteError> {
     session
-        .with_login(|login| write_once(session, login, mount, key, value, cas))
+        .with_login(|login| write_once(session, login, mount, key, value, labels, cas))
         .await
 }
 
@@ -133,9 +149,10 @@ async fn write_once(
     mount: &str,
     key: &str,
     value: &SecretBytes,
+    labels: &Labels,
     cas: u64,
 ) -> Result<Written, WriteError> {
-    let body = write_body(value, cas).map_err(WriteError::Store)?;
+    let body = write_body(value, labels, cas).map_err(WriteError::Store)?;
     let resp = request(
         session,
         reqwest::Method::POST,
@@ -147,6 +164,7 @@ async fn write_once(
     .send()
     .await
     .map_err(|e| WriteError::Store(map_reqwest(&e, session.timeout)))?;
+    crate::store::https::refuse_redirect(STORE, &resp)?;
     let status = resp.status().as_u16();
     let text = resp
         .bytes()
@@ -219,6 +237,7 @@ async fn read_once(
     .send()
     .await
     .map_err(|e| map_reqwest(&e, session.timeout))?;
+    crate::store::https::refuse_redirect(STORE, &resp)?;
     let status = resp.status().as_u16();
     let body = resp
         .bytes()
@@ -241,6 +260,9 @@ async fn read_once(
     struct Fields {
         value: Option<ZString>,
         value_base64: Option<ZString>,
+        /// This version's labels (absent in versions written before they
+        /// were kept here).
+        labels: Option<Labels>,
     }
     #[derive(Deserialize)]
     struct Meta {
@@ -290,14 +312,20 @@ async fn read_once(
             });
         }
     };
-    Ok(Read {
-        version: meta.version,
-        value,
-        labels: meta
+    // SECURITY: the labels written with this version, in the same response
+    // as its value; the secret-wide custom metadata only for older versions.
+    let labels = match fields.labels {
+        Some(l) => l,
+        None => meta
             .custom_metadata
             .unwrap_or_default()
             .into_iter()
             .collect(),
+    };
+    Ok(Read {
+        version: meta.version,
+        value,
+        labels,
     })
 }
 
@@ -424,12 +452,14 @@ mod tests {
 
     #[test]
     fn bodies_are_exact() {
-        let b = write_body(&SecretBytes::copy_from(b"he said \"hi\"\n"), 3).unwrap();
+        let labels: Labels = [("k".to_owned(), "v \"q\"".to_owned())].into();
+        let b = write_body(&SecretBytes::copy_from(b"he said \"hi\"\n"), &labels, 3).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
         assert_eq!(v["options"]["cas"], 3);
+        assert_eq!(v["data"]["labels"]["k"], "v \"q\"");
         assert_eq!(v["data"]["value"], "he said \"hi\"\n");
         let bin = [0u8, 0xff, 0xfe, 1, 2];
-        let b = write_body(&SecretBytes::copy_from(&bin), 0).unwrap();
+        let b = write_body(&SecretBytes::copy_from(&bin), &Labels::new(), 0).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
         assert_eq!(
             B64.decode(v["data"]["value_base64"].as_str().unwrap())
@@ -438,7 +468,8 @@ mod tests {
         );
         // No reallocation: the worst-case escape fits the reserved capacity.
         let ctrl = vec![1u8; 1000];
-        let b = write_body(&SecretBytes::copy_from(&ctrl), 12).unwrap();
-        assert!(b.len() <= ctrl.len() * 6 + 96);
+        let b = write_body(&SecretBytes::copy_from(&ctrl), &labels, 12).unwrap();
+        assert!(b.len() <= b.capacity(), "{}", b.len());
+        assert!(b.len() <= ctrl.len() * 6 + 112 + serde_json::to_vec(&labels).unwrap().len());
     }
 }
