@@ -55,13 +55,19 @@ pub struct AppState {
     /// What a request gets when its audit line cannot be written.
     pub audit_on_failure: AuditOnFailure,
     in_flight: InFlight,
+    /// Each principal's requests in flight, by its index in the resolver.
+    principal_in_flight: Vec<InFlight>,
     ids: RequestIds,
 }
 
 impl AppState {
     /// Assembles the shared state.
     pub fn new(broker: Broker, resolver: Resolver, audit: Arc<AuditLog>, limits: Limits) -> Self {
+        let principal_in_flight = (0..resolver.specs().len())
+            .map(|_| InFlight::new(limits.max_in_flight_per_principal))
+            .collect();
         Self {
+            principal_in_flight,
             broker,
             resolver,
             audit,
@@ -101,6 +107,7 @@ struct InFlight {
 }
 
 /// One request's place under the cap, given back on drop.
+#[derive(Debug)]
 struct InFlightSlot<'a>(&'a InFlight);
 
 impl InFlight {
@@ -225,6 +232,8 @@ pub struct ConnInfo {
 struct Trail<'s> {
     /// Borrowed from the resolver's principals, which outlive the request.
     principal: Option<&'s str>,
+    /// The principal's place under its in-flight cap, held to the end.
+    slot: Option<InFlightSlot<'s>>,
     action: Option<&'static str>,
     /// What routing made of the path; `None` audits the path as sent.
     path: Option<Cow<'s, str>>,
@@ -429,8 +438,8 @@ fn identify<'s>(
         .as_ref()
         .map(|r| r.as_ref().map_err(Clone::clone))
         .transpose()?;
-    let who = match state.resolver.resolve(conn.peer.as_ref(), token) {
-        Ok(who) => who,
+    let (index, who) = match state.resolver.resolve_indexed(conn.peer.as_ref(), token) {
+        Ok(found) => found,
         Err(e) => {
             if let crate::identity::IdentityError::Ambiguous(names) = &e {
                 // For the operator only: the caller's answer does not name them.
@@ -440,6 +449,16 @@ fn identify<'s>(
         }
     };
     trail.principal = Some(&who.name);
+    // SECURITY: one principal (a task with slow bodies, say) cannot hold
+    // every in-flight slot; the others keep theirs.
+    if trail.slot.is_none() {
+        let slot = state
+            .principal_in_flight
+            .get(index)
+            .and_then(InFlight::try_enter)
+            .ok_or(ApiError::CallerOverloaded)?;
+        trail.slot = Some(slot);
+    }
     Ok(who)
 }
 

@@ -276,6 +276,12 @@ pub struct Limits {
     pub max_connections: usize,
     /// Requests being handled at once; more are answered `429`.
     pub max_in_flight: usize,
+    /// Open connections of one peer uid at once; more are answered `429`
+    /// and closed (default: half of `max_connections`).
+    pub max_connections_per_uid: usize,
+    /// Requests of one principal being handled at once; more are answered
+    /// `429` (default: half of `max_in_flight`).
+    pub max_in_flight_per_principal: usize,
     /// Largest secret value, in bytes.
     pub max_value_bytes: usize,
     /// Largest request body, in bytes.
@@ -295,6 +301,8 @@ impl Default for Limits {
         Self {
             max_connections: 1024,
             max_in_flight: 256,
+            max_connections_per_uid: 512,
+            max_in_flight_per_principal: 128,
             max_value_bytes: 64 * 1024,
             max_body_bytes: 2 * 64 * 1024 + 16 * 1024,
             max_header_bytes: 16 * 1024,

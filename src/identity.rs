@@ -195,6 +195,16 @@ impl Resolver {
         peer: Option<&PeerCred>,
         token: Option<&TokenDigest>,
     ) -> Result<&Principal, IdentityError> {
+        self.resolve_indexed(peer, token).map(|(_, p)| p)
+    }
+
+    /// [`Resolver::resolve`], with the principal's index in
+    /// [`Resolver::specs`] (for per-principal limits).
+    pub fn resolve_indexed(
+        &self,
+        peer: Option<&PeerCred>,
+        token: Option<&TokenDigest>,
+    ) -> Result<(usize, &Principal), IdentityError> {
         // SECURITY: the overflow id is every unmapped process on the host,
         // not one caller: it proves nothing, so without a token such a peer
         // is refused (config refuses principals that name it, too).
@@ -205,16 +215,16 @@ impl Resolver {
         }
         // SECURITY: evaluate every spec (no early exit) so timing does not
         // reveal which token prefix or principal matched.
-        let mut found: Option<&PrincipalSpec> = None;
+        let mut found: Option<(usize, &PrincipalSpec)> = None;
         let mut names: Vec<&str> = Vec::new();
-        for spec in &self.specs {
+        for (i, spec) in self.specs.iter().enumerate() {
             if spec.matches(peer, token) {
                 names.push(&spec.principal.name);
-                found.get_or_insert(spec);
+                found.get_or_insert((i, spec));
             }
         }
         match (found, names.len()) {
-            (Some(spec), 1) => Ok(&spec.principal),
+            (Some((i, spec)), 1) => Ok((i, &spec.principal)),
             (None, _) => Err(IdentityError::NoMatch),
             _ => Err(IdentityError::Ambiguous(names.join(", "))),
         }

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 mod flush_io;
 mod head_deadline;
+mod per_uid;
 mod socket;
 mod spin;
 mod workers;
@@ -62,6 +63,7 @@ pub async fn run(
     let mut sighup = signal(SignalKind::hangup()).map_err(ServerError::Signals)?;
     let limits = state.limits;
     let conns = Arc::new(Semaphore::new(limits.max_connections));
+    let per_uid = per_uid::UidConnections::new(limits.max_connections_per_uid);
     let graceful = GracefulShutdown::new();
     let builder = http1_builder(&limits);
 
@@ -82,10 +84,22 @@ pub async fn run(
                     gid: c.gid(),
                     pid: c.pid(),
                 });
+                // SECURITY: one uid cannot hold every connection slot.
+                let uid_slot = match peer {
+                    Some(p) => match per_uid.try_enter(p.uid) {
+                        Some(slot) => Some(slot),
+                        None => {
+                            tokio::spawn(refuse_overloaded(stream, Arc::clone(&state), peer, PER_UID_FULL));
+                            continue;
+                        }
+                    },
+                    None => None,
+                };
                 let Ok(permit) = Arc::clone(&conns).try_acquire_owned() else {
-                    tokio::spawn(refuse_overloaded(stream, Arc::clone(&state), peer));
+                    tokio::spawn(refuse_overloaded(stream, Arc::clone(&state), peer, ALL_FULL));
                     continue;
                 };
+                let permit = ConnPermit { _all: permit, _uid: uid_slot };
                 let info = ConnInfo { peer, transport: Transport::Unix };
                 let mut ctx = Conn::new(Arc::clone(&state), info);
                 match workers {
@@ -121,6 +135,18 @@ pub async fn run(
     Ok(())
 }
 
+/// A connection's places under the connection caps, given back when it ends.
+#[derive(Debug)]
+struct ConnPermit {
+    _all: tokio::sync::OwnedSemaphorePermit,
+    _uid: Option<per_uid::UidSlot>,
+}
+
+/// The 429's message at `[limits] max_connections`.
+const ALL_FULL: &str = "too many connections; retry shortly";
+/// The 429's message at `[limits] max_connections_per_uid`.
+const PER_UID_FULL: &str = "too many connections from this uid ([limits] max_connections_per_uid); close some or retry shortly";
+
 /// Serves `stream` on a task of its own, with a watchdog task that closes
 /// it once it has waited `header_timeout` for a request head.
 fn spawn_connection(
@@ -128,7 +154,7 @@ fn spawn_connection(
     graceful: &GracefulShutdown,
     stream: UnixStream,
     ctx: Conn,
-    permit: tokio::sync::OwnedSemaphorePermit,
+    permit: ConnPermit,
 ) {
     let ctx = Arc::new(ctx);
     let peer = ctx.info.peer;
@@ -350,12 +376,17 @@ fn audit_unparsed(
 }
 
 /// Answers a connection over the cap with `429 overloaded` and closes it.
-async fn refuse_overloaded(mut stream: UnixStream, state: Arc<AppState>, peer: Option<PeerCred>) {
+async fn refuse_overloaded(
+    mut stream: UnixStream,
+    state: Arc<AppState>,
+    peer: Option<PeerCred>,
+    message: &'static str,
+) {
     let started = Instant::now();
     let request_id = state.next_request_id();
     let body = serde_json::json!({"error": {
         "code": "overloaded",
-        "message": "too many connections; retry shortly",
+        "message": message,
         "request_id": request_id.as_str(),
     }})
     .to_string();

@@ -147,3 +147,73 @@ fn a_well_behaved_client_is_served_during_a_flood() {
     assert!(flood_sent.load(Ordering::Relaxed) > 20);
     assert_eq!(b.req("GET", "/healthz", None, None).status, 200);
 }
+
+/// Sends a `PUT` head that promises a body and never sends it: the request
+/// holds its in-flight slot until the body timeout.
+fn slow_put(b: &Broker, token: &str) -> UnixStream {
+    let mut s = UnixStream::connect(&b.socket).unwrap();
+    write!(
+        s,
+        "PUT /v1/secrets/acme/tasks/t-42/slow HTTP/1.1\r\nhost: sb\r\nauthorization: Bearer {token}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n"
+    )
+    .unwrap();
+    s
+}
+
+/// SECURITY: one principal holding requests open (slow bodies) takes at
+/// most its own share of the in-flight slots: its next request is `429`
+/// (audited under its name), and another principal is still served.
+#[test]
+fn one_principal_cannot_hold_every_in_flight_slot() {
+    let b = Broker::start(&format!(
+        "{}\n[limits]\nmax_in_flight = 4\nmax_in_flight_per_principal = 2\nbody_timeout = \"30s\"\n",
+        default_principals()
+    ));
+    let held: Vec<_> = (0..4).map(|_| slow_put(&b, T)).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let r = b.get("acme/tasks/t-42/x", T);
+    assert_eq!(
+        (r.status, r.code()),
+        (429, "overloaded".to_owned()),
+        "{}",
+        r.text()
+    );
+    assert!(r.text().contains("of this caller"), "{}", r.text());
+    // The platform is served all the same.
+    assert_eq!(b.put("acme/tasks/t-42/db", P, "v").status, 201);
+    assert!(
+        b.audit_lines()
+            .iter()
+            .any(|l| l["status"] == 429 && l["principal"] == "task-42"),
+        "the refusal is audited under the caller"
+    );
+    drop(held);
+}
+
+/// SECURITY: one uid holding connections open takes at most its share of
+/// the connection slots: its next connection gets `429` and is closed, and
+/// another uid still connects.
+#[test]
+fn one_uid_cannot_hold_every_connection() {
+    if !common::is_root() {
+        eprintln!("SKIP one_uid_cannot_hold_every_connection: needs root");
+        return;
+    }
+    let b = Broker::start(&format!(
+        "{}\n[limits]\nmax_connections = 8\nmax_connections_per_uid = 3\n",
+        default_principals()
+    ));
+    std::thread::sleep(Duration::from_millis(300));
+    let held: Vec<_> = (0..3)
+        .map(|_| UnixStream::connect(&b.socket).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let r = b.try_request("GET", "/healthz", &[], None).unwrap();
+    assert_eq!((r.status, r.code()), (429, "overloaded".to_owned()));
+    assert!(r.text().contains("from this uid"), "{}", r.text());
+    let (s, body) = b.curl_as(2000, 2000, "GET", "/v1/whoami", None);
+    assert_eq!(s, 200, "another uid is served: {body}");
+    drop(held);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(b.req("GET", "/healthz", None, None).status, 200);
+}

@@ -56,6 +56,11 @@ pub enum ApiError {
     /// Too many connections or requests in flight.
     #[error("too many requests in flight; retry shortly")]
     Overloaded,
+    /// Too many requests of this caller in flight.
+    #[error(
+        "too many requests of this caller in flight ([limits] max_in_flight_per_principal); retry shortly"
+    )]
+    CallerOverloaded,
     /// Store unreachable or broker not ready.
     #[error("{0}")]
     Unavailable(String),
@@ -81,7 +86,7 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
-            Self::Overloaded => StatusCode::TOO_MANY_REQUESTS,
+            Self::Overloaded | Self::CallerOverloaded => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::BackendError(_) => StatusCode::BAD_GATEWAY,
             Self::BackendTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -102,7 +107,7 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::PreconditionFailed(_) => "precondition_failed",
             Self::RequestTimeout(_) => "request_timeout",
-            Self::Overloaded => "overloaded",
+            Self::Overloaded | Self::CallerOverloaded => "overloaded",
             Self::Unavailable(_) => "unavailable",
             Self::BackendError(_) => "backend_error",
             Self::BackendTimeout(_) => "backend_timeout",

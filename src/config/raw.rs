@@ -166,6 +166,8 @@ struct RawLog {
 struct RawLimits {
     max_connections: Option<usize>,
     max_in_flight: Option<usize>,
+    max_connections_per_uid: Option<usize>,
+    max_in_flight_per_principal: Option<usize>,
     max_value_bytes: Option<usize>,
     max_body_bytes: Option<usize>,
     max_header_bytes: Option<usize>,
@@ -713,13 +715,27 @@ impl RawLimits {
         if max_header_bytes < 1024 {
             return Err(invalid("limits.max_header_bytes", "must be at least 1024"));
         }
+        let max_connections = positive(
+            "limits.max_connections",
+            self.max_connections,
+            d.max_connections,
+        )?;
+        let max_in_flight = positive("limits.max_in_flight", self.max_in_flight, d.max_in_flight)?;
         Ok(Limits {
-            max_connections: positive(
-                "limits.max_connections",
-                self.max_connections,
-                d.max_connections,
+            max_connections,
+            max_in_flight,
+            // By default one caller may take half of each, so the others
+            // always keep the other half.
+            max_connections_per_uid: positive(
+                "limits.max_connections_per_uid",
+                self.max_connections_per_uid,
+                max_connections.div_ceil(2),
             )?,
-            max_in_flight: positive("limits.max_in_flight", self.max_in_flight, d.max_in_flight)?,
+            max_in_flight_per_principal: positive(
+                "limits.max_in_flight_per_principal",
+                self.max_in_flight_per_principal,
+                max_in_flight.div_ceil(2),
+            )?,
             max_value_bytes,
             max_body_bytes,
             max_header_bytes,
