@@ -130,9 +130,9 @@ pub async fn read_body(
 }
 
 /// Most labels on one secret. With the limits below, every store takes
-/// what the API accepts: Azure Key Vault holds 15 tags a secret, two or
-/// three of them the broker's own (`sb-version`, `sb-path` per 256
-/// characters of path); AWS Secrets Manager 50 tags (one is the path);
+/// what the API accepts: Azure Key Vault holds 15 tags a secret, the
+/// broker's own being `sb-version` and one `sb-path` tag per 256 characters
+/// of prefix and path (at most 3 without a prefix, 5 up to 1024); AWS Secrets Manager 50 tags (one is the path);
 /// Vault 64 `custom_metadata` keys; GCP keeps the labels as JSON in one
 /// annotation (16 KiB for all of a secret's annotations), not as GCP labels.
 pub const MAX_LABELS: usize = 10;
