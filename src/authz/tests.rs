@@ -982,7 +982,7 @@ fn denied_writes_with_labels_are_not_cached() {
         );
         assert!(!d.allowed);
     }
-    assert_eq!(a.cached_decisions(), 0);
+    assert_eq!((a.cached_decisions(), a.cached_decision_bytes()), (0, 0));
     // The same writes without labels are small and cached.
     let path = SecretPath::parse("acme/t-42/s").unwrap();
     let res = Resource::Secret {
@@ -991,6 +991,7 @@ fn denied_writes_with_labels_are_not_cached() {
     };
     assert!(!a.decide(&t, Action::Write, res, &CTX).allowed);
     assert_eq!(a.cached_decisions(), 1);
+    assert!(a.cached_decision_bytes() > 0);
 }
 
 #[test]
