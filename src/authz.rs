@@ -10,6 +10,7 @@
 
 mod cache;
 pub mod context;
+mod context_use;
 pub mod entities;
 pub mod policies;
 pub mod testfile;
@@ -319,19 +320,19 @@ impl Authorizer {
         ctx: &RequestContext<'_>,
     ) -> Decision {
         let snap = self.current.load();
-        let inputs = cache::DecisionInputs::new(
-            snap.generation,
-            principal,
-            action,
-            resource,
-            ctx,
-            snap.reads_request_id,
-        );
-        if let Some(hit) = self.decisions.get(&inputs) {
+        // A policy that can read the request id makes every request's
+        // decision its own (ids are unique): nothing to cache. Otherwise
+        // the cache is asked, for inputs worth keeping.
+        let inputs = (!snap.reads_request_id)
+            .then(|| cache::DecisionInputs::new(snap.generation, principal, action, resource, ctx))
+            .filter(cache::DecisionInputs::worth_caching);
+        if let Some(hit) = inputs.as_ref().and_then(|i| self.decisions.get(i)) {
             return hit;
         }
         let decision = self.evaluate(&snap, principal, action, resource, ctx);
-        self.decisions.insert(&inputs, decision.clone());
+        if let Some(inputs) = &inputs {
+            self.decisions.insert(inputs, decision.clone());
+        }
         decision
     }
 
@@ -360,6 +361,12 @@ impl Authorizer {
     /// Decisions currently cached (for metrics and tests).
     pub fn cached_decisions(&self) -> usize {
         self.decisions.len()
+    }
+
+    /// Bytes the decision cache holds (its entries and tables; at most
+    /// its budget, 4 MiB).
+    pub fn cached_decision_bytes(&self) -> usize {
+        self.decisions.bytes()
     }
 
     /// Decides one request with Cedar, bypassing the cache: the reference

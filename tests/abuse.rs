@@ -217,3 +217,55 @@ fn one_uid_cannot_hold_every_connection() {
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(b.req("GET", "/healthz", None, None).status, 200);
 }
+
+/// The broker's resident set, in KiB, from `/proc/PID/status`.
+fn rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn denied_writes_with_large_labels_do_not_grow_the_broker() {
+    let b = Broker::start(&default_principals());
+    // A task may not write: every PUT is denied, each with its own path
+    // and the largest labels the API takes (10 keys of 63 bytes, values
+    // of 256), so no two denials share a cache key.
+    let put = |i: usize| {
+        let labels: serde_json::Map<String, serde_json::Value> = (0..10)
+            .map(|k| (format!("{k}-{i:0>61}"), "v".repeat(256).into()))
+            .collect();
+        let body = serde_json::json!({ "value": "v", "labels": labels }).to_string();
+        let r = b.req(
+            "PUT",
+            &format!("/v1/secrets/acme/tasks/t-42/s{i}"),
+            Some(T),
+            Some(&body),
+        );
+        assert_eq!(
+            (r.status, r.code()),
+            (403, "forbidden".into()),
+            "{}",
+            r.text()
+        );
+    };
+    // Warm up (allocator arenas, connection buffers) before the baseline.
+    for i in 0..500 {
+        put(i);
+    }
+    let before = rss_kib(b.pid());
+    for i in 500..6500 {
+        put(i);
+    }
+    let after = rss_kib(b.pid());
+    // Kept, these 6,000 denials would hold about 4 KiB each (24 MiB).
+    let grown = after.saturating_sub(before);
+    assert!(
+        grown < 8 * 1024,
+        "RSS grew by {grown} KiB ({before} -> {after}) over 6,000 denied writes"
+    );
+    assert_eq!(b.req("GET", "/healthz", None, None).status, 200);
+}

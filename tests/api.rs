@@ -789,3 +789,92 @@ fn early_answers_reach_clients_still_writing_the_body() {
     assert!(text.starts_with("http/1.1 401"), "{text}");
     assert!(text.contains("connection: close"), "{text}");
 }
+
+/// A `PUT` body with `labels` as given.
+fn labelled(labels: &serde_json::Map<String, serde_json::Value>) -> String {
+    serde_json::json!({ "value": "v", "labels": labels }).to_string()
+}
+
+fn labels_of(
+    pairs: impl IntoIterator<Item = (String, String)>,
+) -> serde_json::Map<String, serde_json::Value> {
+    pairs
+        .into_iter()
+        .map(|(k, v)| (k, serde_json::Value::String(v)))
+        .collect()
+}
+
+#[test]
+fn label_limits_are_checked_before_authorization_and_named() {
+    let b = broker();
+    let path = "/v1/secrets/acme/tasks/t-42/labelled";
+    let key = |i: usize| format!("{i:0>63}");
+    // At every limit at once: accepted, and listed back as sent.
+    let full = labels_of((0..10).map(|i| (key(i), "v".repeat(256))));
+    let r = b.req("PUT", path, Some(P), Some(&labelled(&full)));
+    assert_eq!(r.status, 201, "{}", r.text());
+    let list = b
+        .req("GET", "/v1/secrets/acme/tasks/t-42/", Some(P), None)
+        .json();
+    assert_eq!(
+        list["secrets"][0]["labels"],
+        serde_json::Value::Object(full)
+    );
+
+    // One past each limit: 400 naming the limit, never the label. The
+    // canary rides in the labels of every case.
+    let c = "LABEL-CANARY-77e1";
+    let cases = [
+        (
+            labels_of((0..11).map(|i| (format!("{c}{i}"), c.to_owned()))),
+            "`labels` holds more than 10 labels",
+        ),
+        (
+            labels_of([(format!("{c}{}", "k".repeat(64 - c.len())), c.to_owned())]),
+            "a label key in `labels` is longer than 63 bytes",
+        ),
+        (
+            labels_of([(c.to_owned(), format!("{c}{}", "v".repeat(257 - c.len())))]),
+            "a label value in `labels` is longer than 256 bytes",
+        ),
+        (
+            labels_of([(format!("{c} x"), c.to_owned())]),
+            "a label key in `labels` is empty or has characters other than [A-Za-z0-9._/-]",
+        ),
+        (
+            labels_of([(c.to_owned(), format!("{c}\u{7}"))]),
+            "a label value in `labels` holds control characters",
+        ),
+    ];
+    let before = b.audit_lines().len();
+    for (labels, message) in &cases {
+        // The platform may write; the task may not. Both get the 400: the
+        // labels are refused before the policy is asked.
+        for token in [P, T] {
+            let r = b.req("PUT", path, Some(token), Some(&labelled(labels)));
+            assert_eq!(
+                (r.status, r.code()),
+                (400, "invalid_body".into()),
+                "{}",
+                r.text()
+            );
+            assert_eq!(
+                r.json()["error"]["message"],
+                format!("invalid body: {message}")
+            );
+            assert!(!r.text().contains(c), "{}", r.text());
+        }
+    }
+    let audit = b.audit_lines();
+    let refused = &audit[before..];
+    assert_eq!(refused.len(), 2 * cases.len());
+    for line in refused {
+        assert_eq!(line["status"], 400);
+        assert!(line["decision"].is_null(), "no decision was made: {line}");
+    }
+    // The refused writes changed nothing.
+    let list = b
+        .req("GET", "/v1/secrets/acme/tasks/t-42/", Some(P), None)
+        .json();
+    assert_eq!(list["secrets"][0]["version"], 1);
+}

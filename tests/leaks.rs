@@ -77,6 +77,97 @@ fn canary_value_and_token_never_leak() {
     );
 }
 
+/// Every way a `PUT` body can be refused, with a canary in the field at
+/// fault (a string canary, or a number for the wrong-type cases).
+fn refused_bodies(c: &str, n: &str) -> Vec<String> {
+    let many: Vec<String> = (0..11).map(|i| format!(r#""{c}{i}":"{c}""#)).collect();
+    let long_key = format!("{c}{}", "k".repeat(64));
+    let long_value = format!("{c}{}", "v".repeat(256));
+    vec![
+        // Wrong types, in each field.
+        format!(r#"{{"value":{n}}}"#),
+        format!(r#"{{"value":-{n}.5e3}}"#),
+        format!(r#"{{"value_base64":{n}}}"#),
+        format!(r#"{{"value":["{c}"]}}"#),
+        format!(r#"{{"value":{{"{c}":"{c}"}}}}"#),
+        format!(r#"{{"value_base64":["{c}"]}}"#),
+        format!(r#"{{"value_base64":{{"{c}":{n}}}}}"#),
+        format!(r#"{{"value":"{c}","labels":"{c}"}}"#),
+        format!(r#"{{"value":"{c}","labels":{n}}}"#),
+        format!(r#"{{"value":"{c}","labels":["{c}"]}}"#),
+        format!(r#"{{"value":"{c}","labels":{{"k":["{c}"]}}}}"#),
+        format!(r#"{{"value":"{c}","labels":{{"k":{n}}}}}"#),
+        format!(r#""{c}""#),
+        format!(r#"["{c}",{n}]"#),
+        n.to_owned(),
+        // Bad base64.
+        format!(r#"{{"value_base64":"{c}!"}}"#),
+        format!(r#"{{"value_base64":"{c}"}}"#),
+        // Unknown and duplicate fields; both or neither value field.
+        format!(r#"{{"value":"{c}","{c}":"{c}"}}"#),
+        format!(r#"{{"{c}":{n}}}"#),
+        format!(r#"{{"value":"{c}","value":"{c}"}}"#),
+        format!(r#"{{"value_base64":"{c}","value_base64":"{c}"}}"#),
+        format!(r#"{{"value":"{c}","labels":{{}},"labels":{{"{c}":"{c}"}}}}"#),
+        format!(r#"{{"value":"{c}","value_base64":"{c}"}}"#),
+        format!(r#"{{"labels":{{"{c}":"{c}"}}}}"#),
+        // Bad labels: too many, key too long or malformed, value too long
+        // or with control characters, a key twice.
+        format!(r#"{{"value":"{c}","labels":{{{}}}}}"#, many.join(",")),
+        format!(r#"{{"value":"{c}","labels":{{"{long_key}":"{c}"}}}}"#),
+        format!(r#"{{"value":"{c}","labels":{{"{c} x":"{c}"}}}}"#),
+        format!(r#"{{"value":"{c}","labels":{{"{c}":"{long_value}"}}}}"#),
+        format!(r#"{{"value":"{c}","labels":{{"{c}":"{c}\n"}}}}"#),
+        format!(r#"{{"value":"{c}","labels":{{"{c}":"{c}","{c}":"{c}"}}}}"#),
+        // Not JSON at all, or cut short.
+        format!(r#"{{"value":"{c}""#),
+        format!(r#"{{"value":"{c}"}} {c}"#),
+        format!(r#"{{"value" "{c}"}}"#),
+        c.to_owned(),
+    ]
+}
+
+#[test]
+fn invalid_bodies_never_echo_their_input() {
+    let b = Broker::start(&default_principals());
+    let (c, n) = ("BODY-CANARY-4f2a9c", "987654321");
+    let bodies = refused_bodies(c, n);
+    for body in &bodies {
+        // As the platform (which may write) and as the task (which may not).
+        for token in [P, T] {
+            let r = b.req(
+                "PUT",
+                "/v1/secrets/acme/tasks/t-42/c",
+                Some(token),
+                Some(body),
+            );
+            assert_eq!(
+                (r.status, r.code()),
+                (400, "invalid_body".into()),
+                "{body}: {}",
+                r.text()
+            );
+            let text = r.text();
+            assert!(
+                !text.contains(c) && !text.contains(n) && !text.contains("CANARY"),
+                "{body}: {text}"
+            );
+        }
+    }
+    let audit = b.audit_text();
+    assert!(
+        audit
+            .lines()
+            .filter(|l| l.contains("\"status\":400"))
+            .count()
+            >= 2 * bodies.len(),
+        "every refusal is audited"
+    );
+    assert!(!audit.contains("CANARY") && !audit.contains(n));
+    let logs = b.stderr_text();
+    assert!(!logs.contains("CANARY") && !logs.contains(n));
+}
+
 #[test]
 fn one_audit_line_per_request_with_contract_keys() {
     let b = Broker::start(&default_principals());

@@ -5,6 +5,7 @@
 //! timeout, while reading. Response bodies are a [`ZeroizingBuf`], zeroed
 //! when hyper drops them after writing.
 
+use std::cell::Cell;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -12,8 +13,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use bytes::Buf;
 use http::HeaderMap;
 use http_body_util::BodyExt as _;
-use serde::Deserialize;
-use serde::de::{self, Deserializer, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use zeroize::Zeroizing;
 
 use super::error::ApiError;
@@ -128,6 +128,20 @@ pub async fn read_body(
     Ok(buf)
 }
 
+/// Most labels on one secret. With the limits below, every store takes
+/// what the API accepts: Azure Key Vault holds 15 tags a secret, the
+/// broker's own being `sb-version` and one `sb-path` tag per 256 characters
+/// of prefix and path (at most 3 without a prefix, 5 up to 1024); AWS Secrets Manager 50 tags (one is the path);
+/// Vault 64 `custom_metadata` keys; GCP keeps the labels as JSON in one
+/// annotation (16 KiB for all of a secret's annotations), not as GCP labels.
+pub const MAX_LABELS: usize = 10;
+/// Longest label key, in bytes: AWS tag keys hold 128 characters with the
+/// broker's 20-character `secret-broker:label:` prefix; Vault 128.
+pub const MAX_LABEL_KEY: usize = 63;
+/// Longest label value, in bytes: AWS and Azure tag values hold 256
+/// characters (Vault 512).
+pub const MAX_LABEL_VALUE: usize = 256;
+
 /// A `PUT` body: exactly one of `value` / `value_base64`, optional labels.
 #[derive(Debug)]
 pub struct PutBody {
@@ -137,123 +151,367 @@ pub struct PutBody {
     pub labels: Labels,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+/// What is wrong with a `PUT` body: the field and the fault, never a
+/// token of the input (not a value, not a label, not an unknown field's
+/// name), since a body that is refused may still hold a secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BodyFault {
+    /// Not valid JSON; the position is the parser's.
+    #[error("the body is not valid JSON (error at line {line} column {column})")]
+    Syntax {
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+    },
+    /// Valid JSON, but not an object.
+    #[error(
+        "the body must be a JSON object: {{\"value\": \"...\"}} or {{\"value_base64\": \"...\"}}, with optional \"labels\""
+    )]
+    NotObject,
+    /// A field other than the three the body takes.
+    #[error("the body has a field other than `value`, `value_base64` and `labels`")]
+    UnknownField,
+    /// A field sent twice.
+    #[error("`{0}` appears more than once")]
+    DuplicateField(&'static str),
+    /// `value` or `value_base64` is not a JSON string.
+    #[error("`{0}` must be a JSON string")]
+    NotString(&'static str),
+    /// `value_base64` does not decode.
+    #[error("`value_base64` is not valid standard base64 (RFC 4648, with padding)")]
+    BadBase64,
+    /// Both value fields.
+    #[error("send either `value` or `value_base64`, not both")]
+    BothValues,
+    /// Neither value field.
+    #[error("the body needs `value` (UTF-8) or `value_base64`")]
+    NoValue,
+    /// `labels` is not an object.
+    #[error("`labels` must be a JSON object of string values")]
+    LabelsNotObject,
+    /// A label's value is not a string.
+    #[error("every label value in `labels` must be a JSON string")]
+    LabelNotString,
+    /// Over [`MAX_LABELS`].
+    #[error("`labels` holds more than {} labels", MAX_LABELS)]
+    TooManyLabels,
+    /// A key over [`MAX_LABEL_KEY`] bytes.
+    #[error("a label key in `labels` is longer than {} bytes", MAX_LABEL_KEY)]
+    LabelKeyTooLong,
+    /// An empty key, or one with other characters than `[A-Za-z0-9._/-]`.
+    #[error("a label key in `labels` is empty or has characters other than [A-Za-z0-9._/-]")]
+    LabelKeyChars,
+    /// A value over [`MAX_LABEL_VALUE`] bytes.
+    #[error("a label value in `labels` is longer than {} bytes", MAX_LABEL_VALUE)]
+    LabelValueTooLong,
+    /// A value with control characters.
+    #[error("a label value in `labels` holds control characters")]
+    LabelValueControl,
+    /// A label key sent twice.
+    #[error("a label key appears more than once in `labels`")]
+    DuplicateLabel,
+}
+
+impl From<BodyFault> for ApiError {
+    fn from(f: BodyFault) -> Self {
+        Self::InvalidBody(f.to_string())
+    }
+}
+
+/// Where the body's visitors leave the fault that stopped them. serde's
+/// own messages quote the input (``invalid type: integer `123` ``), so
+/// they are never shown: a visitor records what was wrong here and fails,
+/// and [`parse_put`] reports the recorded fault.
+type FaultSlot = Cell<Option<BodyFault>>;
+
+/// Records `fault` (unless an inner visitor already recorded a more
+/// precise one) and returns an error whose text is never shown.
+fn fail<E: de::Error>(slot: &FaultSlot, fault: BodyFault) -> E {
+    if slot.get().is_none() {
+        slot.set(Some(fault));
+    }
+    E::custom("invalid put body")
+}
+
+/// The fields of a `PUT` body, as parsed (limits already checked).
+#[derive(Default)]
 struct RawPutBody {
-    value: Option<Utf8Secret>,
-    value_base64: Option<Base64Secret>,
+    value: Option<SecretBytes>,
+    value_base64: Option<SecretBytes>,
     labels: Option<Labels>,
 }
 
-/// A JSON string taken straight into zeroizing memory.
-struct Utf8Secret(SecretBytes);
-/// A base64 JSON string decoded straight into zeroizing memory.
-struct Base64Secret(SecretBytes);
+/// The top-level object. Written by hand (not derived) so that each field
+/// is checked as it arrives, with the fault named, and so that limits stop
+/// the parse at the first label past them.
+struct PutVisitor<'f>(&'f FaultSlot);
 
-struct Utf8Visitor;
-impl Visitor<'_> for Utf8Visitor {
-    type Value = Utf8Secret;
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Value,
+    ValueBase64,
+    Labels,
+}
+
+impl Field {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Value => "value",
+            Self::ValueBase64 => "value_base64",
+            Self::Labels => "labels",
+        }
+    }
+}
+
+struct FieldSeed<'f>(&'f FaultSlot);
+
+impl<'de> DeserializeSeed<'de> for FieldSeed<'_> {
+    type Value = Field;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Field, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl Visitor<'_> for FieldSeed<'_> {
+    type Value = Field;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a field name")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Field, E> {
+        match v {
+            "value" => Ok(Field::Value),
+            "value_base64" => Ok(Field::ValueBase64),
+            "labels" => Ok(Field::Labels),
+            // SECURITY: the name is not echoed: a misplaced value could be it.
+            _ => Err(fail(self.0, BodyFault::UnknownField)),
+        }
+    }
+}
+
+impl<'de> Visitor<'de> for PutVisitor<'_> {
+    type Value = RawPutBody;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawPutBody, A::Error> {
+        let slot = self.0;
+        let mut raw = RawPutBody::default();
+        let mut seen: Vec<Field> = Vec::with_capacity(3);
+        while let Some(field) = map.next_key_seed(FieldSeed(slot))? {
+            if seen.contains(&field) {
+                return Err(fail(slot, BodyFault::DuplicateField(field.name())));
+            }
+            seen.push(field);
+            match field {
+                Field::Value => {
+                    raw.value = map
+                        .next_value_seed(OptionSeed(Utf8Seed))
+                        .map_err(|e| fail_or(slot, BodyFault::NotString("value"), e))?;
+                }
+                Field::ValueBase64 => {
+                    raw.value_base64 = map
+                        .next_value_seed(OptionSeed(Base64Seed(slot)))
+                        .map_err(|e| fail_or(slot, BodyFault::NotString("value_base64"), e))?;
+                }
+                Field::Labels => {
+                    raw.labels = map
+                        .next_value_seed(OptionSeed(LabelsSeed(slot)))
+                        .map_err(|e| fail_or(slot, BodyFault::LabelsNotObject, e))?;
+                }
+            }
+            if raw.value.is_some() && raw.value_base64.is_some() {
+                return Err(fail(slot, BodyFault::BothValues));
+            }
+        }
+        Ok(raw)
+    }
+}
+
+/// Records `fault` unless one is recorded, and passes `e` on unchanged (a
+/// syntax error inside a field stays a syntax error).
+fn fail_or<E>(slot: &FaultSlot, fault: BodyFault, e: E) -> E {
+    if slot.get().is_none() {
+        slot.set(Some(fault));
+    }
+    e
+}
+
+/// `null` or what `S` takes (a field sent as `null` counts as absent).
+struct OptionSeed<S>(S);
+
+impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for OptionSeed<S> {
+    type Value = Option<S::Value>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de, S: DeserializeSeed<'de>> Visitor<'de> for OptionSeed<S> {
+    type Value = Option<S::Value>;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("null or a value")
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        self.0.deserialize(d).map(Some)
+    }
+}
+
+/// A JSON string taken straight into zeroizing memory.
+struct Utf8Seed;
+
+impl<'de> DeserializeSeed<'de> for Utf8Seed {
+    type Value = SecretBytes;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<SecretBytes, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl Visitor<'_> for Utf8Seed {
+    type Value = SecretBytes;
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("a string")
     }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(Utf8Secret(SecretBytes::copy_from(v.as_bytes())))
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<SecretBytes, E> {
+        Ok(SecretBytes::copy_from(v.as_bytes()))
     }
-    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
-        Ok(Utf8Secret(SecretBytes::new(v.into_bytes())))
-    }
-}
-
-impl<'de> Deserialize<'de> for Utf8Secret {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_str(Utf8Visitor)
+    fn visit_string<E: de::Error>(self, v: String) -> Result<SecretBytes, E> {
+        Ok(SecretBytes::new(v.into_bytes()))
     }
 }
 
-struct Base64Visitor;
-impl Visitor<'_> for Base64Visitor {
-    type Value = Base64Secret;
+/// A base64 JSON string decoded straight into zeroizing memory.
+struct Base64Seed<'f>(&'f FaultSlot);
+
+impl<'de> DeserializeSeed<'de> for Base64Seed<'_> {
+    type Value = SecretBytes;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<SecretBytes, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl Visitor<'_> for Base64Seed<'_> {
+    type Value = SecretBytes;
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("a base64 string")
     }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<SecretBytes, E> {
         let mut out = Zeroizing::new(vec![0u8; v.len() / 4 * 3 + 3]);
         let n = B64
             .decode_slice(v.as_bytes(), &mut out[..])
-            .map_err(|_| E::custom("`value_base64` is not valid standard base64"))?;
-        Ok(Base64Secret(SecretBytes::copy_from(&out[..n])))
+            .map_err(|_| fail(self.0, BodyFault::BadBase64))?;
+        Ok(SecretBytes::copy_from(&out[..n]))
     }
 }
 
-impl<'de> Deserialize<'de> for Base64Secret {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_str(Base64Visitor)
+/// The label map, checked entry by entry as it is parsed: the parse stops
+/// at the first label past a limit, before the rest is read into memory.
+struct LabelsSeed<'f>(&'f FaultSlot);
+
+impl<'de> DeserializeSeed<'de> for LabelsSeed<'_> {
+    type Value = Labels;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Labels, D::Error> {
+        d.deserialize_map(self)
     }
 }
 
-/// Longest label key and value, and most labels per secret.
-const MAX_LABEL_KEY: usize = 63;
-const MAX_LABEL_VALUE: usize = 256;
-const MAX_LABELS: usize = 64;
+impl<'de> Visitor<'de> for LabelsSeed<'_> {
+    type Value = Labels;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object of strings")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Labels, A::Error> {
+        let slot = self.0;
+        let mut labels = Labels::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if labels.len() == MAX_LABELS {
+                return Err(fail(slot, BodyFault::TooManyLabels));
+            }
+            if let Err(fault) = check_label_key(&key) {
+                return Err(fail(slot, fault));
+            }
+            if labels.contains_key(&key) {
+                return Err(fail(slot, BodyFault::DuplicateLabel));
+            }
+            let value: String = map
+                .next_value()
+                .map_err(|e| fail_or(slot, BodyFault::LabelNotString, e))?;
+            if let Err(fault) = check_label_value(&value) {
+                return Err(fail(slot, fault));
+            }
+            labels.insert(key, value);
+        }
+        Ok(labels)
+    }
+}
 
-fn check_labels(labels: &Labels) -> Result<(), ApiError> {
+fn check_label_key(k: &str) -> Result<(), BodyFault> {
+    if k.len() > MAX_LABEL_KEY {
+        return Err(BodyFault::LabelKeyTooLong);
+    }
+    let chars_ok = !k.is_empty()
+        && k.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/'));
+    if chars_ok {
+        Ok(())
+    } else {
+        Err(BodyFault::LabelKeyChars)
+    }
+}
+
+fn check_label_value(v: &str) -> Result<(), BodyFault> {
+    if v.len() > MAX_LABEL_VALUE {
+        Err(BodyFault::LabelValueTooLong)
+    } else if v.chars().any(char::is_control) {
+        Err(BodyFault::LabelValueControl)
+    } else {
+        Ok(())
+    }
+}
+
+/// Checks labels against the API's limits ([`MAX_LABELS`],
+/// [`MAX_LABEL_KEY`], [`MAX_LABEL_VALUE`], the key alphabet, no control
+/// characters): what a `PUT` body's labels are held to while parsed.
+pub fn check_labels(labels: &Labels) -> Result<(), BodyFault> {
     if labels.len() > MAX_LABELS {
-        return Err(ApiError::InvalidBody(format!(
-            "more than {MAX_LABELS} labels"
-        )));
+        return Err(BodyFault::TooManyLabels);
     }
-    for (k, v) in labels {
-        let key_ok = !k.is_empty()
-            && k.len() <= MAX_LABEL_KEY
-            && k.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/'));
-        if !key_ok {
-            return Err(ApiError::InvalidBody(format!(
-                "label key `{}` must be 1-{MAX_LABEL_KEY} of [A-Za-z0-9._/-]",
-                super::printable(k, 64)
-            )));
-        }
-        if v.len() > MAX_LABEL_VALUE || v.chars().any(char::is_control) {
-            return Err(ApiError::InvalidBody(format!(
-                "label `{k}` must be at most {MAX_LABEL_VALUE} bytes without control characters"
-            )));
-        }
-    }
-    Ok(())
+    labels.iter().try_for_each(|(k, v)| {
+        check_label_key(k)?;
+        check_label_value(v)
+    })
 }
 
-/// Parses a `PUT` body. Error messages never echo a value: serde's own
-/// messages are passed on only when they name fields.
+/// Parses a `PUT` body, labels' limits included. An error names the field
+/// and what was wrong with it ([`BodyFault`]), never a token of the input.
 pub fn parse_put(bytes: &[u8], max_value: usize) -> Result<PutBody, ApiError> {
-    let raw: RawPutBody = serde_json::from_slice(bytes).map_err(|e| {
-        let text = e.to_string();
-        // SECURITY: serde messages such as "invalid type: integer `123`"
-        // quote the input; only field-naming messages are safe to return.
-        let safe = ["unknown field", "missing field", "duplicate field", "base64"]
-            .iter()
-            .any(|n| text.contains(n));
-        if safe {
-            ApiError::InvalidBody(text)
-        } else {
-            ApiError::InvalidBody(format!(
-                "body is not a JSON object of the form {{\"value\": \"...\"}} or {{\"value_base64\": \"...\"}} with optional \"labels\" (error at line {} column {})",
-                e.line(),
-                e.column()
-            ))
-        }
+    let slot = FaultSlot::new(None);
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let parsed = de
+        .deserialize_map(PutVisitor(&slot))
+        .and_then(|raw| de.end().map(|()| raw));
+    let raw = parsed.map_err(|e| {
+        // SECURITY: serde's message is dropped; only its category and
+        // position are used.
+        let fault = match e.classify() {
+            serde_json::error::Category::Data => slot.get().unwrap_or(BodyFault::NotObject),
+            _ => BodyFault::Syntax {
+                line: e.line(),
+                column: e.column(),
+            },
+        };
+        ApiError::from(fault)
     })?;
     let value = match (raw.value, raw.value_base64) {
-        (Some(Utf8Secret(v)), None) | (None, Some(Base64Secret(v))) => v,
-        (Some(_), Some(_)) => {
-            return Err(ApiError::InvalidBody(
-                "send either `value` or `value_base64`, not both".into(),
-            ));
-        }
-        (None, None) => {
-            return Err(ApiError::InvalidBody(
-                "the body needs `value` (UTF-8) or `value_base64`".into(),
-            ));
-        }
+        (Some(v), None) | (None, Some(v)) => v,
+        (Some(_), Some(_)) => return Err(BodyFault::BothValues.into()),
+        (None, None) => return Err(BodyFault::NoValue.into()),
     };
     if value.len() > max_value {
         return Err(ApiError::TooLarge(format!(
@@ -261,9 +519,10 @@ pub fn parse_put(bytes: &[u8], max_value: usize) -> Result<PutBody, ApiError> {
             value.len()
         )));
     }
-    let labels = raw.labels.unwrap_or_default();
-    check_labels(&labels)?;
-    Ok(PutBody { value, labels })
+    Ok(PutBody {
+        value,
+        labels: raw.labels.unwrap_or_default(),
+    })
 }
 
 /// Builds `{"path","version","value"}` (or `value_base64` for non-UTF-8
@@ -363,22 +622,168 @@ mod tests {
         );
     }
 
+    /// Every way a `PUT` body can be refused, each with a canary in the
+    /// field at fault: the fault is named, the canary never appears.
+    fn refused_bodies() -> Vec<(String, BodyFault)> {
+        let c = "CANARY-b0dy-5e1f";
+        let n = "987654321";
+        let key = "k".repeat(MAX_LABEL_KEY + 1);
+        let long = format!("{c}{}", "v".repeat(MAX_LABEL_VALUE));
+        let many: Vec<String> = (0..=MAX_LABELS)
+            .map(|i| format!(r#""k{i}":"{c}""#))
+            .collect();
+        use BodyFault as F;
+        vec![
+            (format!(r#"{{"value":{n}}}"#), F::NotString("value")),
+            (
+                format!(r#"{{"value_base64":{n}}}"#),
+                F::NotString("value_base64"),
+            ),
+            (format!(r#"{{"value":["{c}"]}}"#), F::NotString("value")),
+            (
+                format!(r#"{{"value":{{"{c}":"{c}"}}}}"#),
+                F::NotString("value"),
+            ),
+            (
+                format!(r#"{{"value":true,"x":"{c}"}}"#),
+                F::NotString("value"),
+            ),
+            (
+                format!(r#"{{"value_base64":["{c}"]}}"#),
+                F::NotString("value_base64"),
+            ),
+            (format!(r#"{{"value_base64":"{c}!"}}"#), F::BadBase64),
+            (format!(r#"{{"value_base64":"{c}"}}"#), F::BadBase64),
+            (format!(r#"{{"value":"{c}","{c}":"{c}"}}"#), F::UnknownField),
+            (format!(r#"{{"{c}":1}}"#), F::UnknownField),
+            (
+                format!(r#"{{"value":"{c}","value":"{c}"}}"#),
+                F::DuplicateField("value"),
+            ),
+            (
+                format!(r#"{{"value_base64":"YQ==","value_base64":"{c}"}}"#),
+                F::DuplicateField("value_base64"),
+            ),
+            (
+                format!(r#"{{"value":"{c}","labels":{{}},"labels":{{"a":"{c}"}}}}"#),
+                F::DuplicateField("labels"),
+            ),
+            (
+                format!(r#"{{"value":"{c}","value_base64":"YQ=="}}"#),
+                F::BothValues,
+            ),
+            (
+                format!(r#"{{"value_base64":"YQ==","value":"{c}"}}"#),
+                F::BothValues,
+            ),
+            (format!(r#"{{"labels":{{"a":"{c}"}}}}"#), F::NoValue),
+            (
+                format!(r#"{{"value":null,"labels":{{"a":"{c}"}}}}"#),
+                F::NoValue,
+            ),
+            (
+                format!(r#"{{"value":"{c}","labels":"{c}"}}"#),
+                F::LabelsNotObject,
+            ),
+            (
+                format!(r#"{{"value":"{c}","labels":["{c}"]}}"#),
+                F::LabelsNotObject,
+            ),
+            (
+                format!(r#"{{"value":"{c}","labels":{n}}}"#),
+                F::LabelsNotObject,
+            ),
+            (
+                format!(r#"{{"value":"{c}","labels":{{"k":["{c}"]}}}}"#),
+                F::LabelNotString,
+            ),
+            (
+                format!(r#"{{"value":"{c}","labels":{{"k":{n}}}}}"#),
+                F::LabelNotString,
+            ),
+            (
+                format!(r#"{{"value":"{c}","labels":{{{}}}}}"#, many.join(",")),
+                F::TooManyLabels,
+            ),
+            (
+                format!(r#"{{"value":"{c}","labels":{{"{key}{c}":"v"}}}}"#),
+                F::LabelKeyTooLong,
+            ),
+            (
+                format!(r#"{{"value":"{c}","labels":{{"{c} x":"v"}}}}"#),
+                F::LabelKeyChars,
+            ),
+            (
+                format!(r#"{{"value":"{c}","labels":{{"":"{c}"}}}}"#),
+                F::LabelKeyChars,
+            ),
+            (
+                format!(r#"{{"value":"{c}","labels":{{"é{c}":"v"}}}}"#),
+                F::LabelKeyChars,
+            ),
+            (
+                format!(r#"{{"value":"{c}","labels":{{"k":"{long}"}}}}"#),
+                F::LabelValueTooLong,
+            ),
+            (
+                format!(r#"{{"value":"{c}","labels":{{"k":"{c}\n"}}}}"#),
+                F::LabelValueControl,
+            ),
+            (
+                format!(r#"{{"value":"{c}","labels":{{"k":"{c}","k":"{c}"}}}}"#),
+                F::DuplicateLabel,
+            ),
+            (format!(r#""{c}""#), F::NotObject),
+            (format!(r#"["{c}"]"#), F::NotObject),
+            (n.to_owned(), F::NotObject),
+        ]
+    }
+
     #[test]
-    fn errors_never_echo_values() {
-        for body in [
-            &br#"{"value":99887766}"#[..],
-            br#"{"value":["canary-xyz"]}"#,
-            br#"{"value_base64":"canary-xyz!"}"#,
-            br#"{"value":"canary-xyz","labels":"canary-xyz"}"#,
-            br#"{"value":"canary-xyz"#,
-        ] {
-            let e = parse_put(body, 100).unwrap_err();
+    fn each_refusal_names_its_fault_and_never_the_input() {
+        for (body, want) in refused_bodies() {
+            let e = parse_put(body.as_bytes(), 1000).unwrap_err();
+            assert_eq!(e.code(), "invalid_body", "{body}");
             let text = format!("{e} {e:?}");
+            assert_eq!(
+                text,
+                format!("{} {:?}", ApiError::from(want), ApiError::from(want)),
+                "{body}"
+            );
             assert!(
-                !text.contains("canary") && !text.contains("99887766"),
-                "{text}"
+                !text.contains("CANARY") && !text.contains("987654321"),
+                "{body}: {text}"
             );
         }
+    }
+
+    #[test]
+    fn syntax_errors_give_a_position_only() {
+        for body in [
+            &br#"{"value":"CANARY-x"#[..],
+            br#"{"value":"CANARY-x"} CANARY"#,
+            br#"{"value" "CANARY-x"}"#,
+            br#"{"labels":{"k":"CANARY-x",}}"#,
+            b"CANARY",
+            b"",
+        ] {
+            let e = parse_put(body, 100).unwrap_err().to_string();
+            assert!(e.contains("not valid JSON (error at line 1 column"), "{e}");
+            assert!(!e.contains("CANARY"), "{e}");
+        }
+    }
+
+    #[test]
+    fn labels_at_the_limits_are_accepted() {
+        let labels: Labels = (0..MAX_LABELS)
+            .map(|i| (format!("{i:0>63}"), "v".repeat(MAX_LABEL_VALUE)))
+            .collect();
+        assert_eq!(check_labels(&labels), Ok(()));
+        let body = put_json(&SecretBytes::copy_from(b"x"), &labels);
+        assert_eq!(parse_put(&body, 10).unwrap().labels, labels);
+        // `null` fields count as absent, as before.
+        let b = parse_put(br#"{"value":"x","value_base64":null,"labels":null}"#, 10).unwrap();
+        assert!(b.labels.is_empty());
     }
 
     #[test]

@@ -80,9 +80,10 @@ pub(crate) struct PolicySnapshot {
     /// Validator and schema warnings (not fatal).
     pub(crate) warnings: Vec<Diagnostic>,
     pub(crate) generation: u64,
-    /// Whether any policy text mentions `request_id`. If none does, the
-    /// request id cannot affect a decision and the decision cache may
-    /// leave it out of its key (conservative: comments count too).
+    /// Whether any policy can read `context.request_id`, decided from the
+    /// parsed policies (`context_use`). If none can, the request id cannot
+    /// affect a decision and the decision cache may serve it; if one can,
+    /// every decision is made afresh (each request has its own id).
     pub(crate) reads_request_id: bool,
 }
 
@@ -414,7 +415,10 @@ pub(crate) fn compile(
     let actions = schema
         .action_entities()
         .map_err(|e| AuthzError::Internal(format!("cannot build action entities: {e}")))?;
-    let reads_request_id = sources.iter().any(|p| p.text.contains("request_id"));
+    // SECURITY: from the parsed policies, not their text: an escaped
+    // attribute name (`context["request\u{5f}id"]`) reads the id without
+    // spelling it.
+    let reads_request_id = super::context_use::reads_request_id(&set);
     Ok(PolicySnapshot {
         schema,
         policies: set,

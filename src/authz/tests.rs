@@ -718,8 +718,10 @@ proptest! {
 // --- Decision cache -----------------------------------------------------------
 
 /// The shipped set plus policies that read every context field and labels,
-/// so that every part of the cache key can change a decision.
-fn context_sensitive() -> Authorizer {
+/// so that every part of the cache key can change a decision; with
+/// `request_id`, one more that reads the request id (which turns the cache
+/// off: ids are unique per request).
+fn context_sensitive(request_id: bool) -> Authorizer {
     let (schema, mut policies) = shipped_sources();
     policies.push(src(
         "extra.cedar",
@@ -731,10 +733,16 @@ forbid (principal, action, resource is SecretBroker::Secret)
 when { context.transport == "tls" || (resource.hasTag("c") && resource.getTag("c") == "r") };
 @id("pid-1-never")
 forbid (principal, action, resource) when { context has peer_pid && context.peer_pid == 1 };
-@id("rid-x-never")
-forbid (principal, action, resource) when { context.request_id == "x" };
 "#,
     ));
+    if request_id {
+        policies.push(src(
+            "rid.cedar",
+            r#"@id("rid-x-never")
+forbid (principal, action, resource) when { context.request_id == "x" };
+"#,
+        ));
+    }
     Authorizer::from_sources(schema, policies).unwrap()
 }
 
@@ -756,8 +764,9 @@ proptest! {
             any::<bool>(),
             prop::sample::select(vec!["x", "y"]),
         ), 1..12),
+        with_rid_policy in any::<bool>(),
     ) {
-        let a = context_sensitive();
+        let a = context_sensitive(with_rid_policy);
         // Replay the batch twice so the second pass is served from the cache.
         for _ in 0..2 {
             for (scope, target, action, kind, uid, pid, tls, restricted, rid) in &requests {
@@ -789,8 +798,200 @@ proptest! {
                 prop_assert_eq!(&cached, &plain, "{:?} {:?} {:?}", principal, action, ctx);
             }
         }
-        prop_assert!(a.cached_decisions() > 0);
+        // A write's labels are never cached; everything else is, unless a
+        // policy reads the request id.
+        let cacheable = requests.iter().any(|(_, target, action, _, _, _, _, restricted, _)| {
+            !(*action == Action::Write && *restricted && target.len() >= 2)
+        });
+        prop_assert_eq!(a.cached_decisions() > 0, cacheable && !with_rid_policy);
     }
+}
+
+// --- Generated policies: the cache never changes a decision -------------------
+
+/// Conditions that validate against the shipped schema for every action,
+/// each with whether it can read the request id. The reading ones spell
+/// the attribute every way Cedar allows, or hand `context` on whole.
+const CONDITIONS: &[(&str, bool)] = &[
+    (r#"context.transport == "unix""#, false),
+    (r#"context["transport"] == "tls""#, false),
+    ("context has peer_uid && context.peer_uid == 7", false),
+    ("context has peer_pid", false),
+    ("principal is SecretBroker::Task", false),
+    (r#"principal in SecretBroker::Role::"platform""#, false),
+    (r#"resource in SecretBroker::Scope::"a""#, false),
+    (r#"context.request_id == "x""#, true),
+    (r#"context["request_id"] == "y""#, true),
+    (r#"context["request\u{5f}id"] == "x""#, true),
+    (r#"context["\u{72}equest\u{5f}id"] like "x*""#, true),
+    (r#"["y"].contains(context.request_id)"#, true),
+    (r#"{ c: context }.c.request_id == "x""#, true),
+    (
+        r#"(if context.transport == "unix" then context else context).request_id == "y""#,
+        true,
+    ),
+    (r#"{ "Var": context.request_id }["Var"] == "x""#, true),
+    ("context has request_id", true),
+    ("context == context", true),
+];
+
+/// A boolean condition over [`CONDITIONS`], and whether it can read the
+/// request id.
+fn condition() -> impl Strategy<Value = (String, bool)> {
+    let leaf = prop::sample::select(CONDITIONS.to_vec())
+        .prop_map(|(text, reads)| (text.to_owned(), reads));
+    leaf.prop_recursive(3, 8, 2, |inner| {
+        prop_oneof![
+            (inner.clone(), inner.clone())
+                .prop_map(|((a, ra), (b, rb))| (format!("({a}) && ({b})"), ra || rb)),
+            (inner.clone(), inner.clone())
+                .prop_map(|((a, ra), (b, rb))| (format!("({a}) || ({b})"), ra || rb)),
+            inner.clone().prop_map(|(a, ra)| (format!("!({a})"), ra)),
+        ]
+    })
+}
+
+/// A policy: permit or forbid, `when` or `unless` a condition.
+fn generated_policy() -> impl Strategy<Value = (String, bool)> {
+    (any::<bool>(), any::<bool>(), condition()).prop_map(|(permit, when, (cond, reads))| {
+        let effect = if permit { "permit" } else { "forbid" };
+        let clause = if when { "when" } else { "unless" };
+        (
+            format!("{effect} (principal, action, resource) {clause} {{ {cond} }};\n"),
+            reads,
+        )
+    })
+}
+
+#[test]
+fn every_generated_condition_validates() {
+    for (cond, reads) in CONDITIONS {
+        let text = format!("permit (principal, action, resource) when {{ {cond} }};");
+        let a = Authorizer::from_sources(schema(), vec![src("c.cedar", &text)])
+            .unwrap_or_else(|e| panic!("{cond}: {e}"));
+        assert_eq!(a.current.load().reads_request_id, *reads, "{cond}");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// With generated policies beside the shipped ones, the cached decision
+    /// is always the plain one, whichever request ids arrive, and the
+    /// cache is used exactly when no policy can read the request id.
+    #[test]
+    fn cache_never_changes_a_generated_policy_decision(
+        policies in prop::collection::vec(generated_policy(), 1..4),
+        requests in prop::collection::vec((
+            prop::collection::vec(segment(), 0..4),
+            prop::sample::select(Action::ALL.to_vec()),
+            0..3u8,
+            any::<bool>(),
+            prop::option::of(prop::sample::select(vec![7u32, 8])),
+        ), 1..6),
+    ) {
+        let (schema, mut sources) = shipped_sources();
+        let reads = policies.iter().any(|(_, r)| *r);
+        let text: String = policies.iter().map(|(p, _)| p.as_str()).collect();
+        sources.push(src("generated.cedar", &text));
+        let a = Authorizer::from_sources(schema, sources)
+            .unwrap_or_else(|e| panic!("{text}: {e}"));
+        prop_assert_eq!(a.current.load().reads_request_id, reads, "{}", text);
+        for _ in 0..2 {
+            for (target, action, kind, tls, uid) in &requests {
+                // Each request under several ids, so that a cache keyed
+                // without the id would answer one id with another's decision.
+                for rid in ["x", "y", "x", "z"] {
+                    let principal = match kind {
+                        0 => task("t", "a"),
+                        1 => platform(),
+                        _ => component("c", &["ops"]),
+                    };
+                    let ctx = RequestContext {
+                        transport: if *tls { Transport::Tls } else { Transport::Unix },
+                        peer: uid.map(|u| PeerCred { uid: u, gid: u, pid: None }),
+                        request_id: rid,
+                    };
+                    let scope_path;
+                    let secret_path;
+                    let resource = if *action == Action::List || target.len() < 2 {
+                        scope_path = if target.is_empty() { ScopePath::root() } else { ScopePath::parse(&target.join("/")).unwrap() };
+                        Resource::Scope(&scope_path)
+                    } else {
+                        secret_path = SecretPath::parse(&target.join("/")).unwrap();
+                        Resource::Secret { path: &secret_path, labels: None }
+                    };
+                    let cached = a.decide(&principal, *action, resource, &ctx);
+                    let plain = a.decide_uncached(&principal, *action, resource, &ctx);
+                    prop_assert_eq!(&cached, &plain, "{} {:?} {:?} {:?}", text, principal, action, ctx);
+                }
+            }
+        }
+        prop_assert_eq!(a.cached_decisions() == 0, reads, "{}", text);
+    }
+}
+
+#[test]
+fn an_escaped_request_id_read_is_never_cached() {
+    // The finding's policy: reads the id without spelling `request_id`.
+    let (schema, mut policies) = shipped_sources();
+    policies.push(src(
+        "odd.cedar",
+        "forbid (principal, action, resource) when { context[\"request\\u{5f}id\"] like \"*-odd\" };\n",
+    ));
+    let a = Authorizer::from_sources(schema, policies).unwrap();
+    let t = task("t", "acme/t-42");
+    let path = SecretPath::parse("acme/t-42/db").unwrap();
+    let res = Resource::Secret {
+        path: &path,
+        labels: None,
+    };
+    let allowed: Vec<bool> = (0..12)
+        .map(|i| {
+            let rid = format!("r{i}-{}", if i % 2 == 0 { "even" } else { "odd" });
+            let ctx = RequestContext {
+                request_id: &rid,
+                ..CTX
+            };
+            a.decide(&t, Action::Read, res, &ctx).allowed
+        })
+        .collect();
+    let alternating: Vec<bool> = (0..12).map(|i| i % 2 == 0).collect();
+    assert_eq!(allowed, alternating);
+    assert_eq!(a.cached_decisions(), 0);
+}
+
+#[test]
+fn denied_writes_with_labels_are_not_cached() {
+    // A task may not write; each denial carries the caller's label map.
+    let a = shipped();
+    let t = task("t", "acme/t-42");
+    for i in 0..200 {
+        let path = SecretPath::parse(&format!("acme/t-42/s{i}")).unwrap();
+        let labels: Labels = (0..10)
+            .map(|k| (format!("k{k}-{i}"), "v".repeat(256)))
+            .collect();
+        let d = a.decide(
+            &t,
+            Action::Write,
+            Resource::Secret {
+                path: &path,
+                labels: Some(&labels),
+            },
+            &CTX,
+        );
+        assert!(!d.allowed);
+    }
+    assert_eq!((a.cached_decisions(), a.cached_decision_bytes()), (0, 0));
+    // The same writes without labels are small and cached.
+    let path = SecretPath::parse("acme/t-42/s").unwrap();
+    let res = Resource::Secret {
+        path: &path,
+        labels: None,
+    };
+    assert!(!a.decide(&t, Action::Write, res, &CTX).allowed);
+    assert_eq!(a.cached_decisions(), 1);
+    assert!(a.cached_decision_bytes() > 0);
 }
 
 #[test]
