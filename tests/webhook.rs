@@ -265,6 +265,21 @@ fn malformed_reviews_are_refused_with_the_reason() {
     assert_eq!(review["response"]["uid"], "bad-pod");
     refused(s, &review, "only a task has a scope");
 
+    // A pod whose containers share process namespaces: refused, with why
+    // and the opt-in.
+    for field in ["shareProcessNamespace", "hostPID"] {
+        let mut pod = fixture("pod.in.yaml");
+        pod["spec"][field] = json!(true);
+        let (s, review) = w.review(&admission_review("shared", &pod));
+        assert_eq!(s, 200);
+        refused(s, &review, &format!("`spec.{field}`: must not be true"));
+        refused(
+            s,
+            &review,
+            "secret-broker.io/allow-shared-process-namespace",
+        );
+    }
+
     let r = w.request("GET", "/healthz", b"");
     assert_eq!((r.status, r.text().as_str()), (200, "ok\n"));
     assert_eq!(w.request("GET", "/mutate", b"").status, 405);
