@@ -31,7 +31,7 @@ pub use review::{refuse, respond};
 /// asked about is larger than 3 MiB of JSON; a review wraps one (`CREATE`)
 /// or two stored ones (`UPDATE`: `object` and `oldObject`) in an envelope
 /// of a few KiB. Real ones are a few KiB to a few tens of KiB.
-pub const MAX_BODY: usize = 3 * 1024 * 1024;
+const MAX_BODY: usize = 3 * 1024 * 1024;
 /// Body bytes every connection may hold without asking: real reviews are
 /// smaller, so they never wait on [`BODY_BUDGET`].
 const FREE_BODY: usize = 64 * 1024;
@@ -44,18 +44,18 @@ const BODY_BUDGET: usize = 4 * MAX_BODY;
 /// waited longest on its client is closed for the new one, or, when every
 /// connection is busy with a review, the new one is closed at once (see
 /// `conns`).
-pub const MAX_CONNECTIONS: usize = 128;
+const MAX_CONNECTIONS: usize = 128;
 /// Reviews whose object is built and injected at once: the CPU-bound part,
 /// and the one whose memory grows with the object, so it is kept to one.
 const TREE_WORKERS: usize = 1;
 /// Time allowed for a TLS handshake.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time allowed for a request head, and for an idle connection to send its
 /// next one. The API server gives a call `timeoutSeconds` (5 s as shipped,
 /// 30 s at most) and writes the request at once.
-pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time allowed for a request body, from its head.
-pub const BODY_TIMEOUT: Duration = Duration::from_secs(5);
+const BODY_TIMEOUT: Duration = Duration::from_secs(5);
 /// A connection's read buffer: the request head must fit (the API server's
 /// is well under 1 KiB); the body streams through it.
 const READ_BUFFER: usize = 32 * 1024;

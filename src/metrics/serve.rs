@@ -22,12 +22,12 @@ use super::Metrics;
 
 /// Connections served at once; more are closed as soon as they are
 /// accepted. A scraper needs one (two during a rolling restart).
-pub const MAX_CONNECTIONS: usize = 8;
+const MAX_CONNECTIONS: usize = 8;
 /// Time allowed for a request head, and for an idle connection to send the
 /// next one (Prometheus scrapes every 15 s or more, and reconnects).
-pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest a connection is kept, however busy.
-pub const MAX_CONNECTION_AGE: Duration = Duration::from_secs(30);
+const MAX_CONNECTION_AGE: Duration = Duration::from_secs(30);
 /// File descriptors left for the API: the metrics listener accepts nothing
 /// while fewer than this many are free under `RLIMIT_NOFILE`.
 pub const FD_RESERVE: u64 = 64;
