@@ -1,6 +1,7 @@
 //! Process hardening at start: no core dumps, not ptrace-attachable by
-//! same-uid processes, so secret memory cannot be dumped to disk; optional
-//! memory locking; and, once serving, the release of start-up code pages.
+//! same-uid processes, so secret memory cannot be dumped to disk; the file
+//! descriptor limit raised to its ceiling; optional memory locking; and,
+//! once serving, the release of start-up code pages.
 
 /// Marks the process non-dumpable and sets `RLIMIT_CORE` to 0.
 pub fn disable_core_dumps() -> std::io::Result<()> {
@@ -16,6 +17,26 @@ pub fn disable_core_dumps() -> std::io::Result<()> {
         },
     )?;
     Ok(())
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit (the soft default,
+/// often 1024, is below what `[limits] max_connections` and the store's
+/// connections may need) and returns the soft limit now in force, `None`
+/// for unlimited.
+pub fn raise_fd_limit() -> std::io::Result<Option<u64>> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current == limit.maximum {
+        return Ok(limit.current);
+    }
+    setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        },
+    )?;
+    Ok(limit.maximum)
 }
 
 /// The smallest `RLIMIT_MEMLOCK` `[memory] lock` accepts for an unprivileged
@@ -73,6 +94,14 @@ mod tests {
     #[test]
     fn trimming_our_own_code_is_harmless() {
         super::trim_code_residency();
+    }
+
+    #[test]
+    fn the_fd_limit_is_raised_to_its_ceiling() {
+        use rustix::process::{Resource, getrlimit};
+        let soft = super::raise_fd_limit().unwrap();
+        let now = getrlimit(Resource::Nofile);
+        assert_eq!((soft, now.current), (now.maximum, now.maximum));
     }
 
     #[test]

@@ -12,7 +12,9 @@ mod pod;
 
 use serde_json::{Map, Value};
 
-pub use annotations::{ANNOTATIONS, PREFIX, Role, Settings, StoreMode};
+pub use annotations::{
+    ALLOW_SHARED_PROCESS_NAMESPACE, ANNOTATIONS, PREFIX, Role, Settings, StoreMode,
+};
 pub use broker_config::{AppIdentity, generate as generate_config};
 
 /// The annotation that carries the generated broker config; the broker reads

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-pub use serve::{MetricsError, serve_metrics};
+pub use serve::{FD_RESERVE, MetricsError, serve_metrics};
 
 use crate::shard::Sharded;
 use crate::store::StoreErrorKind;

@@ -123,3 +123,76 @@ fn metrics_are_off_by_default_and_a_bad_address_is_a_config_error() {
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("metrics.addr"));
 }
+
+/// Open descriptors of `pid`, where this user may count them.
+fn open_fds(pid: i32) -> Option<usize> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .ok()
+        .map(Iterator::count)
+}
+
+#[test]
+fn idle_metrics_connections_cannot_starve_the_api_and_are_closed() {
+    let port = free_port();
+    let b = Broker::start(&format!(
+        "{}\n[metrics]\naddr = \"127.0.0.1:{port}\"\n",
+        default_principals()
+    ));
+    assert_eq!(b.put("acme/tasks/t-42/db", P, "v").status, 201);
+    // A low descriptor limit makes exhaustion cheap to reach: before the
+    // fix, the metrics listener accepted until `accept` failed with EMFILE,
+    // and then the Unix API could accept nothing either.
+    let limit = 128;
+    let set = std::process::Command::new("prlimit")
+        .arg(format!("--pid={}", b.pid()))
+        .arg(format!("--nofile={limit}:{limit}"))
+        .status()
+        .unwrap();
+    assert!(set.success());
+    let mut idle = Vec::new();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    for _ in 0..300 {
+        // A full backlog (a listener that stopped accepting) times out.
+        match std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2)) {
+            Ok(s) => idle.push(s),
+            Err(_) => break,
+        }
+    }
+    // Let the listener take them all from the backlog: wait until the
+    // broker's descriptor count stops moving (bounded).
+    let mut last = None;
+    for _ in 0..50 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let now = open_fds(b.pid());
+        if now.is_some() && now == last {
+            break;
+        }
+        last = now;
+    }
+    // The API still answers, reads included.
+    for _ in 0..5 {
+        let r = b.get("acme/tasks/t-42/db", T);
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    if let Some(n) = last {
+        assert!(
+            n as u64 + 64 <= limit,
+            "{n} descriptors open of {limit}: metrics took the API's reserve"
+        );
+    }
+    // Every idle connection is closed: the excess at once, the served ones
+    // when their head deadline passes.
+    for s in &mut idle {
+        s.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+            .unwrap();
+        let mut buf = [0u8; 64];
+        match s.read(&mut buf) {
+            Ok(0) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            other => panic!("an idle metrics connection was not closed: {other:?}"),
+        }
+    }
+    drop(idle);
+    // And metrics serve again.
+    assert!(scrape(port).contains("secret_broker_requests_total"));
+}

@@ -265,6 +265,21 @@ fn malformed_reviews_are_refused_with_the_reason() {
     assert_eq!(review["response"]["uid"], "bad-pod");
     refused(s, &review, "only a task has a scope");
 
+    // A pod whose containers share process namespaces: refused, with why
+    // and the opt-in.
+    for field in ["shareProcessNamespace", "hostPID"] {
+        let mut pod = fixture("pod.in.yaml");
+        pod["spec"][field] = json!(true);
+        let (s, review) = w.review(&admission_review("shared", &pod));
+        assert_eq!(s, 200);
+        refused(s, &review, &format!("`spec.{field}`: must not be true"));
+        refused(
+            s,
+            &review,
+            "secret-broker.io/allow-shared-process-namespace",
+        );
+    }
+
     let r = w.request("GET", "/healthz", b"");
     assert_eq!((r.status, r.text().as_str()), (200, "ok\n"));
     assert_eq!(w.request("GET", "/mutate", b"").status, 405);
@@ -390,4 +405,206 @@ fn unusable_certificates_refuse_to_start() {
     assert_eq!(out.status.code(), Some(64));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("error: tls:"), "{stderr}");
+}
+
+/// `VmRSS` and `VmHWM` (peak) of a process, in KiB.
+fn memory_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// A JSON list of `n` zeros: two bytes of text per value.
+fn zeros(n: usize) -> String {
+    let mut s = String::with_capacity(2 * n + 2);
+    s.push('[');
+    for i in 0..n {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push('0');
+    }
+    s.push(']');
+    s
+}
+
+fn review_with_object(object: &str) -> String {
+    format!(
+        r#"{{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1","request":{{"uid":"mem","operation":"CREATE","object":{object}}}}}"#
+    )
+}
+
+#[test]
+fn large_bodies_are_refused_without_building_them_and_memory_stays_bounded() {
+    let w = Webhook::start();
+    let pid = w.child.id();
+    assert_eq!(w.request("GET", "/healthz", b"").status, 200);
+    let (before, _) = memory_kib(pid);
+    // Just under the 3 MiB cap: a bare list (the envelope's first field is
+    // the wrong type), and a list inside an annotated pod (over the node
+    // limit), each sent by several clients at once, three times over.
+    let near_cap = 3 * 1024 * 1024 / 2 - 64;
+    let bare = zeros(near_cap);
+    let in_pod = review_with_object(&format!(
+        r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"annotations":{{"secret-broker.io/inject":"true"}}}},"spec":{{"x":{}}}}}"#,
+        zeros(near_cap - 200)
+    ));
+    // And the largest object that is built: an injected pod just under the
+    // node limit (its tree, the injected copy and the patch).
+    let mut pod = fixture("pod.in.yaml");
+    pod["spec"]["x"] = serde_json::from_str(&zeros(99_000)).unwrap();
+    let largest_built = admission_review("big", &pod).to_string();
+    let mut rounds = Vec::new();
+    for _ in 0..3 {
+        rounds.push(std::thread::scope(|s| {
+            let threads: Vec<_> = [&bare, &bare, &in_pod, &in_pod, &largest_built]
+                .into_iter()
+                .map(|body| {
+                    let w = &w;
+                    s.spawn(move || w.request("POST", "/mutate", body.as_bytes()))
+                })
+                .collect();
+            threads
+                .into_iter()
+                .map(|t| t.join().unwrap())
+                .collect::<Vec<Resp>>()
+        }));
+    }
+    let (after, peak) = memory_kib(pid);
+    eprintln!("webhook VmRSS {before} KiB before, {after} KiB after, VmHWM {peak} KiB");
+    // Before the fix one bare list of 4 MiB alone took the webhook from 25
+    // to 180 MB. Now the peak stays well within the pod's 128Mi limit.
+    assert!(
+        peak < before + 64 * 1024,
+        "peak {peak} KiB, from {before} KiB before"
+    );
+    for answers in rounds {
+        for r in &answers[..4] {
+            assert_eq!(r.status, 400, "{}", r.text());
+            assert_eq!(r.json()["response"]["allowed"], false);
+        }
+        let msg = answers[0].json()["response"]["status"]["message"].to_string();
+        assert!(msg.contains("not an AdmissionReview"), "{msg}");
+        let msg = answers[2].json()["response"]["status"]["message"].to_string();
+        assert!(msg.contains("JSON values"), "{msg}");
+        assert_eq!(answers[4].status, 200, "{}", answers[4].text());
+        assert_eq!(answers[4].json()["response"]["allowed"], true);
+    }
+    // Over the cap: refused from the declared length, nothing read.
+    let config = w.client_config(&[&rustls::version::TLS13]);
+    let mut tls = connect(&w, &config).unwrap();
+    tls.write_all(b"POST /mutate HTTP/1.1\r\nhost: localhost\r\ncontent-length: 4194304\r\n\r\n")
+        .unwrap();
+    let out = read_until_closed(&mut tls, Duration::from_secs(15)).unwrap();
+    let r = parse_response(&out);
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert!(r.text().contains("larger than 3 MiB"), "{}", r.text());
+}
+
+fn connect(
+    w: &Webhook,
+    config: &Arc<rustls::ClientConfig>,
+) -> Option<rustls::StreamOwned<rustls::ClientConnection, TcpStream>> {
+    let conn = rustls::ClientConnection::new(
+        Arc::clone(config),
+        ServerName::try_from("localhost").unwrap(),
+    )
+    .unwrap();
+    let tcp = TcpStream::connect(&w.addr).ok()?;
+    tcp.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    Some(rustls::StreamOwned::new(conn, tcp))
+}
+
+/// A connection that completed its handshake and sent a request head and
+/// the start of a body, then stalls.
+fn slow_body(
+    w: &Webhook,
+    config: &Arc<rustls::ClientConfig>,
+) -> Option<rustls::StreamOwned<rustls::ClientConnection, TcpStream>> {
+    let mut tls = connect(w, config)?;
+    tls.write_all(
+        b"POST /mutate HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{\"apiVersion\":",
+    )
+    .ok()?;
+    // Writing completes the handshake first; a refused one fails here.
+    tls.flush().ok()?;
+    Some(tls)
+}
+
+/// Reads until the server closes (or `within` passes); the bytes read.
+fn read_until_closed(
+    tls: &mut rustls::StreamOwned<rustls::ClientConnection, TcpStream>,
+    within: Duration,
+) -> Option<Vec<u8>> {
+    tls.sock.set_read_timeout(Some(within)).unwrap();
+    let mut out = Vec::new();
+    match tls.read_to_end(&mut out) {
+        Ok(_) => Some(out),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            None
+        }
+        // Reset or a TLS close without notify: closed all the same.
+        Err(_) => Some(out),
+    }
+}
+
+#[test]
+fn slow_clients_do_not_keep_a_review_out() {
+    let w = Webhook::start();
+    let config = w.client_config(&[&rustls::version::TLS13]);
+    // More stalled bodies than the webhook has connection slots (128; and
+    // more than the 256 it used to queue behind).
+    let mut slow = Vec::new();
+    for _ in 0..300 {
+        if let Some(s) = slow_body(&w, &config) {
+            slow.push(s);
+        }
+    }
+    // A stalled handshake, too.
+    let silent = TcpStream::connect(&w.addr).unwrap();
+
+    // A real review is answered at once: the longest-stalled connection
+    // gives up its slot.
+    let pod = fixture("pod.in.yaml");
+    let (status, review) = w.review(&admission_review("real", &pod));
+    assert_eq!(status, 200, "{review}");
+    assert_eq!(review["response"]["allowed"], true);
+    assert!(review["response"].get("patch").is_some());
+
+    // The oldest stalled connections were closed to make room...
+    let first = read_until_closed(&mut slow[0], Duration::from_secs(10));
+    assert!(
+        first.is_some(),
+        "the oldest stalled connection is still open"
+    );
+    // ...and the newest, still open, is answered 408 when its body times
+    // out, then closed.
+    let last = slow.last_mut().unwrap();
+    let out = read_until_closed(last, Duration::from_secs(60)).expect("never closed");
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("did not arrive within"), "{text}");
+    // The stalled handshake is closed too.
+    silent
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let n = (&silent).read(&mut buf);
+    assert!(
+        matches!(n, Ok(0))
+            || n.as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "{n:?}"
+    );
 }

@@ -179,10 +179,39 @@ async fn open_store(config: &StoreConfig) -> Result<Arc<dyn Store>, StartError> 
     })
 }
 
+/// Raises the descriptor limit to its ceiling and warns when even that is
+/// below what the API's connections, the metrics listener's reserve and
+/// the broker's own files (store, audit, runtime) need.
+fn check_fd_limit(config: &Config) {
+    // The broker's own descriptors besides connections: the listeners,
+    // the store and audit files, the runtime's epoll and event fds, a
+    // remote store's connection pool.
+    const OWN: u64 = 64;
+    match crate::hardening::raise_fd_limit() {
+        Ok(Some(limit)) => {
+            let need = config.limits.max_connections as u64
+                + OWN
+                + config
+                    .metrics_addr
+                    .map_or(0, |_| crate::metrics::FD_RESERVE);
+            if limit < need {
+                tracing::warn!(
+                    limit,
+                    need,
+                    "the file descriptor limit (RLIMIT_NOFILE) is below what limits.max_connections needs; raise it (ulimit -n, systemd LimitNOFILE=) or lower limits.max_connections"
+                );
+            }
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot raise the file descriptor limit"),
+    }
+}
+
 /// Builds every layer from the config and serves until a stop signal.
 async fn start(config: Config, dev: Option<&super::dev::DevEnv>) -> Result<(), StartError> {
     init_tracing(&config.log);
     crate::hardening::disable_core_dumps().map_err(StartError::Hardening)?;
+    check_fd_limit(&config);
     if config.memory_lock {
         crate::hardening::lock_memory()?;
     }

@@ -10,6 +10,11 @@ use crate::secret::ScopePath;
 /// The prefix every annotation of ours starts with.
 pub const PREFIX: &str = "secret-broker.io/";
 
+/// The opt-in to inject into a pod whose containers share process
+/// namespaces with each other (`shareProcessNamespace`) or with the node
+/// (`hostPID`).
+pub const ALLOW_SHARED_PROCESS_NAMESPACE: &str = "secret-broker.io/allow-shared-process-namespace";
+
 /// Every annotation this tool reads, with its meaning (for errors and docs).
 pub const ANNOTATIONS: &[(&str, &str)] = &[
     (
@@ -41,6 +46,10 @@ pub const ANNOTATIONS: &[(&str, &str)] = &[
     (
         "secret-broker.io/containers",
         "comma-separated containers that use the broker (default: all)",
+    ),
+    (
+        ALLOW_SHARED_PROCESS_NAMESPACE,
+        "\"true\" to inject into a pod with `hostPID` or `shareProcessNamespace` (gives up the socket's isolation)",
     ),
     ("secret-broker.io/image", "the broker image"),
     (
@@ -98,6 +107,9 @@ pub struct Settings {
     pub containers: Option<Vec<String>>,
     /// The broker image.
     pub image: String,
+    /// Injection into a pod with `hostPID` or `shareProcessNamespace` was
+    /// asked for explicitly, isolation given up.
+    pub allow_shared_process_namespace: bool,
     /// The broker's log level.
     pub log_level: String,
     /// CPU and memory requests.
@@ -254,6 +266,16 @@ impl Settings {
                 Some(names)
             }
         };
+        let allow_shared_process_namespace = match take(ALLOW_SHARED_PROCESS_NAMESPACE) {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                return Err(err(
+                    ALLOW_SHARED_PROCESS_NAMESPACE,
+                    format!("`{other}` is not \"true\" or \"false\""),
+                ));
+            }
+        };
         let image = take("secret-broker.io/image").unwrap_or(DEFAULT_IMAGE);
         if image.is_empty() || image.chars().any(char::is_whitespace) {
             return Err(err(
@@ -295,6 +317,7 @@ impl Settings {
             policies,
             containers,
             image: image.to_owned(),
+            allow_shared_process_namespace,
             log_level: log_level.to_owned(),
             requests,
             limits,

@@ -4,6 +4,7 @@
 
 use serde_json::{Map, Value, json};
 
+use super::annotations::ALLOW_SHARED_PROCESS_NAMESPACE;
 use super::broker_config::AppIdentity;
 use super::{
     BINARY, BROKER_GID, BROKER_SOCKET_PATH, BROKER_SOCKET_VOLUME, BROKER_UID, CONFIG_ANNOTATION,
@@ -32,6 +33,7 @@ const SOCKET_ENV: &str = "SECRET_BROKER_SOCKET";
 /// Injects the broker into a pod template (`{metadata, spec}`).
 pub(super) fn inject(template: &mut Map<String, Value>, s: &Settings) -> Result<(), InjectError> {
     let spec = object(template, "spec")?;
+    check_process_isolation(spec, s)?;
     strip(spec);
     let app = wire_apps(spec, s)?;
     add_broker(spec, s)?;
@@ -40,6 +42,31 @@ pub(super) fn inject(template: &mut Map<String, Value>, s: &Settings) -> Result<
     let meta = object(template, "metadata")?;
     let annotations = object(meta, "annotations")?;
     annotations.insert(CONFIG_ANNOTATION.into(), Value::String(config));
+    Ok(())
+}
+
+/// Refuses a pod whose processes other containers (or the node) can see,
+/// unless the opt-in annotation says so.
+///
+/// SECURITY: the socket is mounted only into the containers that use the
+/// broker, but with a shared process namespace any container can open
+/// `/proc/<app pid>/root/run/secret-broker/api.sock`, and one running under
+/// the app's uid is then taken for the app. `hostPID` opens the same path to
+/// every process of the node under that uid.
+fn check_process_isolation(spec: &Map<String, Value>, s: &Settings) -> Result<(), InjectError> {
+    if s.allow_shared_process_namespace {
+        return Ok(());
+    }
+    for field in ["hostPID", "shareProcessNamespace"] {
+        if spec.get(field).and_then(Value::as_bool) == Some(true) {
+            return Err(spec_err(
+                format!("spec.{field}"),
+                format!(
+                    "must not be true in a pod that uses the broker: other processes could reach its socket through /proc/<pid>/root and act as the app; remove it, or set `{ALLOW_SHARED_PROCESS_NAMESPACE}: \"true\"` to give up that isolation"
+                ),
+            ));
+        }
+    }
     Ok(())
 }
 

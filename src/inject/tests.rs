@@ -284,3 +284,43 @@ fn store_mode_is_explicit_and_checked() {
         tpl(&default)["metadata"]["annotations"][CONFIG_ANNOTATION]
     );
 }
+
+#[test]
+fn shared_process_namespaces_are_refused_unless_opted_in() {
+    for field in ["shareProcessNamespace", "hostPID"] {
+        for annotations in [task_annotations(), {
+            let mut a = task_annotations();
+            a["secret-broker.io/role"] = json!("platform");
+            a.as_object_mut().unwrap().remove("secret-broker.io/scope");
+            a
+        }] {
+            let mut j = job(annotations.clone());
+            j["spec"]["template"]["spec"][field] = json!(true);
+            let e = error_of(j.clone());
+            assert!(
+                e.contains(&format!("`spec.{field}`: must not be true"))
+                    && e.contains(ALLOW_SHARED_PROCESS_NAMESPACE),
+                "{e}"
+            );
+            // `false` is the default and fine.
+            j["spec"]["template"]["spec"][field] = json!(false);
+            assert!(inject_value(&j).unwrap().is_some());
+            // The explicit opt-in injects, and keeps the field.
+            j["spec"]["template"]["spec"][field] = json!(true);
+            j["spec"]["template"]["metadata"]["annotations"][ALLOW_SHARED_PROCESS_NAMESPACE] =
+                json!("true");
+            let out = inject_value(&j).unwrap().unwrap();
+            assert_eq!(out["spec"]["template"]["spec"][field], true);
+            assert!(inject_value(&out).unwrap().is_none(), "idempotent");
+        }
+    }
+    let mut a = task_annotations();
+    a[ALLOW_SHARED_PROCESS_NAMESPACE] = json!("yes");
+    assert!(error_of(job(a)).contains("is not \"true\" or \"false\""));
+    // Written `"false"`, it is the default: still refused.
+    let mut a = task_annotations();
+    a[ALLOW_SHARED_PROCESS_NAMESPACE] = json!("false");
+    let mut j = job(a);
+    j["spec"]["template"]["spec"]["shareProcessNamespace"] = json!(true);
+    assert!(error_of(j).contains("must not be true"));
+}
