@@ -12,7 +12,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "../tests/common/broker.rs"]
-#[allow(dead_code)]
 mod common;
 
 #[path = "../tests/conformance/backends.rs"]

@@ -213,7 +213,9 @@ impl RawConfig {
         let listen = self.listen.validate(base)?;
         let store = self.store.validate(base)?;
         let cache = CacheConfig {
-            ttl: duration("cache.ttl", self.cache.ttl.as_deref(), "5m")?,
+            // The revocation bound: how long another broker may serve a
+            // deleted or rotated value (measured cost: benches/store_reads).
+            ttl: duration("cache.ttl", self.cache.ttl.as_deref(), "30s")?,
             stale_if_error: duration(
                 "cache.stale_if_error",
                 self.cache.stale_if_error.as_deref(),

@@ -65,6 +65,27 @@ fn empty_config_has_defaults() {
     assert_eq!(c.audit, AuditSink::Stdout);
     assert!(!c.audit_spool);
     assert!(c.principals.is_empty());
+    // The revocation bound across brokers, and the fail-closed audit.
+    assert_eq!(c.cache.ttl, Duration::from_secs(30));
+    assert_eq!(c.cache.stale_if_error, Duration::ZERO);
+    assert_eq!(c.audit_on_failure, AuditOnFailure::Refuse);
+    assert_eq!(c.limits.max_connections_per_uid, 512);
+    assert_eq!(c.limits.max_in_flight_per_principal, 128);
+}
+
+#[test]
+fn audit_on_failure_and_per_caller_limits_are_read() {
+    let c = parse(
+        "[audit]\non_failure = \"serve\"\n[limits]\nmax_connections = 10\nmax_in_flight = 5\n",
+    )
+    .unwrap();
+    assert_eq!(c.audit_on_failure, AuditOnFailure::Serve);
+    assert_eq!(c.limits.max_connections_per_uid, 5);
+    assert_eq!(c.limits.max_in_flight_per_principal, 3);
+    let e = parse("[audit]\non_failure = \"ignore\"").unwrap_err().to_string();
+    assert!(e.contains("audit.on_failure"), "{e}");
+    let e = parse("[limits]\nmax_in_flight_per_principal = 0").unwrap_err().to_string();
+    assert!(e.contains("max_in_flight_per_principal"), "{e}");
 }
 
 #[test]
