@@ -76,7 +76,9 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(3);
-    println!("| store | cached p50 | uncached p50 | uncached p99 | uncached/cached (median of {rounds} rounds, min-max) |");
+    println!(
+        "| store | cached p50 | uncached p50 | uncached p99 | uncached/cached (median of {rounds} rounds, min-max) |"
+    );
     println!("|---|---|---|---|---|");
     for store in ["vault", "aws", "gcp", "azure"] {
         let (Some(cached), Some(uncached)) = (start(store, "30s"), start(store, "0s")) else {

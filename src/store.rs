@@ -279,6 +279,39 @@ pub(crate) fn check_seal(seal: Option<&str>, version: u64, labels: &Labels) -> S
     }
 }
 
+/// Reads with `read_once` until the labels' seal holds (or is absent: a
+/// secret written before seals), reading again a little later while a
+/// write is in progress, and failing closed when it stays broken.
+#[cfg(any(feature = "aws", feature = "gcp"))]
+pub(crate) async fn read_sealed<F, Fut>(
+    store: &'static str,
+    path: &SecretPath,
+    mut read_once: F,
+) -> Result<StoredSecret, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(StoredSecret, Seal), StoreError>>,
+{
+    let mut attempt = 1;
+    loop {
+        let (secret, seal) = read_once().await?;
+        match seal {
+            Seal::Holds | Seal::Absent => return Ok(secret),
+            // SECURITY: a value is never released with labels that were
+            // not written with it; `secret` is dropped (zeroized) here.
+            Seal::Broken if attempt >= SEAL_READ_ATTEMPTS => {
+                return Err(unsealed(store, path, secret.version));
+            }
+            Seal::Broken => {
+                drop(secret);
+                tokio::time::sleep(std::time::Duration::from_millis(100 * u64::from(attempt)))
+                    .await;
+                attempt += 1;
+            }
+        }
+    }
+}
+
 /// The error of a read that kept finding a broken seal: fail closed.
 #[cfg(any(feature = "aws", feature = "gcp"))]
 pub(crate) fn unsealed(store: &'static str, path: &SecretPath, version: u64) -> StoreError {

@@ -12,6 +12,15 @@ use std::time::Duration;
 
 use common::{Broker, PLATFORM_TOKEN as P, TASK_TOKEN as T, default_principals};
 
+/// Runs `serve --config config` to its end: for starts that must fail.
+fn serve_once(config: impl AsRef<std::path::Path>) -> std::process::Output {
+    std::process::Command::new(common::BIN)
+        .args(["serve", "--config"])
+        .arg(config.as_ref())
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn socket_mode_is_applied_and_removed_on_sigterm() {
     let mut b = Broker::start(&default_principals());
@@ -41,11 +50,7 @@ fn default_mode_is_0660_and_group_applies() {
 fn refuses_a_live_socket_and_replaces_a_stale_one() {
     let mut b = Broker::start(&default_principals());
     // A second broker on the same config must refuse to start.
-    let out = std::process::Command::new(common::BIN)
-        .args(["serve", "--config"])
-        .arg(&b.config)
-        .output()
-        .unwrap();
+    let out = serve_once(&b.config);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("already serving"));
     assert_eq!(
@@ -64,11 +69,7 @@ fn refuses_a_live_socket_and_replaces_a_stale_one() {
     b.kill9();
     std::fs::remove_file(&b.socket).unwrap();
     std::fs::write(&b.socket, b"not a socket").unwrap();
-    let out = std::process::Command::new(common::BIN)
-        .args(["serve", "--config"])
-        .arg(&b.config)
-        .output()
-        .unwrap();
+    let out = serve_once(&b.config);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a socket"));
     assert_eq!(std::fs::read(&b.socket).unwrap(), b"not a socket");
@@ -92,11 +93,7 @@ fn a_socket_directory_others_can_write_is_refused() {
         // A planted symlink where the socket goes.
         let _ = std::fs::remove_file(&b.socket);
         std::os::unix::fs::symlink(&victim, &b.socket).unwrap();
-        let out = std::process::Command::new(common::BIN)
-            .args(["serve", "--config"])
-            .arg(&b.config)
-            .output()
-            .unwrap();
+        let out = serve_once(&b.config);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{mode:o}: started");
         assert!(err.contains("writable by others"), "{mode:o}: {err}");
@@ -112,11 +109,7 @@ fn a_socket_directory_others_can_write_is_refused() {
     if common::is_root() {
         // A stale socket that is not ours is left alone.
         std::os::unix::fs::chown(&b.socket, Some(54321), None).unwrap();
-        let out = std::process::Command::new(common::BIN)
-            .args(["serve", "--config"])
-            .arg(&b.config)
-            .output()
-            .unwrap();
+        let out = serve_once(&b.config);
         assert!(!out.status.success());
         assert!(String::from_utf8_lossy(&out.stderr).contains("owned by uid 54321"));
         assert!(b.socket.exists());
@@ -238,22 +231,14 @@ fn a_bad_policy_set_refuses_to_start_with_file_and_line() {
         "permit(principal, action, resource);\npermit(principal, action == SecretBroker::Action::\"read\", resource) when { resource.nope == 1 };\n",
     )
     .unwrap();
-    let out = std::process::Command::new(common::BIN)
-        .args(["serve", "--config"])
-        .arg(write_min_config(dir.path()))
-        .output()
-        .unwrap();
+    let out = serve_once(write_min_config(dir.path()));
     assert_eq!(out.status.code(), Some(64));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.cedar:2:"), "{err}");
     // The store opens while the policies load; with both broken, the
     // policy error is still the one reported, and no socket is left.
     std::fs::write(dir.path().join("k"), b"short").unwrap();
-    let out = std::process::Command::new(common::BIN)
-        .args(["serve", "--config"])
-        .arg(dir.path().join("c.toml"))
-        .output()
-        .unwrap();
+    let out = serve_once(dir.path().join("c.toml"));
     assert_eq!(out.status.code(), Some(64));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.cedar:2:"), "{err}");
@@ -276,19 +261,11 @@ fn bad_config_exits_64_with_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("c.toml");
     std::fs::write(&p, "[listen]\nsokcet = \"x\"\n").unwrap();
-    let out = std::process::Command::new(common::BIN)
-        .args(["serve", "--config"])
-        .arg(&p)
-        .output()
-        .unwrap();
+    let out = serve_once(&p);
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("sokcet"));
     let missing = dir.path().join("missing.toml");
-    let out = std::process::Command::new(common::BIN)
-        .args(["serve", "--config"])
-        .arg(&missing)
-        .output()
-        .unwrap();
+    let out = serve_once(&missing);
     assert_eq!(out.status.code(), Some(64));
 }
 

@@ -82,9 +82,13 @@ fn audit_on_failure_and_per_caller_limits_are_read() {
     assert_eq!(c.audit_on_failure, AuditOnFailure::Serve);
     assert_eq!(c.limits.max_connections_per_uid, 5);
     assert_eq!(c.limits.max_in_flight_per_principal, 3);
-    let e = parse("[audit]\non_failure = \"ignore\"").unwrap_err().to_string();
+    let e = parse("[audit]\non_failure = \"ignore\"")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("audit.on_failure"), "{e}");
-    let e = parse("[limits]\nmax_in_flight_per_principal = 0").unwrap_err().to_string();
+    let e = parse("[limits]\nmax_in_flight_per_principal = 0")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("max_in_flight_per_principal"), "{e}");
 }
 

@@ -464,23 +464,7 @@ impl Store for GcpStore {
 
     async fn get(&self, path: &SecretPath) -> Result<StoredSecret, StoreError> {
         let name = self.secret_name(path)?;
-        let mut attempt = 1;
-        loop {
-            let (secret, seal) = self.read_once(&name, path).await?;
-            match seal {
-                super::Seal::Holds | super::Seal::Absent => return Ok(secret),
-                // SECURITY: a value is never released with labels that were
-                // not written with it; `secret` is dropped (zeroized) here.
-                super::Seal::Broken if attempt >= super::SEAL_READ_ATTEMPTS => {
-                    return Err(super::unsealed(STORE, path, secret.version));
-                }
-                super::Seal::Broken => {
-                    drop(secret);
-                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
-                    attempt += 1;
-                }
-            }
-        }
+        super::read_sealed(STORE, path, || self.read_once(&name, path)).await
     }
 
     async fn list(&self, scope: &ScopePath) -> Result<Vec<SecretMeta>, StoreError> {
