@@ -343,20 +343,11 @@ async fn dispatch<'s>(
     trail: &mut Trail<'s>,
 ) -> Result<Response<Body>, ApiError> {
     let route = Route::parse(sent)?;
-    let method = req.method.clone();
-    let allowed = matches!(
-        (&route, &method),
-        (
-            Route::Secret(_),
-            &Method::GET | &Method::PUT | &Method::DELETE
-        ) | (_, &Method::GET)
-    );
-    if !allowed {
-        return Err(ApiError::MethodNotAllowed {
-            method: printable(method.as_str(), 16),
-            allow: route.allow(),
-        });
+    if let Some(name) = &req.query {
+        return Err(request::query_refused(name));
     }
+    let method = req.method.clone();
+    route.check_method(&method)?;
     let ctx = RequestContext {
         transport: conn.transport,
         peer: conn.peer,

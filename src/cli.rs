@@ -30,6 +30,14 @@ pub enum Exit {
     Failure = 1,
     /// Bad usage.
     Usage = 2,
+    /// The broker identified no principal (`401 unauthenticated`).
+    Unauthenticated = 3,
+    /// The policy denied the request (`403 forbidden`).
+    Forbidden = 4,
+    /// No such secret (`404 not_found`).
+    NotFound = 5,
+    /// `put --create-only` and the secret exists (`412 precondition_failed`).
+    Exists = 6,
     /// The config is invalid (EX_CONFIG).
     Config = 64,
     /// The broker could not be reached (EX_UNAVAILABLE).
@@ -81,10 +89,12 @@ pub struct ClientArgs {
     /// The broker's socket [default: $SECRET_BROKER_SOCKET, else /run/secret-broker/api.sock]
     #[arg(long, value_name = "S")]
     socket: Option<PathBuf>,
-    /// Send `Authorization: Bearer` with the token in this file [default: $SECRET_BROKER_TOKEN]
+    /// Send `Authorization: Bearer` with the token read from this file [default:
+    /// $SECRET_BROKER_TOKEN_FILE; without either, the token is $SECRET_BROKER_TOKEN itself]
     #[arg(long, value_name = "F")]
     token_file: Option<PathBuf>,
-    /// Print the API's JSON instead of text for people.
+    /// Print the API's JSON instead of text for people, one document per line
+    /// (errors too: the API's error envelope).
     #[arg(long)]
     json: bool,
 }
@@ -99,15 +109,23 @@ impl Cli {
             // The webhook serves many API-server calls at once; the client
             // verbs and policy commands need no more than one thread.
             Command::Webhook(a) => block_on(true, webhook::run(a)),
-            Command::Put(a) => block_on(false, async { client::report(put::run(a).await) }),
-            Command::Get(a) => block_on(false, async { client::report(get::run(a).await) }),
-            Command::Ls(a) => block_on(false, async { client::report(ls::run(a).await) }),
-            Command::Rm(a) => block_on(false, async { client::report(rm::run(a).await) }),
-            Command::Whoami(a) => block_on(false, async { client::report(whoami::run(a).await) }),
-            Command::Health(a) => block_on(false, async { client::report(health::run(a).await) }),
+            Command::Put(a) => client_verb(a.client.json, put::run(a)),
+            Command::Get(a) => client_verb(a.client.json, get::run(a)),
+            Command::Ls(a) => client_verb(a.client.json, ls::run(a)),
+            Command::Rm(a) => client_verb(a.client.json, rm::run(a)),
+            Command::Whoami(a) => client_verb(a.client.json, whoami::run(a)),
+            Command::Health(a) => client_verb(a.client.json, health::run(a)),
             Command::Policy(a) => block_on(false, policy::run(a)),
         }
     }
+}
+
+/// Runs a client verb and reports its failure (as JSON too with `--json`).
+fn client_verb(
+    json: bool,
+    fut: impl std::future::Future<Output = Result<(), ClientError>>,
+) -> Exit {
+    block_on(false, async move { client::report(json, fut.await) })
 }
 
 /// Runs `fut` on a fresh runtime (multi-threaded or current-thread).

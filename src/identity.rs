@@ -123,9 +123,10 @@ impl PrincipalSpec {
 /// Why a caller was not identified. Never carries the token.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdentityError {
-    /// No principal matched.
-    #[error("the caller matches no configured principal")]
-    NoMatch,
+    /// No principal matched. Says what the broker saw of the caller (its
+    /// own uid/gid, whether it sent a token), never what is configured.
+    #[error("the caller matches no configured principal: {0}")]
+    NoMatch(Seen),
     /// Several principals matched. The names go to the broker's log only:
     /// SECURITY: an unauthenticated caller learns nothing of the config.
     #[error(
@@ -140,6 +141,37 @@ pub enum IdentityError {
     /// The `Authorization` header is not a bearer token.
     #[error("the `Authorization` header must be `Bearer <token>`")]
     BadAuthorization,
+}
+
+/// What the broker saw of a caller it could not identify: the caller's own
+/// facts, so that a `401` says which uid/gid the broker saw and whether a
+/// token arrived.
+// SECURITY: nothing here comes from the config, so a refused caller learns
+// nothing about which principals exist; the token itself is never kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seen {
+    /// The peer's uid and gid (`SO_PEERCRED`), where the transport has them.
+    pub peer: Option<(u32, u32)>,
+    /// Whether an `Authorization: Bearer` token was sent.
+    pub token: bool,
+}
+
+impl fmt::Display for Seen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.peer {
+            Some((uid, gid)) => write!(f, "the broker saw uid {uid}, gid {gid}")?,
+            None => f.write_str("the broker saw no peer uid/gid")?,
+        }
+        if self.token {
+            f.write_str(
+                " and a bearer token, which no token principal has (a request with a token is matched against token principals only; check the token)",
+            )
+        } else {
+            f.write_str(
+                " and no bearer token; the config needs a principal with this uid or gid, or send a token",
+            )
+        }
+    }
 }
 
 /// The kernel's overflow uid and gid (`/proc/sys/kernel/overflow{uid,gid}`,
@@ -225,7 +257,10 @@ impl Resolver {
         }
         match (found, names.len()) {
             (Some((i, spec)), 1) => Ok((i, &spec.principal)),
-            (None, _) => Err(IdentityError::NoMatch),
+            (None, _) => Err(IdentityError::NoMatch(Seen {
+                peer: peer.map(|p| (p.uid, p.gid)),
+                token: token.is_some(),
+            })),
             _ => Err(IdentityError::Ambiguous(names.join(", "))),
         }
     }
@@ -298,15 +333,43 @@ mod tests {
     #[test]
     fn refuses_unknown_wrong_token_and_ambiguity() {
         let r = resolver();
+        let unknown = r.resolve(Some(&peer(9, 8)), None).unwrap_err();
         assert_eq!(
-            r.resolve(Some(&peer(9, 9)), None),
-            Err(IdentityError::NoMatch)
+            unknown,
+            IdentityError::NoMatch(Seen {
+                peer: Some((9, 8)),
+                token: false
+            })
+        );
+        // The caller is told what the broker saw of it, never a principal.
+        let text = unknown.to_string();
+        assert!(
+            text.contains("uid 9, gid 8") && text.contains("no bearer token"),
+            "{text}"
         );
         let wrong = Resolver::bearer_digest(b"Bearer nope").unwrap();
         // A wrong token does not fall back to uid matching.
+        let e = r.resolve(Some(&peer(1001, 5)), Some(&wrong)).unwrap_err();
         assert_eq!(
-            r.resolve(Some(&peer(1001, 5)), Some(&wrong)),
-            Err(IdentityError::NoMatch)
+            e,
+            IdentityError::NoMatch(Seen {
+                peer: Some((1001, 5)),
+                token: true
+            })
+        );
+        let text = e.to_string();
+        assert!(
+            text.contains("uid 1001, gid 5") && text.contains("and a bearer token"),
+            "{text}"
+        );
+        for name in ["prov", "task", "grp", "tok", "nope"] {
+            assert!(!text.contains(&format!("`{name}`")), "{text}");
+        }
+        assert!(
+            r.resolve(None, Some(&wrong))
+                .unwrap_err()
+                .to_string()
+                .contains("no peer uid/gid")
         );
         assert!(matches!(
             r.resolve(Some(&peer(2000, 3000)), None),

@@ -373,8 +373,25 @@ fn every_bad_input_gets_its_status_and_code() {
             405,
             "method_not_allowed",
         ),
+        // A trailing `/` on a secret path is an invalid path, not a 405.
         (
             "DELETE",
+            "/v1/secrets/a/",
+            vec![("authorization", a)],
+            None,
+            400,
+            "invalid_path",
+        ),
+        (
+            "PUT",
+            "/v1/secrets/a/b/",
+            vec![("authorization", a), json],
+            Some(br#"{"value":"x"}"#),
+            400,
+            "invalid_path",
+        ),
+        (
+            "POST",
             "/v1/secrets/a/",
             vec![("authorization", a)],
             None,
@@ -877,4 +894,166 @@ fn label_limits_are_checked_before_authorization_and_named() {
         .req("GET", "/v1/secrets/acme/tasks/t-42/", Some(P), None)
         .json();
     assert_eq!(list["secrets"][0]["version"], 1);
+}
+
+/// One rule, whatever the store: a trailing `/` on a `PUT`/`DELETE` path,
+/// an empty value and a query string are each a `400` before the caller is
+/// identified, the policy or the store asked, and nothing is written.
+#[test]
+fn trailing_slashes_empty_values_and_query_strings_are_400() {
+    let b = broker();
+    assert_eq!(b.put("acme/tasks/t-42/db", P, "kept").status, 201);
+    let auth = format!("Bearer {P}");
+    let json = ("content-type", "application/json");
+    for path in ["/v1/secrets/acme/tasks/t-42/", "/v1/secrets/"] {
+        for method in ["PUT", "DELETE"] {
+            // Without a token too: the path is judged first.
+            for headers in [vec![("authorization", auth.as_str()), json], vec![json]] {
+                let r = b
+                    .try_request(method, path, &headers, Some(br#"{"value":"x"}"#))
+                    .unwrap();
+                assert_eq!(
+                    (r.status, r.code()),
+                    (400, "invalid_path".into()),
+                    "{method} {path}: {}",
+                    r.text()
+                );
+                assert!(
+                    r.json()["error"]["message"]
+                        .as_str()
+                        .unwrap()
+                        .contains("does not end in `/`")
+                );
+            }
+        }
+    }
+
+    // Empty values: `400 invalid_body` in either form, the secret unchanged.
+    for body in [r#"{"value":""}"#, r#"{"value_base64":""}"#] {
+        let r = b.req("PUT", "/v1/secrets/acme/tasks/t-42/db", Some(P), Some(body));
+        assert_eq!((r.status, r.code()), (400, "invalid_body".into()), "{body}");
+        assert!(r.text().contains("the value is empty"), "{}", r.text());
+    }
+    // Before authorization: a task (which may not write) gets the same 400.
+    let r = b.req(
+        "PUT",
+        "/v1/secrets/acme/tasks/t-42/db",
+        Some(T),
+        Some(r#"{"value":""}"#),
+    );
+    assert_eq!(r.status, 400);
+    let r = b.get("acme/tasks/t-42/db", T).json();
+    assert_eq!(
+        (r["value"].as_str(), r["version"].as_u64()),
+        (Some("kept"), Some(1))
+    );
+
+    // Query strings: refused on every route, naming the first parameter
+    // and nothing after it.
+    let t_auth = format!("Bearer {T}");
+    for (method, target, name) in [
+        (
+            "GET",
+            "/v1/secrets/acme/tasks/t-42/db?version=1",
+            Some("version"),
+        ),
+        (
+            "GET",
+            "/v1/secrets/acme/tasks/t-42/?recursive=false&x=y",
+            Some("recursive"),
+        ),
+        ("GET", "/v1/whoami?as=provisioner", Some("as")),
+        ("GET", "/readyz?verbose", Some("verbose")),
+        (
+            "DELETE",
+            "/v1/secrets/acme/tasks/t-42/db?force=CANARY-q-value",
+            Some("force"),
+        ),
+        ("GET", "/v1/secrets/acme/tasks/t-42/db?", None),
+        (
+            "GET",
+            "/v1/secrets/acme/tasks/t-42/db?=CANARY-q-value",
+            None,
+        ),
+    ] {
+        let r = b
+            .try_request(method, target, &[("authorization", t_auth.as_str())], None)
+            .unwrap();
+        assert_eq!(
+            (r.status, r.code()),
+            (400, "invalid_path".into()),
+            "{method} {target}: {}",
+            r.text()
+        );
+        let msg = r.json()["error"]["message"].as_str().unwrap().to_owned();
+        assert!(msg.contains("takes no query parameters"), "{msg}");
+        if let Some(n) = name {
+            assert!(msg.contains(&format!("`{n}`")), "{msg}");
+        }
+        assert!(!msg.contains("CANARY") && !msg.contains("=1"), "{msg}");
+    }
+    let r = b.put_json(
+        "acme/tasks/t-42/db?x=1",
+        P,
+        &serde_json::json!({"value": "changed"}),
+        &[],
+    );
+    assert_eq!((r.status, r.code()), (400, "invalid_path".into()));
+    let r = b.get("acme/tasks/t-42/db", T).json();
+    assert_eq!(
+        (r["value"].as_str(), r["version"].as_u64()),
+        (Some("kept"), Some(1))
+    );
+    // The same paths without a query still work.
+    assert_eq!(b.req("GET", "/readyz", None, None).status, 200);
+    // Every one of them was audited, none with a query or a value.
+    let audit = b.audit_text();
+    assert!(!audit.contains("CANARY") && !audit.contains("version=1"));
+    assert!(
+        b.audit_lines()
+            .iter()
+            .filter(|l| l["status"] == 400)
+            .count()
+            >= 17
+    );
+}
+
+/// A `401` tells the caller what the broker saw of it (its own uid/gid,
+/// whether a token arrived), never which principals exist.
+#[test]
+fn unauthenticated_callers_are_told_what_the_broker_saw() {
+    let b = broker();
+    let (uid, gid) = (
+        rustix::process::geteuid().as_raw(),
+        rustix::process::getegid().as_raw(),
+    );
+    if uid == 2000 || uid == 2001 {
+        eprintln!("*** SKIPPED: the test user is a configured principal ***");
+        return;
+    }
+    let r = b.req("GET", "/v1/whoami", None, None);
+    assert_eq!((r.status, r.code()), (401, "unauthenticated".into()));
+    let msg = r.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(
+        msg.contains(&format!("uid {uid}, gid {gid}")) && msg.contains("no bearer token"),
+        "{msg}"
+    );
+    let r = b.req("GET", "/v1/whoami", Some("CANARY-wrong-token"), None);
+    let msg = r.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert_eq!(r.status, 401);
+    assert!(
+        msg.contains(&format!("uid {uid}, gid {gid}")) && msg.contains("and a bearer token"),
+        "{msg}"
+    );
+    for secret in [
+        "CANARY",
+        "provisioner",
+        "task-42",
+        "task-uid",
+        "platform-uid",
+        "2000",
+        "2001",
+    ] {
+        assert!(!msg.contains(secret), "{msg}");
+    }
 }

@@ -187,6 +187,9 @@ pub enum BodyFault {
     /// Neither value field.
     #[error("the body needs `value` (UTF-8) or `value_base64`")]
     NoValue,
+    /// The value has no bytes.
+    #[error("the value is empty; a secret holds at least one byte (to remove a secret, DELETE it)")]
+    EmptyValue,
     /// `labels` is not an object.
     #[error("`labels` must be a JSON object of string values")]
     LabelsNotObject,
@@ -513,6 +516,12 @@ pub fn parse_put(bytes: &[u8], max_value: usize) -> Result<PutBody, ApiError> {
         (Some(_), Some(_)) => return Err(BodyFault::BothValues.into()),
         (None, None) => return Err(BodyFault::NoValue.into()),
     };
+    // One rule for every store, before the policy or the store is asked:
+    // some stores refuse an empty value (AWS), others would silently
+    // replace a secret with nothing.
+    if value.is_empty() {
+        return Err(BodyFault::EmptyValue.into());
+    }
     if value.len() > max_value {
         return Err(ApiError::TooLarge(format!(
             "value is {} bytes; the limit is {max_value}",
@@ -677,6 +686,14 @@ mod tests {
                 F::BothValues,
             ),
             (format!(r#"{{"labels":{{"a":"{c}"}}}}"#), F::NoValue),
+            (
+                format!(r#"{{"value":"","labels":{{"a":"{c}"}}}}"#),
+                F::EmptyValue,
+            ),
+            (
+                format!(r#"{{"value_base64":"","labels":{{"a":"{c}"}}}}"#),
+                F::EmptyValue,
+            ),
             (
                 format!(r#"{{"value":null,"labels":{{"a":"{c}"}}}}"#),
                 F::NoValue,

@@ -36,6 +36,10 @@ pub struct ApiRequest {
     pub wants_raw: bool,
     /// `If-None-Match: *` (create only).
     pub create_only: bool,
+    /// The first query parameter's name, if the URI has a query string
+    /// (bounded and printable: see [`query_name`]). The API defines no
+    /// query parameter, so any is refused rather than ignored.
+    pub query: Option<String>,
     /// A `PUT`'s headers and body, for the body reader; or the body alone
     /// of any other request that sent one, so that what an early answer
     /// left unread can be drained ([`ApiRequest::drain`]). Boxed: this
@@ -100,6 +104,7 @@ impl From<Request<Incoming>> for ApiRequest {
             .get(IF_NONE_MATCH)
             .is_some_and(|v| v.as_bytes().trim_ascii() == b"*");
         let path = parts.uri.path().to_owned();
+        let query = parts.uri.query().map(query_name);
         let method = parts.method;
         let body = if method == Method::PUT {
             Some(Box::new((parts.headers, incoming)))
@@ -119,7 +124,57 @@ impl From<Request<Incoming>> for ApiRequest {
             bearer,
             wants_raw,
             create_only,
+            query,
             body,
         }
+    }
+}
+
+/// Longest query parameter name an error repeats.
+const MAX_QUERY_NAME: usize = 64;
+
+/// The name of a query string's first parameter (`version` in
+/// `version=1&x`), cut to [`MAX_QUERY_NAME`] characters with anything
+/// unprintable replaced; empty when the first parameter has no name.
+// SECURITY: never the value: `?value=hunter2` must not come back in an
+// error body or reach a log.
+pub fn query_name(query: &str) -> String {
+    let first = query.split('&').next().unwrap_or("");
+    let name = first.split('=').next().unwrap_or("");
+    super::printable(name, MAX_QUERY_NAME)
+}
+
+/// The `400 invalid_path` for a request with a query string: the API takes
+/// none, and ignoring one (`?version=1`) would let a caller believe it got
+/// what it asked for.
+pub fn query_refused(name: &str) -> super::ApiError {
+    let what = if name.is_empty() {
+        "this request has a query string".to_owned()
+    } else {
+        format!("this request has the query parameter `{name}`")
+    };
+    super::ApiError::InvalidPath(format!(
+        "the API takes no query parameters and {what}; remove it (a read always returns the current version)"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_names_are_the_first_name_only_bounded_and_printable() {
+        assert_eq!(query_name("version=1"), "version");
+        assert_eq!(query_name("a&b=2"), "a");
+        assert_eq!(query_name("=secret-value"), "");
+        assert_eq!(query_name(""), "");
+        assert_eq!(query_name("x=hunter2&y"), "x");
+        assert_eq!(query_name("a%0Ab=1"), "a%0Ab");
+        assert_eq!(query_name("\u{1b}[31m=1"), "?[31m");
+        assert_eq!(query_name(&"n".repeat(1000)).len(), MAX_QUERY_NAME);
+        let e = query_refused("version");
+        assert_eq!(e.code(), "invalid_path");
+        assert!(e.to_string().contains("`version`"), "{e}");
+        assert!(!query_refused("").to_string().contains("``"));
     }
 }

@@ -1,6 +1,8 @@
 //! Routing: the request path → one of the contract's routes, with secret
 //! paths and scopes parsed strictly before anything else happens.
 
+use http::Method;
+
 use super::error::ApiError;
 use crate::secret::{ScopePath, SecretPath};
 
@@ -60,6 +62,25 @@ impl Route {
         }
     }
 
+    /// Checks that `method` applies to this route. A `PUT` or `DELETE` on
+    /// a path ending in `/` names no secret: the contract makes a trailing
+    /// `/` on a secret path an invalid path (`400 invalid_path`), not a
+    /// `405`; any other method a route does not answer is `405`.
+    pub fn check_method(&self, method: &Method) -> Result<(), ApiError> {
+        match (self, method) {
+            (Self::Secret(_), &Method::GET | &Method::PUT | &Method::DELETE) | (_, &Method::GET) => {
+                Ok(())
+            }
+            (Self::List(_), &Method::PUT | &Method::DELETE) => Err(ApiError::InvalidPath(
+                "a secret path does not end in `/` (a path ending in `/` is a scope, which only `GET` lists)".into(),
+            )),
+            _ => Err(ApiError::MethodNotAllowed {
+                method: super::printable(method.as_str(), 16),
+                allow: self.allow(),
+            }),
+        }
+    }
+
     /// Methods this route answers, for `405` and `Allow`.
     pub fn allow(&self) -> &'static str {
         match self {
@@ -105,6 +126,37 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn a_write_or_delete_on_a_scope_is_an_invalid_path() {
+        for path in ["/v1/secrets/a/", "/v1/secrets/a/b/", "/v1/secrets/"] {
+            let route = Route::parse(path).unwrap();
+            for m in [Method::PUT, Method::DELETE] {
+                assert_eq!(
+                    route.check_method(&m).unwrap_err().code(),
+                    "invalid_path",
+                    "{m} {path}"
+                );
+            }
+            assert!(route.check_method(&Method::GET).is_ok());
+            assert_eq!(
+                route.check_method(&Method::POST).unwrap_err().code(),
+                "method_not_allowed"
+            );
+        }
+        let secret = Route::parse("/v1/secrets/a/b").unwrap();
+        for m in [Method::GET, Method::PUT, Method::DELETE] {
+            assert!(secret.check_method(&m).is_ok());
+        }
+        assert_eq!(
+            secret.check_method(&Method::PATCH).unwrap_err().code(),
+            "method_not_allowed"
+        );
+        assert_eq!(
+            Route::Whoami.check_method(&Method::PUT).unwrap_err().code(),
+            "method_not_allowed"
+        );
     }
 
     proptest::proptest! {

@@ -2,7 +2,7 @@
 //! verbs. Bodies that may hold values live in zeroizing buffers.
 
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use http::{Method, Request};
 use http_body_util::{BodyExt as _, Full};
@@ -17,7 +17,7 @@ use crate::config::DEFAULT_SOCKET;
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The broker answered with a contract error.
-    #[error("{code}: {message} (status {status}, request {request_id})")]
+    #[error("{code}: {message} (status {status}, request {request_id}){}", .hint.map_or(String::new(), |h| format!("; hint: {h}")))]
     Api {
         /// HTTP status.
         status: u16,
@@ -27,16 +27,16 @@ pub enum ClientError {
         message: String,
         /// The request id, to find the audit line.
         request_id: String,
+        /// What the CLI knows that the broker could not say.
+        hint: Option<&'static str>,
     },
     /// The socket could not be reached.
-    #[error(
-        "cannot reach the broker at `{socket}`: {source} (is it running? set --socket or $SECRET_BROKER_SOCKET)"
-    )]
+    #[error("cannot reach the broker at `{}`: {why}", .socket.display())]
     Connect {
         /// The socket path.
         socket: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
+        /// What went wrong and what to do about it.
+        why: String,
     },
     /// The HTTP exchange failed.
     #[error("http exchange with the broker failed: {0}")]
@@ -55,25 +55,165 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// The exit code: a script tells "not allowed" from "no such secret"
+    /// by it, without parsing text.
     fn exit(&self) -> Exit {
         match self {
-            Self::Api { .. } | Self::Http(_) => Exit::Failure,
+            Self::Api { code, .. } => match code.as_str() {
+                "unauthenticated" => Exit::Unauthenticated,
+                "forbidden" => Exit::Forbidden,
+                "not_found" => Exit::NotFound,
+                "precondition_failed" => Exit::Exists,
+                _ => Exit::Failure,
+            },
+            Self::Http(_) => Exit::Failure,
             Self::Connect { .. } => Exit::Unavailable,
             Self::Read { .. } => Exit::Io,
             Self::Usage(_) => Exit::Usage,
         }
     }
+
+    /// The error code of `--json` output: the broker's contract code, or
+    /// one of the CLI's own for failures that never reached the API.
+    fn code(&self) -> &str {
+        match self {
+            Self::Api { code, .. } => code,
+            Self::Connect { .. } => "unreachable",
+            Self::Http(_) => "bad_response",
+            Self::Read { .. } => "io_error",
+            Self::Usage(_) => "usage",
+        }
+    }
+
+    /// The API's error envelope, `{"error":{"code","message","request_id"}}`
+    /// (`request_id` null when no request was answered), one line.
+    fn envelope(&self) -> String {
+        let (message, request_id) = match self {
+            Self::Api {
+                message,
+                request_id,
+                ..
+            } => (message.clone(), Some(request_id.as_str())),
+            other => (other.to_string(), None),
+        };
+        let mut v = serde_json::json!({
+            "error": {"code": self.code(), "message": message, "request_id": request_id}
+        });
+        if let Self::Api {
+            hint: Some(hint), ..
+        } = self
+        {
+            v["error"]["hint"] = serde_json::Value::from(*hint);
+        }
+        format!("{v}\n")
+    }
 }
 
-/// Prints a failure and maps it to an exit code.
-pub fn report(result: Result<(), ClientError>) -> Exit {
+/// Prints a failure and maps it to an exit code. The prose goes to stderr;
+/// with `--json` the error envelope also goes to stdout, so a script reads
+/// one JSON document there whatever happened.
+pub fn report(json: bool, result: Result<(), ClientError>) -> Exit {
     match result {
         Ok(()) => Exit::Ok,
         Err(e) => {
             eprintln!("error: {e}");
+            if json {
+                // A closed stdout leaves the exit code to tell.
+                let _ = write_stdout(e.envelope().as_bytes());
+            }
             e.exit()
         }
     }
+}
+
+/// Says why connecting to `socket` failed, and what to do: above all, for
+/// `EACCES`, which group the caller lacks (not "is it running?").
+fn explain_connect(socket: &Path, e: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    use std::os::unix::fs::MetadataExt as _;
+    let fix = "set --socket or $SECRET_BROKER_SOCKET";
+    match e.kind() {
+        ErrorKind::NotFound => {
+            format!("no socket there ({e}); is the broker running? {fix}")
+        }
+        ErrorKind::ConnectionRefused => format!(
+            "nothing listens on it ({e}): a socket left by a broker that is not running; start it, or {fix}"
+        ),
+        ErrorKind::PermissionDenied => {
+            let uid = rustix::process::geteuid().as_raw();
+            let Ok(meta) = std::fs::metadata(socket) else {
+                return format!(
+                    "permission denied ({e}): a directory on the way to the socket does not let you (uid {uid}) through; ask for access to it, or {fix}"
+                );
+            };
+            let (gid, mode) = (meta.gid(), meta.mode() & 0o7777);
+            let group = match group_name(gid) {
+                Some(name) => format!("`{name}` (gid {gid})"),
+                None => format!("gid {gid}"),
+            };
+            if meta.uid() != uid && !in_group(gid) {
+                format!(
+                    "permission denied: the socket (mode {mode:04o}) is for the group {group}, and you (uid {uid}) are not in it; ask to be added to that group (then log in again), or run as a member of it"
+                )
+            } else {
+                format!(
+                    "permission denied: the socket's mode {mode:04o} (owner uid {}, group {group}) does not let you (uid {uid}) write to it; the broker's `[listen] mode` sets it",
+                    meta.uid()
+                )
+            }
+        }
+        _ => format!("{e}; is the broker running? {fix}"),
+    }
+}
+
+/// Whether the caller has `gid` as its effective or a supplementary group.
+fn in_group(gid: u32) -> bool {
+    rustix::process::getegid().as_raw() == gid
+        || rustix::process::getgroups().is_ok_and(|gs| gs.iter().any(|g| g.as_raw() == gid))
+}
+
+/// The name of group `gid` in `/etc/group`, if it has one.
+fn group_name(gid: u32) -> Option<String> {
+    let groups = std::fs::read_to_string("/etc/group").ok()?;
+    group_name_in(&groups, gid)
+}
+
+fn group_name_in(groups: &str, gid: u32) -> Option<String> {
+    groups.lines().find_map(|l| {
+        let mut f = l.split(':');
+        let name = f.next()?;
+        let id = f.nth(1)?.parse::<u32>().ok()?;
+        (id == gid && !name.is_empty()).then(|| name.to_owned())
+    })
+}
+
+/// Whether `$SECRET_BROKER_TOKEN`'s value looks like a file path rather
+/// than a token: then a `401` carries a hint (the value itself is never
+/// printed).
+fn looks_like_path(token: &str) -> bool {
+    ["./", "../", "~/"].iter().any(|p| token.starts_with(p))
+        || (token.starts_with('/') && Path::new(token).exists())
+}
+
+/// The hint a `401` carries when `$SECRET_BROKER_TOKEN` looked like a path.
+const TOKEN_PATH_HINT: &str = "$SECRET_BROKER_TOKEN holds the token itself, and its value looks like a file path; to read the token from a file, set $SECRET_BROKER_TOKEN_FILE or pass --token-file";
+
+/// Reads a token file: its content, trimmed, must not be empty.
+fn read_token_file(f: &Path) -> Result<Zeroizing<String>, ClientError> {
+    let text = Zeroizing::new(
+        std::fs::read_to_string(f).map_err(|source| ClientError::Read {
+            path: f.display().to_string(),
+            source,
+        })?,
+    );
+    let token = Zeroizing::new(text.trim().to_owned());
+    if token.is_empty() {
+        return Err(ClientError::Usage(format!(
+            "the token file `{}` is empty",
+            f.display()
+        )));
+    }
+    Ok(token)
 }
 
 /// A broker response.
@@ -98,36 +238,49 @@ impl Reply {
 pub struct Client {
     socket: PathBuf,
     token: Option<Zeroizing<String>>,
+    /// `$SECRET_BROKER_TOKEN` looked like a file path (see [`looks_like_path`]).
+    token_looks_like_path: bool,
     /// Print JSON for scripts.
     pub json: bool,
 }
 
 impl Client {
-    /// Resolves socket and token from flags and environment.
+    /// Resolves socket and token from flags and environment. The token:
+    /// the file `--token-file F`, else the file `$SECRET_BROKER_TOKEN_FILE`,
+    /// else `$SECRET_BROKER_TOKEN` itself; both variables set is an error
+    /// (which one was meant?).
     pub fn new(args: &ClientArgs) -> Result<Self, ClientError> {
         let socket = args
             .socket
             .clone()
             .or_else(|| std::env::var_os("SECRET_BROKER_SOCKET").map(PathBuf::from))
             .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET));
-        let token = match &args.token_file {
-            Some(f) => Some(Zeroizing::new(
-                std::fs::read_to_string(f)
-                    .map_err(|source| ClientError::Read {
-                        path: f.display().to_string(),
-                        source,
-                    })?
-                    .trim()
-                    .to_owned(),
-            )),
-            None => std::env::var("SECRET_BROKER_TOKEN")
-                .ok()
-                .filter(|t| !t.is_empty())
-                .map(Zeroizing::new),
+        let env_file = std::env::var_os("SECRET_BROKER_TOKEN_FILE")
+            .filter(|f| !f.is_empty())
+            .map(PathBuf::from);
+        let env_token = std::env::var("SECRET_BROKER_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty())
+            .map(Zeroizing::new);
+        let mut token_looks_like_path = false;
+        let token = match (&args.token_file, env_file, env_token) {
+            (Some(f), _, _) => Some(read_token_file(f)?),
+            (None, Some(_), Some(_)) => {
+                return Err(ClientError::Usage(
+                    "both $SECRET_BROKER_TOKEN (the token) and $SECRET_BROKER_TOKEN_FILE (a file holding it) are set; unset one".into(),
+                ));
+            }
+            (None, Some(f), None) => Some(read_token_file(&f)?),
+            (None, None, Some(t)) => {
+                token_looks_like_path = looks_like_path(&t);
+                Some(t)
+            }
+            (None, None, None) => None,
         };
         Ok(Self {
             socket,
             token,
+            token_looks_like_path,
             json: args.json,
         })
     }
@@ -142,9 +295,9 @@ impl Client {
     ) -> Result<Reply, ClientError> {
         let stream = tokio::net::UnixStream::connect(&self.socket)
             .await
-            .map_err(|source| ClientError::Connect {
+            .map_err(|e| ClientError::Connect {
+                why: explain_connect(&self.socket, &e),
                 socket: self.socket.clone(),
-                source,
             })?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
@@ -197,8 +350,19 @@ impl Client {
             code: field("code"),
             message: field("message"),
             request_id: field("request_id"),
+            hint: (status == 401 && self.token_looks_like_path).then_some(TOKEN_PATH_HINT),
         })
     }
+}
+
+/// Writes a JSON document to stdout on one line of its own: the API's
+/// bodies have no final newline, and every `--json` output ends with one.
+pub fn write_json_line(bytes: &[u8]) -> Result<(), ClientError> {
+    write_stdout(bytes)?;
+    if bytes.last() != Some(&b'\n') {
+        write_stdout(b"\n")?;
+    }
+    Ok(())
 }
 
 /// Writes bytes to stdout, flushing.
@@ -207,4 +371,51 @@ pub fn write_stdout(bytes: &[u8]) -> Result<(), ClientError> {
     out.write_all(bytes)
         .and_then(|()| out.flush())
         .map_err(|e| ClientError::Http(format!("cannot write to stdout: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_names_come_from_etc_group() {
+        let groups = "root:x:0:\nsecret-broker:x:1234:alice,bob\nbad line\n:x:9:\n";
+        assert_eq!(
+            group_name_in(groups, 1234).as_deref(),
+            Some("secret-broker")
+        );
+        assert_eq!(group_name_in(groups, 0).as_deref(), Some("root"));
+        assert_eq!(group_name_in(groups, 9), None);
+        assert_eq!(group_name_in(groups, 4321), None);
+    }
+
+    #[test]
+    fn tokens_that_look_like_paths() {
+        for t in ["./token", "../t", "~/.sb-token", "/"] {
+            assert!(looks_like_path(t), "{t}");
+        }
+        for t in ["sbdev_0123abcd", "/no-such-file-here-sb", "abc/def=="] {
+            assert!(!looks_like_path(t), "{t}");
+        }
+    }
+
+    #[test]
+    fn json_errors_are_the_api_envelope_on_one_line() {
+        let e = ClientError::Api {
+            status: 404,
+            code: "not_found".into(),
+            message: "no secret `a/b`".into(),
+            request_id: "r-1".into(),
+            hint: None,
+        };
+        assert_eq!(
+            e.envelope(),
+            "{\"error\":{\"code\":\"not_found\",\"message\":\"no secret `a/b`\",\"request_id\":\"r-1\"}}\n"
+        );
+        assert_eq!(e.exit(), Exit::NotFound);
+        let e = ClientError::Usage("bad".into());
+        let v: serde_json::Value = serde_json::from_str(&e.envelope()).unwrap();
+        assert_eq!(v["error"]["code"], "usage");
+        assert!(v["error"]["request_id"].is_null());
+    }
 }

@@ -109,6 +109,9 @@ impl DevEnv {
         let t = self.token.as_str();
         let d = self.dir.path().display();
         let uid = self.uid;
+        // After `cargo run`, `secret-broker` is not on PATH: print a
+        // command that works from the second terminal.
+        let sb = self_command();
         let lines = [
             String::new(),
             format!("secret-broker --dev: temporary broker in {d} (deleted on exit)"),
@@ -118,14 +121,57 @@ impl DevEnv {
             format!("  export SECRET_BROKER_SOCKET={s}"),
             format!("  export PLATFORM_TOKEN={t}"),
             String::new(),
-            "  SECRET_BROKER_TOKEN=$PLATFORM_TOKEN secret-broker put dev/db --value hunter2   # platform writes: ok".into(),
-            "  SECRET_BROKER_TOKEN=$PLATFORM_TOKEN secret-broker get dev/db                   # platform reads: 403".into(),
-            "  secret-broker get dev/db                                                       # the task reads: hunter2".into(),
-            "  curl -s --unix-socket $SECRET_BROKER_SOCKET http://sb/v1/secrets/dev/db        # the same over HTTP".into(),
+            format!("  SECRET_BROKER_TOKEN=$PLATFORM_TOKEN {sb} put dev/db --value hunter2   # platform writes: ok"),
+            format!("  SECRET_BROKER_TOKEN=$PLATFORM_TOKEN {sb} get dev/db                   # platform reads: 403"),
+            format!("  {sb} get dev/db                                                       # the task reads: hunter2"),
+            "  curl -s --unix-socket $SECRET_BROKER_SOCKET http://sb/v1/secrets/dev/db   # the same over HTTP".into(),
             String::new(),
         ];
         let banner = lines.join("\n") + "\n";
         let mut err = std::io::stderr().lock();
         let _ = err.write_all(banner.as_bytes());
+    }
+}
+
+/// How to run this binary from another shell: `secret-broker` when that
+/// name on `PATH` is this very file, else its full path (shell-quoted).
+fn self_command() -> String {
+    let Ok(exe) = std::env::current_exe().and_then(std::fs::canonicalize) else {
+        return "secret-broker".to_owned();
+    };
+    let on_path = std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths)
+            .any(|dir| std::fs::canonicalize(dir.join("secret-broker")).is_ok_and(|p| p == exe))
+    });
+    if on_path {
+        return "secret-broker".to_owned();
+    }
+    shell_quote(&exe.display().to_string())
+}
+
+/// `s` as one shell word: as it is when plainly safe, else single-quoted.
+fn shell_quote(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'.' | b'_' | b'-' | b'+'));
+    if plain {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_quoting() {
+        assert_eq!(
+            shell_quote("/a/target/debug/secret-broker"),
+            "/a/target/debug/secret-broker"
+        );
+        assert_eq!(shell_quote("/my dir/sb"), "'/my dir/sb'");
+        assert_eq!(shell_quote("/it's/sb"), "'/it'\\''s/sb'");
     }
 }

@@ -6,7 +6,7 @@ use clap::Args;
 use http::Method;
 
 use super::ClientArgs;
-use super::client::{Client, ClientError, write_stdout};
+use super::client::{Client, ClientError, write_json_line, write_stdout};
 
 /// Arguments of `get`.
 #[derive(Debug, Args)]
@@ -14,7 +14,7 @@ pub struct GetArgs {
     /// The secret path (`scope/name`).
     path: String,
     #[command(flatten)]
-    client: ClientArgs,
+    pub(super) client: ClientArgs,
 }
 
 /// Runs `get`: the raw value on stdout (a newline is added only on a
@@ -24,7 +24,7 @@ pub async fn run(args: GetArgs) -> Result<(), ClientError> {
     let path = super::put::api_path(&args.path)?;
     if client.json {
         let reply = client.send(Method::GET, &path, None, &[]).await?;
-        return write_stdout(&reply.body);
+        return write_json_line(&reply.body);
     }
     let reply = client
         .send(

@@ -6,19 +6,22 @@ use clap::Args;
 use http::Method;
 
 use super::ClientArgs;
-use super::client::{Client, ClientError};
+use super::client::{Client, ClientError, write_json_line, write_stdout};
 
 /// Arguments of `health`.
 #[derive(Debug, Args)]
 pub struct HealthArgs {
     #[command(flatten)]
-    client: ClientArgs,
+    pub(super) client: ClientArgs,
 }
 
 /// Runs `health`.
 pub async fn run(args: HealthArgs) -> Result<(), ClientError> {
     let client = Client::new(&args.client)?;
     // Any non-2xx answer is an error here, so reaching this means ready.
-    client.send(Method::GET, "/readyz", None, &[]).await?;
-    Ok(())
+    let reply = client.send(Method::GET, "/readyz", None, &[]).await?;
+    if client.json {
+        return write_json_line(&reply.body);
+    }
+    write_stdout(b"ready\n")
 }

@@ -9,7 +9,7 @@ use http::Method;
 use zeroize::Zeroizing;
 
 use super::ClientArgs;
-use super::client::{Client, ClientError, write_stdout};
+use super::client::{Client, ClientError, write_json_line, write_stdout};
 use crate::secret::{SecretBytes, SecretPath};
 use crate::store::Labels;
 
@@ -35,7 +35,7 @@ pub struct PutArgs {
     #[arg(long)]
     create_only: bool,
     #[command(flatten)]
-    client: ClientArgs,
+    pub(super) client: ClientArgs,
 }
 
 /// `/v1/secrets/{path}` for a path checked locally first, so typos fail
@@ -77,6 +77,18 @@ pub async fn run(args: PutArgs) -> Result<(), ClientError> {
             SecretBytes::copy_from(&buf)
         }
     };
+    // The broker refuses an empty value (`400 invalid_body`); say so
+    // before sending, naming where it came from (`false | put --stdin`).
+    if value.is_empty() {
+        let source = match (&args.from_file, args.stdin) {
+            (Some(f), _) => format!("the file `{}`", f.display()),
+            (None, true) => "standard input".to_owned(),
+            (None, false) => "`--value`".to_owned(),
+        };
+        return Err(ClientError::Usage(format!(
+            "the value from {source} is empty; a secret holds at least one byte (to remove one, use `rm`); nothing was sent"
+        )));
+    }
     let body = crate::api::body::put_json(&value, &labels);
     drop(value);
     let extra: &[(&str, &str)] = if args.create_only {
@@ -86,7 +98,7 @@ pub async fn run(args: PutArgs) -> Result<(), ClientError> {
     };
     let reply = client.send(Method::PUT, &path, Some(body), extra).await?;
     if client.json {
-        return write_stdout(&reply.body);
+        return write_json_line(&reply.body);
     }
     let v = reply.json()?;
     let what = if reply.status == 201 {

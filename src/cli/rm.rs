@@ -12,7 +12,7 @@ pub struct RmArgs {
     /// The secret path (`scope/name`).
     path: String,
     #[command(flatten)]
-    client: ClientArgs,
+    pub(super) client: ClientArgs,
 }
 
 /// Runs `rm`.
@@ -21,7 +21,8 @@ pub async fn run(args: RmArgs) -> Result<(), ClientError> {
     let path = super::put::api_path(&args.path)?;
     client.send(Method::DELETE, &path, None, &[]).await?;
     if client.json {
-        return write_stdout(b"{}\n");
+        let v = serde_json::json!({"path": args.path, "deleted": true});
+        return write_stdout(format!("{v}\n").as_bytes());
     }
     write_stdout(format!("deleted {}\n", args.path).as_bytes())
 }

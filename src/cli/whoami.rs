@@ -4,13 +4,13 @@ use clap::Args;
 use http::Method;
 
 use super::ClientArgs;
-use super::client::{Client, ClientError, write_stdout};
+use super::client::{Client, ClientError, write_json_line, write_stdout};
 
 /// Arguments of `whoami`.
 #[derive(Debug, Args)]
 pub struct WhoamiArgs {
     #[command(flatten)]
-    client: ClientArgs,
+    pub(super) client: ClientArgs,
 }
 
 /// Runs `whoami`.
@@ -18,7 +18,7 @@ pub async fn run(args: WhoamiArgs) -> Result<(), ClientError> {
     let client = Client::new(&args.client)?;
     let reply = client.send(Method::GET, "/v1/whoami", None, &[]).await?;
     if client.json {
-        return write_stdout(&reply.body);
+        return write_json_line(&reply.body);
     }
     let v = reply.json()?;
     let roles: Vec<&str> = v["roles"]

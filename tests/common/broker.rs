@@ -510,6 +510,7 @@ level = "debug"
         cmd.args(args)
             .env("SECRET_BROKER_SOCKET", &self.socket)
             .env_remove("SECRET_BROKER_TOKEN")
+            .env_remove("SECRET_BROKER_TOKEN_FILE")
             .stdin(if stdin.is_some() {
                 Stdio::piped()
             } else {
