@@ -239,7 +239,8 @@ struct RawCase {
     peer_uid: Option<u32>,
     peer_gid: Option<u32>,
     peer_pid: Option<i32>,
-    expect: Option<Expect>,
+    // A string, read below, so that a wrong value is named as `expect`'s.
+    expect: Option<String>,
     policies: Option<Vec<String>>,
 }
 
@@ -392,7 +393,12 @@ fn broker_case(raw: RawCase) -> Result<BrokerCase, String> {
     if transport == Transport::Tls && peer != (None, None, None) {
         return Err("peer credentials exist only on the unix transport".to_owned());
     }
-    let expect = raw.expect.ok_or("`expect` is missing (allow or deny)")?;
+    let expect = match raw.expect.as_deref() {
+        Some("allow") => Expect::Allow,
+        Some("deny") => Expect::Deny,
+        Some(other) => return Err(format!("`expect` is `{other}`; write allow or deny")),
+        None => return Err("`expect` is missing (allow or deny)".to_owned()),
+    };
     Ok(BrokerCase {
         caller,
         action,
