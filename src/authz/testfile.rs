@@ -315,10 +315,12 @@ pub fn parse(file: &Path, text: &str) -> Result<TestFile, TestFileError> {
                 .get("name")
                 .and_then(serde_yaml_ng::Value::as_str)
                 .map_or_else(|| unnamed(i), str::to_owned);
-            let spec = match serde_yaml_ng::from_value::<RawCase>(raw)
-                .map_err(|e| one_line(&e.to_string()))
-                .and_then(broker_case)
-            {
+            let parsed = if raw.is_mapping() {
+                serde_yaml_ng::from_value::<RawCase>(raw).map_err(|e| one_line(&e.to_string()))
+            } else {
+                Err("a case must be a map of keys such as `action`, `path` and `expect`".to_owned())
+            };
+            let spec = match parsed.and_then(broker_case) {
                 Ok(case) => CaseSpec::Broker(Box::new(case)),
                 Err(reason) => CaseSpec::Invalid(reason),
             };

@@ -165,6 +165,13 @@ fn a_bad_case_fails_alone_naming_its_field() {
         "`expect` is `maybe`; write allow or deny"
     );
     assert!(run(&authz(), &f.cases[2], None).passed);
+    let f = parse_yaml("- just a string\n- [1, 2]");
+    for case in &f.cases {
+        assert!(
+            invalid(case).starts_with("a case must be a map"),
+            "{case:?}"
+        );
+    }
 }
 
 #[test]
