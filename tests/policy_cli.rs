@@ -249,9 +249,26 @@ fn test_refuses_a_malformed_file_and_invalid_policies() {
         "cases: [{principal: p, action: read, path: a/b, expected: allow}]",
     )
     .unwrap();
+    // A bad case fails on its own, naming the key (it was a whole-file
+    // error, exit 2).
+    let r = policy(&["test", bad.to_str().unwrap()]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert_eq!(tally(&r.stdout), (0, 1));
+    assert!(
+        r.stdout.contains("unknown field `expected`"),
+        "{}",
+        r.stdout
+    );
+    // A file that is no test file at all is still refused as a whole.
+    std::fs::write(&bad, "colour: blue\ncases: []").unwrap();
     let r = policy(&["test", bad.to_str().unwrap()]);
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("is not a test file"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("expected the broker's form"),
+        "{}",
+        r.stderr
+    );
 
     let r = policy(&[
         "test",
@@ -261,6 +278,194 @@ fn test_refuses_a_malformed_file_and_invalid_policies() {
     ]);
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("broker.cedar:5:3:"), "{}", r.stderr);
+}
+
+fn cedar_tests(name: &str) -> String {
+    fixture(&format!("cedar-tests/{name}"))
+}
+
+#[test]
+fn cedar_format_cases_cannot_pass_by_accident() {
+    // `reasons` for `reason`: were the key dropped, the case would pass.
+    let r = policy(&["test", &cedar_tests("misspelled.json")]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert_eq!(tally(&r.stdout), (1, 1));
+    assert!(
+        r.stdout
+            .contains("FAIL misspelled reason key: unknown key `reasons`; a cedar case has"),
+        "{}",
+        r.stdout
+    );
+
+    // A case without `request` beside a good one: the good one still runs.
+    let r = policy(&["test", &cedar_tests("missing-request.json")]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert_eq!(tally(&r.stdout), (1, 1));
+    assert!(
+        r.stdout.contains("PASS a task reads in its scope\n"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("FAIL no request: `request` is missing"),
+        "{}",
+        r.stdout
+    );
+
+    // Every field cedar requires is required here too.
+    let r = policy(&["test", &cedar_tests("missing-fields.json")]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert_eq!(tally(&r.stdout), (0, 4));
+    for want in [
+        "FAIL no reason: `reason` is missing",
+        "FAIL no num_errors: `num_errors` is missing",
+        "FAIL no context: `request.context` is missing",
+        "FAIL legacy has_error: unknown key `has_error`",
+    ] {
+        assert!(r.stdout.contains(want), "{want}: {}", r.stdout);
+    }
+}
+
+#[test]
+fn a_tests_folder_may_hold_entity_files() {
+    // The documented layout: cases naming `entities.json` beside them.
+    let r = policy(&["test", &cedar_tests("layout")]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert_eq!(tally(&r.stdout), (3, 0));
+    assert!(!r.stdout.contains("entities.json"), "{}", r.stdout);
+
+    // Named on the command line, an entities file is a mistake, said so.
+    let r = policy(&["test", &cedar_tests("layout/entities.json")]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("is a cedar entities file (a JSON list of entities with `uid`), not a test file; expected the broker's form"),
+        "{}",
+        r.stderr
+    );
+
+    // A run that finds no case does not pass.
+    let empty = tempfile::tempdir().unwrap();
+    std::fs::write(empty.path().join("entities.json"), "[]").unwrap();
+    let r = policy(&["test", empty.path().to_str().unwrap()]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert_eq!(tally(&r.stdout), (0, 0));
+    assert!(r.stderr.contains("no test cases in"), "{}", r.stderr);
+}
+
+#[test]
+fn warnings_are_reported_and_fatal_on_request() {
+    let dir = fixture("warning");
+    let file = format!("{dir}/tasks-never-list-secrets.cedar");
+    let line = line_of(&file, "@id(\"tasks-never-list-secrets\")");
+    let at = format!(
+        "{file}:{line}:1: warning: for policy `tasks-never-list-secrets`, policy is impossible"
+    );
+
+    let r = policy(&["validate", "--policies", &dir]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains(&at), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("2 warning(s); the broker loads this set"),
+        "{}",
+        r.stderr
+    );
+    let r = policy(&["validate", "--policies", &dir, "--deny-warnings"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains(&at), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("`--deny-warnings` makes them errors"),
+        "{}",
+        r.stderr
+    );
+
+    let r = policy(&["test", "--policies", &dir, "policies/tests"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert_eq!(tally(&r.stdout).1, 0);
+    assert!(r.stderr.contains(&at), "{}", r.stderr);
+    // As `cedar run-tests` does, but before any case runs.
+    let r = policy(&[
+        "test",
+        "--policies",
+        &dir,
+        "policies/tests",
+        "--deny-warnings",
+    ]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(!r.stdout.contains("PASS"), "{}", r.stdout);
+
+    // The shipped policies have none.
+    for dir in [
+        "policies",
+        "policies/examples/restricted-labels",
+        "policies/examples/workspace-roles",
+    ] {
+        let r = policy(&["validate", "--policies", dir, "--deny-warnings"]);
+        assert_eq!(r.code, 0, "{dir}: {}", r.stderr);
+        assert!(!r.stderr.contains("warning"), "{dir}: {}", r.stderr);
+    }
+}
+
+#[test]
+fn cedar_positional_ids_name_id_less_policies() {
+    let dir = fixture("no-ids");
+    let r = policy(&["test", "--policies", &dir, &cedar_tests("positional.json")]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert_eq!(tally(&r.stdout), (5, 0));
+    // Cedar names an `@id`'d policy by its id, so it has no `policy2`.
+    let r = policy(&[
+        "test",
+        "--policies",
+        &dir,
+        &cedar_tests("positional-at-id.json"),
+    ]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout
+            .contains("missing reason(s): `policy2` (got: platform-never-reads)"),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn templates_are_refused_at_their_slot() {
+    let file = format!("{}/broker.cedar", fixture("templates"));
+    let line = line_of(&file, "principal == ?principal");
+    let r = policy(&["validate", "--policies", &fixture("templates")]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!("{file}:{line}:16: error: policy templates (`?principal`, `?resource`) are not supported: the broker has no template links")),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn the_tools_say_they_are_broker_only() {
+    let r = policy(&["validate", "--policies", &fixture("not-broker")]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let first = r.stderr.lines().next().unwrap_or_default();
+    assert!(
+        first.contains("schema.cedarschema:1:1: error: not a secret-broker schema: it declares none of the broker's `SecretBroker` entity types")
+            && first.contains("for another cedar application use the `cedar` cli"),
+        "{}",
+        r.stderr
+    );
+    for args in [
+        &["--help"][..],
+        &["validate", "--help"],
+        &["test", "--help"],
+        &["explain", "--help"],
+    ] {
+        let r = policy(args);
+        assert_eq!(r.code, 0);
+        assert!(
+            r.stdout
+                .contains("Broker-only: these commands check a secret-broker policy set"),
+            "{args:?}: {}",
+            r.stdout
+        );
+    }
 }
 
 #[test]

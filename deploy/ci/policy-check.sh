@@ -8,7 +8,9 @@
 #   POLICIES=policies TESTS=policies/tests deploy/ci/policy-check.sh
 #
 # SECRET_BROKER (default: `secret-broker` on PATH) is the broker binary;
-# JUNIT, if set, is where the test results go as JUnit XML.
+# JUNIT, if set, is where the test results go as JUnit XML. Validation
+# warnings fail the build (`--deny-warnings`, as `cedar run-tests` does);
+# DENY_WARNINGS=0 only prints them.
 set -euo pipefail
 
 SECRET_BROKER="${SECRET_BROKER:-secret-broker}"
@@ -17,10 +19,12 @@ TESTS="${TESTS:-$POLICIES/tests}"
 
 junit=()
 [ -n "${JUNIT:-}" ] && junit=(--junit "$JUNIT")
+deny=(--deny-warnings)
+[ "${DENY_WARNINGS:-1}" = 0 ] && deny=()
 
 step() { echo "::: secret-broker policy $*"; "$SECRET_BROKER" policy "$@"; }
 
-step validate --policies "$POLICIES"
+step validate --policies "$POLICIES" "${deny[@]}"
 step fmt --check --policies "$POLICIES"
-step test --policies "$POLICIES" "$TESTS" "${junit[@]}"
+step test --policies "$POLICIES" "$TESTS" "${junit[@]}" "${deny[@]}"
 step prove --policies "$POLICIES"

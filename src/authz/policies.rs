@@ -20,6 +20,8 @@ use super::AuthzError;
 pub const SCHEMA_FILE: &str = "schema.cedarschema";
 /// The extension of policy files.
 pub const POLICY_EXT: &str = "cedar";
+/// The namespace of the entity types the broker builds.
+const BROKER_NAMESPACE: &str = "SecretBroker";
 
 /// The text of one schema or policy file, with the name shown in errors.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -237,6 +239,18 @@ fn locate(text: &str, from: usize, needle: &str) -> Option<usize> {
     }
 }
 
+/// Byte offset of the first slot (`?principal`, `?resource`) in a
+/// template's text, or 0. Slots appear only in the scope, which comes
+/// before any condition; an annotation mentioning one could come first,
+/// and would only move the caret within the same policy.
+fn first_slot(text: &str) -> usize {
+    ["?principal", "?resource"]
+        .iter()
+        .filter_map(|slot| text.find(slot))
+        .min()
+        .unwrap_or(0)
+}
+
 /// File name component of a source name, for generated ids.
 fn file_name(name: &str) -> &str {
     Path::new(name)
@@ -288,7 +302,7 @@ fn check_entity_shapes(schema: &Schema, schema_src: &PolicySource) -> Result<(),
     reps.extend(entities::resource_entities(Resource::Scope(&scope)).map_err(|e| internal(&e))?);
     Entities::from_entities(reps, Some(schema)).map_err(|e| {
         refuse(format!(
-            "the schema does not describe the entities the broker builds: {}",
+            "the schema does not describe the entities the broker builds: {}; this is for a secret-broker policy set only, whose schema declares the `SecretBroker` entity types as the shipped `policies/schema.cedarschema` does (for another cedar application use the `cedar` cli)",
             with_causes(&e)
         ))
     })?;
@@ -313,6 +327,20 @@ pub(crate) fn compile(
             )])));
         }
     };
+    // Another Cedar application's schema: say so in one line, before its
+    // policies are validated against a schema the broker cannot use.
+    if !schema
+        .entity_types()
+        .any(|t| t.namespace() == BROKER_NAMESPACE)
+    {
+        return Err(AuthzError::InvalidSchema(Diagnostics(vec![diagnostic_at(
+            schema_src,
+            0,
+            format!(
+                "not a secret-broker schema: it declares none of the broker's `{BROKER_NAMESPACE}` entity types (see the shipped `policies/schema.cedarschema`); the broker and its `policy` tools take a secret-broker policy set only, for another cedar application use the `cedar` cli"
+            ),
+        )])));
+    }
 
     let mut errors = Vec::new();
     let mut set = PolicySet::new();
@@ -336,11 +364,21 @@ pub(crate) fn compile(
             // each text be located after the previous one.
             let cedar_id = PolicyId::new(format!("policy{index}"));
             if let Some(template) = parsed.template(&cedar_id) {
-                let at = locate(&src.text, cursor, &template.to_cedar()).unwrap_or(cursor);
+                // The error points at the template's first slot. The cursor
+                // moves past the template so that the policies after it are
+                // located (and so placed) correctly.
+                let text = template.to_cedar();
+                let at = match locate(&src.text, cursor, &text) {
+                    Some(at) => {
+                        cursor = at + text.len();
+                        at + first_slot(&text)
+                    }
+                    None => cursor,
+                };
                 errors.push(diagnostic_at(
                     src,
                     at,
-                    "policy templates (`?principal`, `?resource`) are not supported".to_owned(),
+                    "policy templates (`?principal`, `?resource`) are not supported: the broker has no template links to fill them; write a policy per principal or resource, or one rule over an attribute (as `resource in principal.scope` does)".to_owned(),
                 ));
                 continue;
             }

@@ -22,17 +22,31 @@
 //!     expect: allow
 //!     policies: [platform-provision]   # optional: exactly the policies that decide
 //! ```
+//!
+//! Which form a file is in is read from its content: a JSON list in which
+//! a case has a Cedar-only key (`request`, `entities`, `decision`, …) is
+//! Cedar's ([`cedar`]); a JSON list of entities (objects with `uid`) is an
+//! entities file, not a test file; anything else is the broker's. Every
+//! case is parsed on its own, strictly: a malformed case (a missing field,
+//! an unknown key) fails with a reason naming the field, and the file's
+//! other cases still run.
+
+mod cedar;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use cedar_policy::{Context, Entities, EntityUid, Request};
 use serde::Deserialize;
 
 use super::{Action, Authorizer, Decision, RequestContext, Resource, Transport};
 use crate::identity::{PeerCred, Principal, PrincipalKind, PrincipalSpec};
 use crate::secret::{PathError, ScopePath, SecretPath};
 use crate::store::Labels;
+
+pub use cedar::CedarCase;
+
+/// What a test file of either form looks like, for errors.
+const EXPECTED_FORMS: &str = "expected the broker's form (a map with `cases:`, or a list of cases with `action` and `expect`) or cedar's `run-tests` form (a JSON list of cases with `request`, `entities`, `decision`, `reason` and `num_errors`)";
 
 /// A test file that could not be read as a whole.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +58,15 @@ pub enum TestFileError {
         file: String,
         /// The parser's one-line reason.
         message: String,
+    },
+    /// A Cedar entities file (a test case's `entities` may name it). A
+    /// directory of tests may hold them; they are skipped there.
+    #[error(
+        "`{file}` is a cedar entities file (a JSON list of entities with `uid`), not a test file; {EXPECTED_FORMS}"
+    )]
+    Entities {
+        /// The file.
+        file: String,
     },
 }
 
@@ -141,23 +164,13 @@ pub struct BrokerCase {
     pub policies: Option<Vec<String>>,
 }
 
-/// One case of Cedar's `run-tests` format, parsed when run (it needs the
-/// schema).
-#[derive(Debug, Clone, PartialEq)]
-pub struct CedarCase {
-    /// The case as written.
-    pub json: serde_json::Value,
-    /// The test file's directory (entity files are relative to it).
-    pub dir: PathBuf,
-}
-
 /// What a case is, or why it cannot be run.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CaseSpec {
     /// The broker's form.
     Broker(Box<BrokerCase>),
     /// Cedar's form.
-    Cedar(CedarCase),
+    Cedar(Box<CedarCase>),
     /// A case that does not make sense (it fails, with this reason).
     Invalid(String),
 }
@@ -202,23 +215,19 @@ impl Outcome {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum RawFile {
-    Cases(Vec<RawCase>),
-    File(RawBrokerFile),
-}
-
-#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawBrokerFile {
     config: Option<String>,
-    cases: Vec<RawCase>,
+    cases: Vec<serde_yaml_ng::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawCase {
-    name: Option<String>,
+    // Checked to be a string; the name itself is read before the case is
+    // parsed, so a malformed case keeps its name.
+    #[serde(rename = "name")]
+    _name: Option<String>,
     principal: Option<String>,
     task: Option<RawTask>,
     component: Option<RawComponent>,
@@ -230,7 +239,8 @@ struct RawCase {
     peer_uid: Option<u32>,
     peer_gid: Option<u32>,
     peer_pid: Option<i32>,
-    expect: Option<Expect>,
+    // A string, read below, so that a wrong value is named as `expect`'s.
+    expect: Option<String>,
     policies: Option<Vec<String>>,
 }
 
@@ -251,13 +261,6 @@ struct RawComponent {
     roles: Vec<String>,
 }
 
-/// Whether a JSON document is in Cedar's `run-tests` form: an array of
-/// objects with a `request`.
-fn is_cedar_form(v: &serde_json::Value) -> bool {
-    v.as_array()
-        .is_some_and(|cases| !cases.is_empty() && cases.iter().all(|c| c.get("request").is_some()))
-}
-
 /// Parses a test file; `file` is its path (for names, and to resolve the
 /// config and entity files it mentions).
 pub fn parse(file: &Path, text: &str) -> Result<TestFile, TestFileError> {
@@ -265,45 +268,59 @@ pub fn parse(file: &Path, text: &str) -> Result<TestFile, TestFileError> {
     let dir = file.parent().unwrap_or(Path::new(".")).to_path_buf();
     let err = |message: String| TestFileError::Parse {
         file: display.clone(),
-        message: message.split_whitespace().collect::<Vec<_>>().join(" "),
+        message: one_line(&message),
     };
-    let cedar = serde_json::from_str::<serde_json::Value>(text)
-        .ok()
-        .filter(is_cedar_form);
-    if let Some(json) = cedar {
-        let cases = json
-            .as_array()
-            .into_iter()
-            .flatten()
-            .enumerate()
-            .map(|(i, c)| TestCase {
-                name: c
-                    .get("name")
-                    .and_then(|n| n.as_str())
-                    .map_or_else(|| format!("{display}#{i}"), str::to_owned),
-                spec: CaseSpec::Cedar(CedarCase {
-                    json: c.clone(),
-                    dir: dir.clone(),
-                }),
-            })
-            .collect();
-        return Ok(TestFile {
-            config: None,
-            cases,
-        });
+    let unnamed = |i: usize| format!("{display}#{i}");
+    if let Ok(json) = serde_json::from_str::<serde_json::Value>(text) {
+        if cedar::is_entities_document(&json) {
+            return Err(TestFileError::Entities { file: display });
+        }
+        if cedar::is_cedar_document(&json) {
+            let cases = json
+                .as_array()
+                .into_iter()
+                .flatten()
+                .enumerate()
+                .map(|(i, c)| TestCase {
+                    name: cedar::name_of(c).map_or_else(|| unnamed(i), str::to_owned),
+                    spec: match cedar::parse_case(c, &dir) {
+                        Ok(case) => CaseSpec::Cedar(Box::new(case)),
+                        Err(reason) => CaseSpec::Invalid(reason),
+                    },
+                })
+                .collect();
+            return Ok(TestFile {
+                config: None,
+                cases,
+            });
+        }
     }
     // YAML is a superset of JSON, so broker cases may be written in either.
-    let raw: RawFile = serde_yaml_ng::from_str(text).map_err(|e| err(e.to_string()))?;
-    let (config, raw_cases) = match raw {
-        RawFile::Cases(cases) => (None, cases),
-        RawFile::File(f) => (f.config.map(|c| dir.join(c)), f.cases),
+    let doc: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(text).map_err(|e| err(e.to_string()))?;
+    let (config, raw_cases) = match doc {
+        serde_yaml_ng::Value::Sequence(cases) => (None, cases),
+        doc @ serde_yaml_ng::Value::Mapping(_) => {
+            let f: RawBrokerFile = serde_yaml_ng::from_value(doc)
+                .map_err(|e| err(format!("{e}; {EXPECTED_FORMS}")))?;
+            (f.config.map(|c| dir.join(c)), f.cases)
+        }
+        _ => return Err(err(EXPECTED_FORMS.to_owned())),
     };
     let cases = raw_cases
         .into_iter()
         .enumerate()
         .map(|(i, raw)| {
-            let name = raw.name.clone().unwrap_or_else(|| format!("{display}#{i}"));
-            let spec = match broker_case(raw) {
+            let name = raw
+                .get("name")
+                .and_then(serde_yaml_ng::Value::as_str)
+                .map_or_else(|| unnamed(i), str::to_owned);
+            let parsed = if raw.is_mapping() {
+                serde_yaml_ng::from_value::<RawCase>(raw).map_err(|e| one_line(&e.to_string()))
+            } else {
+                Err("a case must be a map of keys such as `action`, `path` and `expect`".to_owned())
+            };
+            let spec = match parsed.and_then(broker_case) {
                 Ok(case) => CaseSpec::Broker(Box::new(case)),
                 Err(reason) => CaseSpec::Invalid(reason),
             };
@@ -311,6 +328,10 @@ pub fn parse(file: &Path, text: &str) -> Result<TestFile, TestFileError> {
         })
         .collect();
     Ok(TestFile { config, cases })
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 fn broker_case(raw: RawCase) -> Result<BrokerCase, String> {
@@ -374,7 +395,12 @@ fn broker_case(raw: RawCase) -> Result<BrokerCase, String> {
     if transport == Transport::Tls && peer != (None, None, None) {
         return Err("peer credentials exist only on the unix transport".to_owned());
     }
-    let expect = raw.expect.ok_or("`expect` is missing (allow or deny)")?;
+    let expect = match raw.expect.as_deref() {
+        Some("allow") => Expect::Allow,
+        Some("deny") => Expect::Deny,
+        Some(other) => return Err(format!("`expect` is `{other}`; write allow or deny")),
+        None => return Err("`expect` is missing (allow or deny)".to_owned()),
+    };
     Ok(BrokerCase {
         caller,
         action,
@@ -445,7 +471,7 @@ pub fn run(authz: &Authorizer, case: &TestCase, specs: Option<&[PrincipalSpec]>)
     match &case.spec {
         CaseSpec::Invalid(reason) => Outcome::fail(reason.clone(), None),
         CaseSpec::Broker(b) => run_broker(authz, b, specs),
-        CaseSpec::Cedar(c) => run_cedar(authz, c),
+        CaseSpec::Cedar(c) => cedar::run(authz, c),
     }
 }
 
@@ -500,133 +526,6 @@ fn run_broker(authz: &Authorizer, case: &BrokerCase, specs: Option<&[PrincipalSp
         reason: String::new(),
         decision: Some(d),
     }
-}
-
-#[derive(Debug, Deserialize)]
-struct RawCedarCase {
-    request: RawCedarRequest,
-    entities: serde_json::Value,
-    decision: Expect,
-    #[serde(default)]
-    reason: Vec<String>,
-    num_errors: Option<usize>,
-    // Older Cedar CLIs wrote `has_error` instead of `num_errors`.
-    has_error: Option<bool>,
-}
-
-#[derive(Debug, Deserialize)]
-struct RawCedarRequest {
-    principal: String,
-    action: String,
-    resource: String,
-    #[serde(default)]
-    context: serde_json::Value,
-}
-
-fn run_cedar(authz: &Authorizer, case: &CedarCase) -> Outcome {
-    let raw: RawCedarCase = match serde_json::from_value(case.json.clone()) {
-        Ok(r) => r,
-        Err(e) => return Outcome::fail(format!("not a cedar test case: {e}"), None),
-    };
-    let (request, entities) = match cedar_request(authz, &raw, &case.dir) {
-        Ok(built) => built,
-        Err(reason) => return Outcome::fail(reason, None),
-    };
-    let d = authz.decide_request(&request, &entities);
-    if Expect::of(d.allowed) != raw.decision {
-        return Outcome::fail(mismatch(raw.decision, &d), Some(d));
-    }
-    // Cedar's semantics: the expected reasons must be among the actual ones.
-    let missing: Vec<String> = raw
-        .reason
-        .iter()
-        .filter(|r| !d.policies.contains(r))
-        .map(|r| format!("`{r}`"))
-        .collect();
-    let mut problems = Vec::new();
-    if !missing.is_empty() {
-        problems.push(format!(
-            "missing reason(s): {} (got: {})",
-            missing.join(", "),
-            list_or_none(&d.policies)
-        ));
-    }
-    let want_errors = raw
-        .num_errors
-        .unwrap_or_else(|| usize::from(raw.has_error.unwrap_or(false)));
-    let errors_ok = match (raw.num_errors, raw.has_error) {
-        (None, Some(has)) => has != d.errors.is_empty(),
-        _ => d.errors.len() == want_errors,
-    };
-    if !errors_ok {
-        problems.push(format!(
-            "expected {want_errors} error(s), got {}{}",
-            d.errors.len(),
-            if d.errors.is_empty() {
-                String::new()
-            } else {
-                format!(": {}", d.errors.join("; "))
-            }
-        ));
-    }
-    if problems.is_empty() {
-        Outcome {
-            passed: true,
-            reason: String::new(),
-            decision: Some(d),
-        }
-    } else {
-        Outcome::fail(problems.join("; "), Some(d))
-    }
-}
-
-fn cedar_request(
-    authz: &Authorizer,
-    raw: &RawCedarCase,
-    dir: &Path,
-) -> Result<(Request, Entities), String> {
-    let schema = authz.schema();
-    let uid = |what: &str, s: &str| {
-        s.parse::<EntityUid>()
-            .map_err(|e| format!("{what} `{s}`: {e}"))
-    };
-    let principal = uid("principal", &raw.request.principal)?;
-    let action = uid("action", &raw.request.action)?;
-    let resource = uid("resource", &raw.request.resource)?;
-    let context_json = if raw.request.context.is_null() {
-        serde_json::json!({})
-    } else {
-        raw.request.context.clone()
-    };
-    let context = Context::from_json_value(context_json, Some((&schema, &action)))
-        .map_err(|e| format!("context: {e}"))?;
-    let request = Request::new(principal, action, resource, context, Some(&schema))
-        .map_err(|e| format!("request: {e}"))?;
-    let entities_json = match raw.entities.as_str() {
-        // A file name, relative to the test file and kept inside its
-        // directory, as `cedar run-tests` does.
-        Some(name) => {
-            let path = dir.join(name);
-            let inside = match (path.canonicalize(), dir.canonicalize()) {
-                (Ok(p), Ok(d)) => p.starts_with(d),
-                _ => false,
-            };
-            if !inside {
-                return Err(format!(
-                    "entities file `{name}` is missing or outside `{}`",
-                    dir.display()
-                ));
-            }
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
-            serde_json::from_str(&text)
-                .map_err(|e| format!("entities file `{}`: {e}", path.display()))?
-        }
-        None => raw.entities.clone(),
-    };
-    let entities = Entities::from_json_value(entities_json, Some(&schema))
-        .map_err(|e| format!("entities: {e}"))?;
-    Ok((request, entities))
 }
 
 #[cfg(test)]

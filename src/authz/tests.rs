@@ -504,9 +504,13 @@ fn duplicate_ids_are_refused() {
 fn templates_are_refused() {
     let msg = load_err(vec![src(
         "tpl.cedar",
-        "permit(principal, action, resource);\npermit(principal == ?principal, action, resource);",
+        "permit(principal, action, resource);\npermit(principal == ?principal, action, resource);\n// two\npermit(principal, action, resource in ?resource);",
     )]);
-    assert!(msg.contains("tpl.cedar:2:1: policy templates"), "{msg}");
+    // Each at its first slot: the second is placed after the first (it
+    // was placed at 1:1 when the search for it started before the first).
+    assert!(msg.contains("tpl.cedar:2:21: policy templates"), "{msg}");
+    assert!(msg.contains("tpl.cedar:4:39: policy templates"), "{msg}");
+    assert!(msg.contains("no template links"), "{msg}");
 }
 
 #[test]

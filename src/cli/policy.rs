@@ -5,6 +5,9 @@
 //! Exit codes for every subcommand: 0 ok, 1 the check failed (invalid
 //! policies, a failing test, an unformatted file, a disproved property),
 //! 2 usage, I/O, or a tool (the solver) that could not run.
+//!
+//! They check a secret-broker policy set only: its schema must declare the
+//! broker's entity types ([`BROKER_ONLY`]).
 
 /// `println!` that ignores a closed stdout (`| head`) instead of panicking.
 macro_rules! outln {
@@ -31,8 +34,13 @@ use crate::config::{Config, ConfigError};
 use crate::identity::{Principal, PrincipalKind, PrincipalSpec};
 use crate::secret::ScopePath;
 
+/// The one line that says what these tools are for, in `--help` and in
+/// the docs (and, in other words, in the schema error).
+pub(crate) const BROKER_ONLY: &str = "Broker-only: these commands check a secret-broker policy set, whose schema declares the broker's entity types (`SecretBroker::Task`, `Secret`, `Scope`, ... as in `policies/schema.cedarschema`); for another Cedar application use the `cedar` CLI.";
+
 /// Arguments of `policy`.
 #[derive(Debug, Args)]
+#[command(after_help = BROKER_ONLY)]
 pub struct PolicyArgs {
     #[command(subcommand)]
     command: PolicyCommand,
@@ -59,6 +67,17 @@ pub(crate) struct PolicyDirArg {
     /// Directory with `schema.cedarschema` and `*.cedar`.
     #[arg(long = "policies", value_name = "DIR", default_value = "policies")]
     dir: PathBuf,
+}
+
+/// `--deny-warnings`, shared by `validate` and `test`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct DenyWarningsArg {
+    /// Fail on validation warnings too (an impossible policy, confusable
+    /// identifiers), as `cedar validate --deny-warnings` and `cedar
+    /// run-tests` do. Without it they are printed and do not fail, as the
+    /// broker loads such a set.
+    #[arg(long)]
+    pub(crate) deny_warnings: bool,
 }
 
 /// Why a `policy` subcommand could not do its job (as opposed to a check
@@ -137,6 +156,36 @@ pub(crate) fn load(dir: &Path) -> Result<Authorizer, Exit> {
             })
         }
     }
+}
+
+/// [`load`], then prints the set's warnings to stderr; with `deny` a set
+/// with warnings fails (exit 1) like an invalid one.
+pub(crate) fn load_warned(dir: &Path, deny: bool) -> Result<Authorizer, Exit> {
+    let authz = load(dir)?;
+    let warnings = authz.warnings();
+    if warnings.is_empty() {
+        return Ok(authz);
+    }
+    let mut err = std::io::stderr().lock();
+    for w in &warnings {
+        let _ = write!(err, "{}", render("warning", w));
+    }
+    if deny {
+        let _ = writeln!(
+            err,
+            "error: `{}`: {} warning(s), and `--deny-warnings` makes them errors",
+            dir.display(),
+            warnings.len()
+        );
+        return Err(Exit::Failure);
+    }
+    let _ = writeln!(
+        err,
+        "note: `{}`: {} warning(s); the broker loads this set, `--deny-warnings` fails on them",
+        dir.display(),
+        warnings.len()
+    );
+    Ok(authz)
 }
 
 /// Prints `error: …` to stderr and returns the exit code for `e`.

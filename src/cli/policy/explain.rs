@@ -22,6 +22,7 @@ use crate::identity::{PeerCred, PrincipalKind, PrincipalSpec};
 
 /// Arguments of `policy explain`.
 #[derive(Debug, Args)]
+#[command(after_help = super::BROKER_ONLY)]
 pub struct ExplainArgs {
     #[command(flatten)]
     dir: PolicyDirArg,

@@ -1,22 +1,30 @@
 //! `secret-broker policy test [--policies DIR] TESTS... [--junit FILE]`: run
 //! test cases against the policies, one `PASS`/`FAIL` line each, closing
-//! with `N passed, M failed`; exit 1 on any failure. TESTS are files or
-//! directories (searched recursively for `*.yaml`, `*.yml`, `*.json`).
+//! with `N passed, M failed`; exit 1 on any failure, or if nothing was
+//! tested. TESTS are files or directories (searched recursively for
+//! `*.yaml`, `*.yml`, `*.json`; Cedar entities files found there, which
+//! test cases may name, are skipped). Warnings about the policy set are
+//! printed, and with `--deny-warnings` fail the run before any case.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
 
-use super::{Exit, PolicyCliError, PolicyDirArg, fail, load, principals, read};
-use crate::authz::testfile::{self, Outcome, TestCase};
+use super::{
+    DenyWarningsArg, Exit, PolicyCliError, PolicyDirArg, fail, load_warned, principals, read,
+};
+use crate::authz::testfile::{self, Outcome, TestCase, TestFileError};
 use crate::identity::PrincipalSpec;
 
 /// Arguments of `policy test`.
 #[derive(Debug, Args)]
+#[command(after_help = super::BROKER_ONLY)]
 pub struct TestArgs {
     #[command(flatten)]
     dir: PolicyDirArg,
+    #[command(flatten)]
+    warnings: DenyWarningsArg,
     /// Test files or directories.
     #[arg(value_name = "TESTS", required = true)]
     tests: Vec<PathBuf>,
@@ -31,15 +39,19 @@ pub struct TestArgs {
 
 const EXTENSIONS: [&str; 3] = ["yaml", "yml", "json"];
 
+/// A file to run, and whether it was named on the command line (rather
+/// than found in a directory).
+type Found = (PathBuf, bool);
+
 /// The test files named by `roots`: files as given, directories searched
 /// recursively (sorted, dotfiles skipped).
-fn discover(roots: &[PathBuf]) -> Result<Vec<PathBuf>, PolicyCliError> {
+fn discover(roots: &[PathBuf]) -> Result<Vec<Found>, PolicyCliError> {
     let mut out = Vec::new();
     for root in roots {
         if root.is_dir() {
             walk(root, &mut out)?;
         } else if root.is_file() {
-            out.push(root.clone());
+            out.push((root.clone(), true));
         } else {
             return Err(PolicyCliError::Io {
                 op: "read",
@@ -51,7 +63,7 @@ fn discover(roots: &[PathBuf]) -> Result<Vec<PathBuf>, PolicyCliError> {
     Ok(out)
 }
 
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), PolicyCliError> {
+fn walk(dir: &Path, out: &mut Vec<Found>) -> Result<(), PolicyCliError> {
     let io = |source| PolicyCliError::Io {
         op: "read",
         path: dir.display().to_string(),
@@ -78,7 +90,7 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), PolicyCliError> {
             .and_then(|e| e.to_str())
             .is_some_and(|e| EXTENSIONS.contains(&e))
         {
-            out.push(path);
+            out.push((path, false));
         }
     }
     Ok(())
@@ -92,7 +104,7 @@ struct FileResults {
 
 /// Runs `policy test`.
 pub fn run(args: &TestArgs) -> Exit {
-    let authz = match load(&args.dir.dir) {
+    let authz = match load_warned(&args.dir.dir, args.warnings.deny_warnings) {
         Ok(a) => a,
         Err(code) => return code,
     };
@@ -107,12 +119,17 @@ pub fn run(args: &TestArgs) -> Exit {
     let mut configs: HashMap<PathBuf, Vec<PrincipalSpec>> = HashMap::new();
     let mut results = Vec::with_capacity(files.len());
     let (mut passed, mut failed) = (0usize, 0usize);
-    for file in &files {
-        let parsed = match read(file).and_then(|text| {
-            testfile::parse(file, &text).map_err(|e| PolicyCliError::Usage(e.to_string()))
-        }) {
-            Ok(p) => p,
+    for (file, named) in &files {
+        let text = match read(file) {
+            Ok(t) => t,
             Err(e) => return fail(&e),
+        };
+        let parsed = match testfile::parse(file, &text) {
+            Ok(p) => p,
+            // The documented layout: entity files beside the test files
+            // that name them. Named on the command line, it is a mistake.
+            Err(TestFileError::Entities { .. }) if !named => continue,
+            Err(e) => return fail(&PolicyCliError::Usage(e.to_string())),
         };
         let specs = match &parsed.config {
             Some(path) => {
@@ -144,6 +161,20 @@ pub fn run(args: &TestArgs) -> Exit {
         });
     }
     outln!("{passed} passed, {failed} failed");
+    if passed + failed == 0 {
+        // A run that tests nothing must not pass (a wrong path, a directory
+        // holding only entity files).
+        let roots: Vec<String> = args
+            .tests
+            .iter()
+            .map(|t| format!("`{}`", t.display()))
+            .collect();
+        eprintln!(
+            "error: no test cases in {}; a run that tests nothing does not pass",
+            roots.join(", ")
+        );
+        return Exit::Failure;
+    }
     if let Some(path) = &args.junit {
         if let Err(source) = std::fs::write(path, junit(&results)) {
             return fail(&PolicyCliError::Io {

@@ -1,29 +1,29 @@
 //! `secret-broker policy validate [--policies DIR]`: parse the schema and
 //! every `*.cedar` file and validate strictly, exactly as the broker does at
-//! start and on reload; errors are printed like a compiler's.
+//! start and on reload; errors are printed like a compiler's. Warnings
+//! are printed too, and fail it with `--deny-warnings`.
 
 use clap::Args;
 
-use super::{Exit, PolicyDirArg, load, render};
+use super::{DenyWarningsArg, Exit, PolicyDirArg, load_warned};
 
 /// Arguments of `policy validate`.
 #[derive(Debug, Args)]
+#[command(after_help = super::BROKER_ONLY)]
 pub struct ValidateArgs {
     #[command(flatten)]
     dir: PolicyDirArg,
+    #[command(flatten)]
+    warnings: DenyWarningsArg,
 }
 
-/// Runs `policy validate`: 0 valid, 1 invalid, 2 unreadable.
+/// Runs `policy validate`: 0 valid, 1 invalid (or warned, with
+/// `--deny-warnings`), 2 unreadable.
 pub fn run(args: &ValidateArgs) -> Exit {
-    let authz = match load(&args.dir.dir) {
+    let authz = match load_warned(&args.dir.dir, args.warnings.deny_warnings) {
         Ok(a) => a,
         Err(code) => return code,
     };
-    // Warnings (an impossible policy, confusable identifiers) do not make
-    // the broker refuse the set, so they do not fail validation either.
-    for w in authz.warnings() {
-        eprint!("{}", render("warning", &w));
-    }
     outln!(
         "{}: {} policies valid against the schema",
         args.dir.dir.display(),
