@@ -2,6 +2,7 @@
 //! per subcommand.
 
 mod client;
+mod completions;
 mod dev;
 mod get;
 mod health;
@@ -81,6 +82,10 @@ enum Command {
     Webhook(webhook::WebhookArgs),
     /// Policy as code: validate, test, explain, fmt, prove.
     Policy(policy::PolicyArgs),
+    /// Print a shell completion script (bash, zsh, fish) on stdout.
+    Completions(completions::CompletionsArgs),
+    /// Print the man page (roff) on stdout: `secret-broker man > secret-broker.1`.
+    Man(completions::ManArgs),
 }
 
 /// Options shared by the client verbs.
@@ -116,6 +121,8 @@ impl Cli {
             Command::Whoami(a) => client_verb(a.client.json, whoami::run(a)),
             Command::Health(a) => client_verb(a.client.json, health::run(a)),
             Command::Policy(a) => block_on(false, policy::run(a)),
+            Command::Completions(a) => completions::completions(&a),
+            Command::Man(a) => completions::man(&a),
         }
     }
 }

@@ -550,3 +550,44 @@ fn permission_denied_on_the_socket_names_the_group() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Completion scripts for bash, zsh and fish and the man page come from the
+/// parser's own definitions: every verb is in them; a bad shell is usage.
+#[test]
+fn completions_and_man_page() {
+    let run = |args: &[&str]| {
+        std::process::Command::new(common::BIN)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    for (shell, marker) in [
+        ("bash", "complete -F"),
+        ("zsh", "#compdef secret-broker"),
+        ("fish", "complete -c secret-broker"),
+    ] {
+        let out = run(&["completions", shell]);
+        assert!(out.status.success(), "{shell}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(text.contains(marker), "{shell}: {text}");
+        for verb in ["serve", "put", "get", "policy", "inject"] {
+            assert!(text.contains(verb), "{shell} lacks {verb}");
+        }
+    }
+    let out = run(&["completions", "tcsh"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = run(&["man"]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.starts_with(".ie") || text.contains(".TH secret-broker 1"),
+        "{text}"
+    );
+    for page in [
+        "secret-broker-serve",
+        "secret-broker-put",
+        "secret-broker-policy",
+    ] {
+        assert!(text.contains(&format!(".TH {page} 1")), "no page {page}");
+    }
+}
