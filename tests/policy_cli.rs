@@ -125,6 +125,18 @@ fn validate_exit_codes_for_io_and_usage() {
     let r = policy(&["validate", "--policies", "no/such/dir"]);
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("no/such/dir"), "{}", r.stderr);
+    // Run outside the repository (no `policies/` here): a hint to say where.
+    let elsewhere = tempfile::tempdir().unwrap();
+    for verb in ["validate", "fmt"] {
+        let out = Command::new(BIN)
+            .current_dir(elsewhere.path())
+            .args(["policy", verb])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{verb}: {err}");
+        assert!(err.contains("--policies DIR"), "{verb}: {err}");
+    }
     assert_eq!(policy(&["validate", "--bogus"]).code, 2);
     assert_eq!(policy(&["test"]).code, 2, "TESTS are required");
 }
@@ -535,6 +547,42 @@ fn explain_names_the_deciding_policy_and_its_line() {
     );
 }
 
+/// `explain --json`: one JSON document a script can read, with the same
+/// facts as the text.
+#[test]
+fn explain_json_for_scripts() {
+    let r = policy(&[
+        "explain",
+        "--config",
+        "policies/tests/broker.toml",
+        "--principal",
+        "provisioner",
+        "--action",
+        "read",
+        "--resource",
+        "acme/tasks/t-42/db",
+        "--json",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout.ends_with("}\n") && r.stdout.lines().count() == 1,
+        "{}",
+        r.stdout
+    );
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["decision"], "deny");
+    assert_eq!(v["caller"]["name"], "provisioner");
+    assert_eq!(v["caller"]["type"], "Component");
+    assert_eq!(v["determined_by"][0]["effect"], "forbid");
+    assert_eq!(v["determined_by"][0]["id"], "platform-never-reads");
+    let line = line_of("policies/broker.cedar", r#"@id("platform-never-reads")"#);
+    assert_eq!(
+        v["determined_by"][0]["at"],
+        format!("policies/broker.cedar:{line}")
+    );
+    assert_eq!(v["errors"], serde_json::json!([]));
+}
+
 #[test]
 fn explain_refuses_bad_arguments() {
     let cases: [&[&str]; 4] = [
@@ -611,6 +659,8 @@ fn fmt_check_passes_on_shipped_policies_and_fails_on_unformatted() {
     ] {
         let r = policy(&["fmt", "--check", "--policies", dir]);
         assert_eq!(r.code, 0, "{dir}: {}{}", r.stdout, r.stderr);
+        // Nothing was formatted: it says so.
+        assert!(r.stdout.contains("already formatted"), "{}", r.stdout);
     }
 
     let dir = tempfile::tempdir().unwrap();

@@ -139,6 +139,14 @@ pub(crate) fn load(dir: &Path) -> Result<Authorizer, Exit> {
             let mut err = std::io::stderr().lock();
             if diagnostics.is_empty() {
                 let _ = writeln!(err, "error: {e}");
+                let missing = match &e {
+                    AuthzError::MissingSchema { .. } => true,
+                    AuthzError::Io { source, .. } => source.kind() == std::io::ErrorKind::NotFound,
+                    _ => false,
+                };
+                if missing {
+                    let _ = writeln!(err, "{}", policies_hint(dir));
+                }
             } else {
                 for d in diagnostics {
                     let _ = write!(err, "{}", render("error", d));
@@ -186,6 +194,15 @@ pub(crate) fn load_warned(dir: &Path, deny: bool) -> Result<Authorizer, Exit> {
         warnings.len()
     );
     Ok(authz)
+}
+
+/// What to do when `dir` holds no policy set: run from the repository, or
+/// say where it is.
+pub(crate) fn policies_hint(dir: &Path) -> String {
+    format!(
+        "hint: `{}` is not a policy directory (looked for schema.cedarschema and *.cedar there, relative to the current directory); pass `--policies DIR` with the directory that holds them",
+        dir.display()
+    )
 }
 
 /// Prints `error: …` to stderr and returns the exit code for `e`.

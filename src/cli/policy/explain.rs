@@ -44,6 +44,84 @@ pub struct ExplainArgs {
     /// How the request arrives: unix or tls.
     #[arg(long, value_name = "T", default_value = "unix")]
     transport: String,
+    /// Print the explanation as one JSON document (decision, request,
+    /// caller, determined_by, errors) instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// One explained decision, rendered as text or JSON.
+#[derive(Debug, serde::Serialize)]
+struct Explanation {
+    decision: &'static str,
+    request: ExplainedRequest,
+    caller: ExplainedCaller,
+    /// Empty: no policy applies, so the default deny.
+    determined_by: Vec<DeterminedBy>,
+    errors: Vec<String>,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct ExplainedRequest {
+    principal: String,
+    action: String,
+    resource: String,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct ExplainedCaller {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    name: String,
+    scope: Option<String>,
+    roles: Vec<String>,
+    transport: &'static str,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct DeterminedBy {
+    effect: &'static str,
+    id: String,
+    /// `file:line`, or `?` when unknown.
+    at: String,
+}
+
+impl Explanation {
+    /// The text `policy explain` prints for people.
+    fn text(&self) -> String {
+        let r = &self.request;
+        let c = &self.caller;
+        let mut out = format!(
+            "decision: {}\nrequest:  principal {}, action {}, resource {}\n",
+            self.decision, r.principal, r.action, r.resource
+        );
+        let scope = c.scope.as_ref().map(|s| format!(", scope `{s}`"));
+        out.push_str(&format!(
+            "caller:   {} `{}`{}, roles: {}; transport {}\n",
+            c.kind,
+            c.name,
+            scope.unwrap_or_default(),
+            list_or_none(&c.roles),
+            c.transport,
+        ));
+        if self.determined_by.is_empty() {
+            out.push_str("determined by: no policy applies, so the default deny\n");
+        } else {
+            out.push_str("determined by:\n");
+            for d in &self.determined_by {
+                out.push_str(&format!("  {} `{}` at {}\n", d.effect, d.id, d.at));
+            }
+        }
+        if self.errors.is_empty() {
+            out.push_str("errors: none\n");
+        } else {
+            out.push_str("errors:\n");
+            for e in &self.errors {
+                out.push_str(&format!("  {e}\n"));
+            }
+        }
+        out
+    }
 }
 
 /// Runs `policy explain`: 0 once a decision is explained (allow or deny),
@@ -54,15 +132,20 @@ pub fn run(args: &ExplainArgs) -> Exit {
         Err(code) => return code,
     };
     match explain(&authz, args) {
-        Ok(text) => {
-            outln!("{}", text.trim_end());
+        Ok(explained) if args.json => {
+            // A map of strings and lists always serializes.
+            outln!("{}", serde_json::to_string(&explained).unwrap_or_default());
+            Exit::Ok
+        }
+        Ok(explained) => {
+            outln!("{}", explained.text().trim_end());
             Exit::Ok
         }
         Err(e) => fail(&e),
     }
 }
 
-fn explain(authz: &Authorizer, args: &ExplainArgs) -> Result<String, PolicyCliError> {
+fn explain(authz: &Authorizer, args: &ExplainArgs) -> Result<Explanation, PolicyCliError> {
     let usage = PolicyCliError::Usage;
     let specs = args.config.as_deref().map(super::principals).transpose()?;
     let spec = parse_principal(&args.principal, specs.as_deref())?;
@@ -92,56 +175,44 @@ fn explain(authz: &Authorizer, args: &ExplainArgs) -> Result<String, PolicyCliEr
         Some(file) => with_extra_entities(authz, &spec, action, resource, &ctx, file)?,
     };
     let p = &spec.principal;
-    let mut out = String::new();
-    out.push_str(&format!(
-        "decision: {}\n",
-        if decision.allowed { "allow" } else { "deny" }
-    ));
-    out.push_str(&format!(
-        "request:  principal {}, action {}, resource {}\n",
-        entities::principal_uid(p).map_or_else(|e| e.to_string(), |u| u.to_string()),
-        entities::action_uid(action).map_or_else(|e| e.to_string(), |u| u.to_string()),
-        entities::resource_uid(resource).map_or_else(|e| e.to_string(), |u| u.to_string()),
-    ));
-    let scope = p.scope.as_ref().map(|s| format!(", scope `{s}`"));
-    out.push_str(&format!(
-        "caller:   {} `{}`{}, roles: {}; transport {}\n",
-        match p.kind {
-            PrincipalKind::Component => "Component",
-            PrincipalKind::Task => "Task",
-        },
-        p.name,
-        scope.unwrap_or_default(),
-        list_or_none(&p.roles),
-        transport.as_str(),
-    ));
-    if decision.policies.is_empty() {
-        out.push_str("determined by: no policy applies, so the default deny\n");
-    } else {
-        out.push_str("determined by:\n");
-        let set = authz.policy_set();
-        for id in decision.policies.iter() {
-            let effect = set
+    let set = authz.policy_set();
+    let determined_by = decision
+        .policies
+        .iter()
+        .map(|id| DeterminedBy {
+            effect: set
                 .policy(&cedar_policy::PolicyId::new(id))
                 .map_or("?", |p| match p.effect() {
                     cedar_policy::Effect::Permit => "permit",
                     cedar_policy::Effect::Forbid => "forbid",
-                });
-            let at = authz
+                }),
+            id: id.to_string(),
+            at: authz
                 .policy_location(id)
-                .map_or_else(|| "?".to_owned(), |(file, line)| format!("{file}:{line}"));
-            out.push_str(&format!("  {effect} `{id}` at {at}\n"));
-        }
-    }
-    if decision.errors.is_empty() {
-        out.push_str("errors: none\n");
-    } else {
-        out.push_str("errors:\n");
-        for e in &decision.errors {
-            out.push_str(&format!("  {e}\n"));
-        }
-    }
-    Ok(out)
+                .map_or_else(|| "?".to_owned(), |(file, line)| format!("{file}:{line}")),
+        })
+        .collect();
+    Ok(Explanation {
+        decision: if decision.allowed { "allow" } else { "deny" },
+        request: ExplainedRequest {
+            principal: entities::principal_uid(p).map_or_else(|e| e.to_string(), |u| u.to_string()),
+            action: entities::action_uid(action).map_or_else(|e| e.to_string(), |u| u.to_string()),
+            resource: entities::resource_uid(resource)
+                .map_or_else(|e| e.to_string(), |u| u.to_string()),
+        },
+        caller: ExplainedCaller {
+            kind: match p.kind {
+                PrincipalKind::Component => "Component",
+                PrincipalKind::Task => "Task",
+            },
+            name: p.name.clone(),
+            scope: p.scope.as_ref().map(ToString::to_string),
+            roles: p.roles.clone(),
+            transport: transport.as_str(),
+        },
+        determined_by,
+        errors: decision.errors.iter().map(ToString::to_string).collect(),
+    })
 }
 
 /// Decides with the broker's entities plus those of `file`.

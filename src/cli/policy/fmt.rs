@@ -61,7 +61,11 @@ pub(crate) fn format(text: &str) -> Result<String, String> {
 pub fn run(args: &FmtArgs) -> Exit {
     let files = match policy_files(&args.dir.dir) {
         Ok(f) => f,
-        Err(e) => return fail(&e),
+        Err(e) => {
+            let code = fail(&e);
+            eprintln!("{}", super::policies_hint(&args.dir.dir));
+            return code;
+        }
     };
     let (mut unformatted, mut broken) = (0usize, 0usize);
     for path in &files {
@@ -110,7 +114,7 @@ pub fn run(args: &FmtArgs) -> Exit {
         return Exit::Failure;
     }
     if args.check {
-        outln!("{} file(s) formatted", files.len());
+        outln!("{} file(s) already formatted", files.len());
     }
     Exit::Ok
 }
