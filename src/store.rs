@@ -312,6 +312,41 @@ where
     }
 }
 
+/// One lock per stripe of paths, for the stores whose write is several
+/// calls (aws, gcp: labels, version, seal). Two writes of one path through
+/// this broker then never interleave, so the later one's seal is always the
+/// last written and names the current version; otherwise the slower of two
+/// concurrent writers could seal an older version over the newer one's
+/// seal, and the secret would fail closed until written again. Writers on
+/// other brokers can still interleave: that leaves the secret failing
+/// closed (a 502 until the next write), never a value with labels not its
+/// own. Striped, so memory stays fixed whatever the number of paths.
+#[cfg(any(feature = "aws", feature = "gcp"))]
+#[derive(Debug)]
+pub(crate) struct WriteLocks([tokio::sync::Mutex<()>; WRITE_LOCK_STRIPES]);
+
+#[cfg(any(feature = "aws", feature = "gcp"))]
+const WRITE_LOCK_STRIPES: usize = 64;
+
+#[cfg(any(feature = "aws", feature = "gcp"))]
+impl Default for WriteLocks {
+    fn default() -> Self {
+        Self(std::array::from_fn(|_| tokio::sync::Mutex::new(())))
+    }
+}
+
+#[cfg(any(feature = "aws", feature = "gcp"))]
+impl WriteLocks {
+    /// Waits for, and holds, the lock of `path`'s stripe.
+    pub(crate) async fn lock(&self, path: &SecretPath) -> tokio::sync::MutexGuard<'_, ()> {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(path.as_str());
+        self.0[(hash % WRITE_LOCK_STRIPES as u64) as usize]
+            .lock()
+            .await
+    }
+}
+
 /// The error of a read that kept finding a broken seal: fail closed.
 #[cfg(any(feature = "aws", feature = "gcp"))]
 pub(crate) fn unsealed(store: &'static str, path: &SecretPath, version: u64) -> StoreError {

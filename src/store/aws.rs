@@ -97,6 +97,8 @@ pub struct AwsStore {
     prefix: String,
     timeout: Duration,
     region: Option<String>,
+    /// Serializes this broker's writes of one path (see `WriteLocks`).
+    write_locks: super::WriteLocks,
 }
 
 impl fmt::Debug for AwsStore {
@@ -152,6 +154,7 @@ impl AwsStore {
             prefix: config.remote.prefix.clone(),
             timeout,
             region: sdk.region().map(ToString::to_string),
+            write_locks: super::WriteLocks::default(),
         };
         super::start_unready_if_unreachable(STORE, store.health().await)?;
         Ok(store)
@@ -339,6 +342,7 @@ impl Store for AwsStore {
 
     async fn put(&self, path: &SecretPath, req: PutRequest) -> Result<PutOutcome, StoreError> {
         let name = self.name(path)?;
+        let _serialized = self.write_locks.lock(path).await;
         if req.value.is_empty() {
             return Err(StoreError::Invalid {
                 store: STORE,

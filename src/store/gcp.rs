@@ -75,6 +75,8 @@ pub struct GcpStore {
     project: String,
     prefix: String,
     timeout: Duration,
+    /// Serializes this broker's writes of one path (see `WriteLocks`).
+    write_locks: super::WriteLocks,
 }
 
 impl fmt::Debug for GcpStore {
@@ -155,6 +157,7 @@ impl GcpStore {
             project: config.project.clone(),
             prefix: config.remote.prefix.clone(),
             timeout,
+            write_locks: super::WriteLocks::default(),
         };
         super::start_unready_if_unreachable(STORE, store.health().await)?;
         Ok(store)
@@ -369,6 +372,7 @@ impl Store for GcpStore {
 
     async fn put(&self, path: &SecretPath, req: PutRequest) -> Result<PutOutcome, StoreError> {
         let name = self.secret_name(path)?;
+        let _serialized = self.write_locks.lock(path).await;
         // SECURITY: the labels go on first, sealed `pending`, and the value
         // is served only once they are sealed to its version below.
         let pending = self.annotations(path, &req.labels, super::PENDING_SEAL);
