@@ -84,6 +84,7 @@ fn explain(authz: &Authorizer, args: &ExplainArgs) -> Result<String, PolicyCliEr
         transport,
         peer,
         request_id: "policy-explain",
+        spiffe_id: None,
     };
     let resource = target.resource(None);
     let decision = match &args.entities {
