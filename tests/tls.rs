@@ -90,6 +90,9 @@ impl Tls {
         std::fs::write(dir.path().join("tls.crt"), cert).unwrap();
         std::fs::write(dir.path().join("tls.key"), key).unwrap();
         std::fs::write(dir.path().join("ca.crt"), ca.pem()).unwrap();
+        let mut store_key = [0u8; 32];
+        getrandom::fill(&mut store_key).unwrap();
+        std::fs::write(dir.path().join("store.key"), store_key).unwrap();
         let extra = format!(
             r#"
 [listen.tls]
