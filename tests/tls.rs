@@ -382,3 +382,28 @@ fn a_ca_swap_by_sighup_takes_effect_and_a_broken_set_keeps_the_old_one() {
     assert!(t.refused(t.config(Some(&old), &[&rustls::version::TLS13])));
     assert_eq!(t.request(&fresh, "GET", "/v1/whoami", None).status, 200);
 }
+
+#[test]
+fn connections_older_than_max_connection_age_are_closed() {
+    let t = Tls::start(
+        "max_connection_age = \"1s\"\n\n[limits]\nheader_timeout = \"60s\"",
+        "",
+    );
+    let writer = t.ca.client(WRITER);
+    let conn = rustls::ClientConnection::new(
+        t.config(Some(&writer), &[&rustls::version::TLS13]),
+        ServerName::try_from("localhost").unwrap(),
+    )
+    .unwrap();
+    let tcp = TcpStream::connect(&t.addr).unwrap();
+    // Far below the 60 s head timeout: only the age can close it in time.
+    tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    // A keep-alive request: the server would keep the connection open.
+    tls.write_all(b"GET /v1/whoami HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .unwrap();
+    let mut out = Vec::new();
+    tls.read_to_end(&mut out)
+        .expect("the broker closes the connection once it is older than max_connection_age");
+    assert_eq!(parse_response(&out).status, 200);
+}
