@@ -44,6 +44,7 @@ fn authz(c: &mut Criterion) {
             pid: Some(77),
         }),
         request_id: "bench-1",
+        spiffe_id: None,
     };
     let resource = Resource::Secret {
         path: &path,

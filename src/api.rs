@@ -19,7 +19,7 @@ use crate::audit::{AuditLog, AuditRecord, bounded_path, now_rfc3339};
 use crate::authz::{Denied, PolicyIds, RequestContext, Transport};
 use crate::broker::{Broker, ReadError};
 use crate::config::{AuditOnFailure, Limits};
-use crate::identity::{PeerCred, Principal, Resolver};
+use crate::identity::{PeerCred, Principal, Resolver, TlsPeer};
 use crate::metrics::Metrics;
 use crate::secret::{ScopePath, SecretPath};
 use crate::shard::Sharded;
@@ -219,12 +219,24 @@ impl std::fmt::Debug for RequestId {
 }
 
 /// What is known about the connection a request came on.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
     /// Peer credentials (Unix socket).
     pub peer: Option<PeerCred>,
     /// How the caller connected.
     pub transport: Transport,
+    /// The TLS client and its certificate (TLS listener only).
+    pub tls: Option<Arc<TlsPeer>>,
+}
+
+impl ConnInfo {
+    /// The peer as the audit line records it.
+    fn audit_peer(&self) -> Option<crate::audit::AuditPeer<'_>> {
+        match &self.tls {
+            Some(tls) => Some(tls.as_ref().into()),
+            None => self.peer.map(Into::into),
+        }
+    }
 }
 
 /// The audit fields a request fills in as it goes.
@@ -301,7 +313,7 @@ pub async fn handle(state: &AppState, conn: &ConnInfo, mut req: ApiRequest) -> R
         ts: now_rfc3339(),
         request_id: &request_id,
         principal: trail.principal,
-        peer: conn.peer.map(Into::into),
+        peer: conn.audit_peer(),
         action: trail.action,
         path: Some(trail.path.as_deref().unwrap_or_else(|| bounded_path(&sent))),
         decision: trail.decision,
@@ -352,6 +364,11 @@ async fn dispatch<'s>(
         transport: conn.transport,
         peer: conn.peer,
         request_id,
+        spiffe_id: conn
+            .tls
+            .as_ref()
+            .and_then(|t| t.cert.as_ref().ok())
+            .and_then(crate::identity::PeerCert::spiffe_id),
     };
     // The store-calling routes other than a read are boxed: a future is
     // as large as its largest branch, and the read's (the hot path) is
@@ -429,7 +446,13 @@ fn identify<'s>(
         .as_ref()
         .map(|r| r.as_ref().map_err(Clone::clone))
         .transpose()?;
-    let (index, who) = match state.resolver.resolve_indexed(conn.peer.as_ref(), token) {
+    // SECURITY: over TLS only the certificate identifies the caller (a
+    // bearer token or the absent peer credentials play no part).
+    let resolved = match &conn.tls {
+        Some(tls) => state.resolver.resolve_cert(tls, unix_now()),
+        None => state.resolver.resolve_indexed(conn.peer.as_ref(), token),
+    };
+    let (index, who) = match resolved {
         Ok(found) => found,
         Err(e) => {
             if let crate::identity::IdentityError::Ambiguous(names) = &e {
@@ -451,6 +474,13 @@ fn identify<'s>(
         trail.slot = Some(slot);
     }
     Ok(who)
+}
+
+/// Seconds since the epoch (a clock before 1970 reads as 0).
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// Records a decision in the trail; a denial becomes `403`.

@@ -34,7 +34,7 @@ pub struct AuditRecord<'a> {
     /// The resolved principal's name, or `null`.
     pub principal: Option<&'a str>,
     /// Peer credentials, or `null` where unknown.
-    pub peer: Option<AuditPeer>,
+    pub peer: Option<AuditPeer<'a>>,
     /// `read`, `write`, `list`, `delete`, `whoami`, `health`, `ready`,
     /// `reload`, or `null` for a request that was not understood.
     pub action: Option<&'a str>,
@@ -50,23 +50,55 @@ pub struct AuditRecord<'a> {
     pub latency_us: u64,
 }
 
-/// Peer credentials as audited.
+/// The peer as audited: `{uid, gid, pid}` on the socket, `{addr,
+/// spiffe_id}` or `{addr, dns_name}` over TLS.
 #[derive(Debug, Clone, Copy, Serialize)]
-pub struct AuditPeer {
-    /// Peer uid.
-    pub uid: u32,
-    /// Peer gid.
-    pub gid: u32,
-    /// Peer pid, where known.
-    pub pid: Option<i32>,
+#[serde(untagged)]
+pub enum AuditPeer<'a> {
+    /// A Unix-socket peer.
+    Unix {
+        /// Peer uid.
+        uid: u32,
+        /// Peer gid.
+        gid: u32,
+        /// Peer pid, where known.
+        pid: Option<i32>,
+    },
+    /// A TLS client.
+    Tls {
+        /// `ip:port`.
+        addr: &'a str,
+        /// Its certificate's SPIFFE id, if it has one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        spiffe_id: Option<&'a str>,
+        /// Else its certificate's first DNS SAN, if it has one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        dns_name: Option<&'a str>,
+    },
 }
 
-impl From<PeerCred> for AuditPeer {
+impl From<PeerCred> for AuditPeer<'_> {
     fn from(p: PeerCred) -> Self {
-        Self {
+        Self::Unix {
             uid: p.uid,
             gid: p.gid,
             pid: p.pid,
+        }
+    }
+}
+
+impl<'a> From<&'a crate::identity::TlsPeer> for AuditPeer<'a> {
+    fn from(p: &'a crate::identity::TlsPeer) -> Self {
+        let cert = p.cert.as_ref().ok();
+        let spiffe_id = cert.and_then(crate::identity::PeerCert::spiffe_id);
+        Self::Tls {
+            addr: &p.addr,
+            spiffe_id,
+            dns_name: if spiffe_id.is_some() {
+                None
+            } else {
+                cert.and_then(crate::identity::PeerCert::dns_name)
+            },
         }
     }
 }
@@ -429,7 +461,7 @@ mod tests {
             ts: now_rfc3339(),
             request_id: "r-1",
             principal: Some("provisioner"),
-            peer: Some(AuditPeer {
+            peer: Some(AuditPeer::Unix {
                 uid: 1,
                 gid: 2,
                 pid: Some(3),

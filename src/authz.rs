@@ -94,6 +94,9 @@ pub struct RequestContext<'a> {
     pub peer: Option<PeerCred>,
     /// The request id, as in the audit log.
     pub request_id: &'a str,
+    /// The client certificate's SPIFFE id (TLS callers whose certificate
+    /// has one).
+    pub spiffe_id: Option<&'a str>,
 }
 
 /// What a request acts on.

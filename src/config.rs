@@ -11,7 +11,7 @@ use std::time::Duration;
 
 pub use duration::parse_duration;
 
-use crate::identity::{PrincipalKind, PrincipalSpec, TokenDigest};
+use crate::identity::{CertRule, PrincipalKind, PrincipalSpec, TokenDigest};
 use crate::secret::ScopePath;
 
 /// Default socket path when neither config nor environment names one.
@@ -70,6 +70,36 @@ pub struct ListenConfig {
     pub mode: u32,
     /// The socket file's group, if not the broker's own.
     pub group: Option<u32>,
+    /// `[listen.tls]`: the mutual-TLS listener for remote writers, if on.
+    pub tls: Option<TlsListenConfig>,
+}
+
+/// The lowest TLS version the listener accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMinVersion {
+    /// TLS 1.3 only (the default).
+    Tls13,
+    /// TLS 1.2 with ECDHE AES-256-GCM / CHACHA20-POLY1305 suites, too.
+    Tls12,
+}
+
+/// `[listen.tls]`: the mutual-TLS listener.
+#[derive(Debug, Clone)]
+pub struct TlsListenConfig {
+    /// Where to listen.
+    pub addr: std::net::SocketAddr,
+    /// The server certificate chain (PEM).
+    pub cert: PathBuf,
+    /// The server private key (PEM).
+    pub key: PathBuf,
+    /// The CA bundle client certificates must chain to (PEM).
+    pub client_ca: PathBuf,
+    /// CRL files (PEM or DER).
+    pub crl: Vec<PathBuf>,
+    /// The lowest protocol version.
+    pub min_version: TlsMinVersion,
+    /// Connections older than this are closed after their in-flight request.
+    pub max_connection_age: Duration,
 }
 
 /// Which store holds the values.
@@ -464,6 +494,47 @@ fn token_digest(key: &str, s: &str) -> Result<TokenDigest, ConfigError> {
         ));
     }
     TokenDigest::from_hex(s).ok_or_else(|| invalid(key, "is not hex"))
+}
+
+/// The certificate rule of a principal's `spiffe_id` / `cert_dns_name` /
+/// `cert_spki_sha256`, if it has one.
+fn cert_rule(
+    key: &dyn Fn(&str) -> String,
+    spiffe_id: Option<&str>,
+    dns: Option<&str>,
+    pin: Option<&str>,
+) -> Result<Option<CertRule>, ConfigError> {
+    use crate::identity::cert::{self, CertSubject};
+    let subject = match (spiffe_id, dns) {
+        (Some(id), None) => {
+            cert::valid_spiffe_id(id)
+                .map_err(|m| invalid(key("spiffe_id"), format!("`{id}` {m}")))?;
+            CertSubject::SpiffeId(id.to_owned())
+        }
+        (None, Some(d)) => CertSubject::DnsName(
+            cert::dns_name(d).map_err(|m| invalid(key("cert_dns_name"), format!("`{d}` {m}")))?,
+        ),
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                key("cert_dns_name"),
+                "a principal names its certificate by `spiffe_id` or by `cert_dns_name`, not both",
+            ));
+        }
+        (None, None) if pin.is_some() => {
+            return Err(invalid(
+                key("cert_spki_sha256"),
+                "a pin is added to `spiffe_id` or `cert_dns_name`; name the certificate too",
+            ));
+        }
+        (None, None) => return Ok(None),
+    };
+    let spki_sha256 = pin
+        .map(|p| cert::spki_pin(p).map_err(|m| invalid(key("cert_spki_sha256"), m)))
+        .transpose()?;
+    Ok(Some(CertRule {
+        subject,
+        spki_sha256,
+    }))
 }
 
 fn scope(key: &str, s: &str) -> Result<ScopePath, ConfigError> {

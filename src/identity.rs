@@ -6,6 +6,9 @@
 //! a request without a token is matched only against principals without
 //! one, by uid and/or gid. Exactly one match is required; none or several
 //! is `401 unauthenticated`. A wrong token never falls back to uid matching.
+//! Over the TLS listener only certificate principals match ([`cert`]).
+
+pub mod cert;
 
 use std::fmt;
 
@@ -13,6 +16,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::secret::ScopePath;
+pub use cert::{CertRule, PeerCert, TlsPeer};
 
 /// The Cedar entity type of a principal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -103,10 +107,18 @@ pub struct PrincipalSpec {
     pub gid: Option<u32>,
     /// Required bearer token digest, if any.
     pub token: Option<TokenDigest>,
+    /// Required client certificate (TLS listener only); a spec with one
+    /// has no uid, gid or token.
+    pub cert: Option<CertRule>,
 }
 
 impl PrincipalSpec {
     fn matches(&self, peer: Option<&PeerCred>, token: Option<&TokenDigest>) -> bool {
+        // SECURITY: a certificate principal has no uid, gid or token, so the
+        // checks below would all pass: it must never match off TLS.
+        if self.cert.is_some() {
+            return false;
+        }
         let token_ok = match (&self.token, token) {
             (Some(want), Some(got)) => want.matches(got),
             (None, None) => true,
@@ -138,6 +150,15 @@ pub enum IdentityError {
         "the caller's uid or gid is the kernel's overflow id (a process in a user namespace this broker cannot see into), which stands for every such process: it cannot be identified by uid or gid; run it with a mapped uid/gid or give it a bearer token"
     )]
     OverflowId,
+    /// Over TLS: the client certificate matched no certificate principal
+    /// (or could not identify anyone; the broker's log says why).
+    #[error("the client certificate matches no configured principal")]
+    CertNoMatch,
+    /// Over TLS: the client certificate expired after the handshake.
+    #[error(
+        "the client certificate has expired since the connection was made; reconnect with a current certificate"
+    )]
+    CertExpired,
     /// The `Authorization` header is not a bearer token.
     #[error("the `Authorization` header must be `Bearer <token>`")]
     BadAuthorization,
@@ -266,6 +287,43 @@ impl Resolver {
     }
 }
 
+impl Resolver {
+    /// The one certificate principal a TLS client proves to be, with its
+    /// index in [`Resolver::specs`]. `now` is seconds since the epoch: a
+    /// certificate that expired after the handshake is refused.
+    pub fn resolve_cert(
+        &self,
+        peer: &TlsPeer,
+        now: i64,
+    ) -> Result<(usize, &Principal), IdentityError> {
+        let cert = match &peer.cert {
+            Ok(cert) => cert,
+            Err(e) => {
+                // For the operator only: the caller is told no more than
+                // that it matched no principal.
+                tracing::info!(addr = %peer.addr, reason = %e, "a TLS client's certificate identifies no one");
+                return Err(IdentityError::CertNoMatch);
+            }
+        };
+        if cert.expired_at(now) {
+            return Err(IdentityError::CertExpired);
+        }
+        let mut found: Option<(usize, &PrincipalSpec)> = None;
+        let mut names: Vec<&str> = Vec::new();
+        for (i, spec) in self.specs.iter().enumerate() {
+            if spec.cert.as_ref().is_some_and(|rule| rule.matches(cert)) {
+                names.push(&spec.principal.name);
+                found.get_or_insert((i, spec));
+            }
+        }
+        match (found, names.len()) {
+            (Some((i, spec)), 1) => Ok((i, &spec.principal)),
+            (None, _) => Err(IdentityError::CertNoMatch),
+            _ => Err(IdentityError::Ambiguous(names.join(", "))),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,24 +352,28 @@ mod tests {
                 uid: Some(1001),
                 gid: None,
                 token: None,
+                cert: None,
             },
             PrincipalSpec {
                 principal: principal("task", PrincipalKind::Task),
                 uid: Some(2000),
                 gid: None,
                 token: None,
+                cert: None,
             },
             PrincipalSpec {
                 principal: principal("grp", PrincipalKind::Task),
                 uid: None,
                 gid: Some(3000),
                 token: None,
+                cert: None,
             },
             PrincipalSpec {
                 principal: principal("tok", PrincipalKind::Component),
                 uid: None,
                 gid: None,
                 token: Some(TokenDigest::of_token(b"s3cret-token")),
+                cert: None,
             },
         ])
     }
@@ -390,6 +452,7 @@ mod tests {
             uid: None,
             gid: Some(4000),
             token: None,
+            cert: None,
         });
         // Even a peer whose other id matches a principal is refused.
         assert_eq!(
@@ -405,6 +468,28 @@ mod tests {
         assert_eq!(
             r.resolve(Some(&peer(ou, og)), Some(&t)).unwrap().name,
             "tok"
+        );
+    }
+
+    #[test]
+    fn certificate_principals_never_match_off_tls() {
+        let mut r = resolver();
+        r.specs.push(PrincipalSpec {
+            principal: principal("remote", PrincipalKind::Component),
+            uid: None,
+            gid: None,
+            token: None,
+            cert: Some(CertRule {
+                subject: cert::CertSubject::SpiffeId("spiffe://td/w".into()),
+                spki_sha256: None,
+            }),
+        });
+        // Without the guard in `matches`, a spec with no uid/gid/token
+        // matched every socket peer (and made every one ambiguous).
+        assert_eq!(r.resolve(Some(&peer(1001, 5)), None).unwrap().name, "prov");
+        assert_eq!(
+            r.resolve(Some(&peer(9, 9)), None),
+            Err(IdentityError::NoMatch)
         );
     }
 

@@ -101,6 +101,8 @@ pub struct Metrics {
     store_errors: Vec<AtomicU64>,
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
+    /// TLS listener reloads: accepted, refused; handshakes that failed.
+    tls: [AtomicU64; 3],
     audit_failures: AtomicU64,
     cache: OnceLock<Arc<CachedStore>>,
 }
@@ -141,6 +143,7 @@ impl Default for Metrics {
                 .collect(),
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
+            tls: Default::default(),
             audit_failures: AtomicU64::new(0),
             cache: OnceLock::new(),
         }
@@ -222,6 +225,16 @@ impl Metrics {
             &self.reloads_failed
         };
         c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records a TLS certificate reload and whether it was accepted.
+    pub fn tls_reload(&self, ok: bool) {
+        self.tls[usize::from(!ok)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a TLS handshake that failed or timed out.
+    pub fn tls_handshake_failed(&self) {
+        self.tls[2].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts an audit line that could not be written.
@@ -343,6 +356,22 @@ impl Metrics {
             out,
             "secret_broker_policy_reloads_total{{outcome=\"refused\"}} {}",
             self.reloads_failed.load(Ordering::Relaxed)
+        );
+        out.push_str("# HELP secret_broker_tls_reloads_total TLS listener certificate reloads, by outcome.\n");
+        out.push_str("# TYPE secret_broker_tls_reloads_total counter\n");
+        for (i, outcome) in ["ok", "refused"].iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "secret_broker_tls_reloads_total{{outcome=\"{outcome}\"}} {}",
+                self.tls[i].load(Ordering::Relaxed)
+            );
+        }
+        out.push_str("# HELP secret_broker_tls_handshake_failures_total TLS handshakes refused or timed out.\n");
+        out.push_str("# TYPE secret_broker_tls_handshake_failures_total counter\n");
+        let _ = writeln!(
+            out,
+            "secret_broker_tls_handshake_failures_total {}",
+            self.tls[2].load(Ordering::Relaxed)
         );
         out
     }

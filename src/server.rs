@@ -11,6 +11,7 @@ mod head_deadline;
 mod per_uid;
 mod socket;
 mod spin;
+pub mod tls;
 mod workers;
 
 pub use socket::{SocketError, SocketGuard};
@@ -100,7 +101,7 @@ pub async fn run(
                     continue;
                 };
                 let permit = ConnPermit { _all: permit, _uid: uid_slot };
-                let info = ConnInfo { peer, transport: Transport::Unix };
+                let info = ConnInfo { peer, transport: Transport::Unix, tls: None };
                 let mut ctx = Conn::new(Arc::clone(&state), info);
                 match workers {
                     None => spawn_connection(&builder, &graceful, stream, ctx, permit),
@@ -278,9 +279,10 @@ where
 {
     let started = Instant::now();
     let builder = http1_builder(&state.limits);
+    let peer = info.peer;
     let ctx = Arc::new(Conn::new(Arc::clone(&state), info));
     if let Err(e) = connection(&builder, io, ctx).await {
-        audit_connection_error(&state, info.peer, &e, started);
+        audit_connection_error(&state, peer, &e, started);
     }
 }
 

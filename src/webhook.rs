@@ -4,7 +4,7 @@
 
 mod conns;
 pub mod review;
-mod tls;
+pub(crate) mod tls;
 
 use std::convert::Infallible;
 use std::path::PathBuf;

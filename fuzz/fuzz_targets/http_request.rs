@@ -80,6 +80,7 @@ fuzz_target!(|data: &[u8]| {
         let info = ConnInfo {
             peer: Some(PeerCred { uid: 1000, gid: 1000, pid: None }),
             transport: Transport::Unix,
+            tls: None,
         };
         let serving = tokio::spawn(secret_broker::server::serve_io(server, Arc::clone(&w.state), info));
         let _ = client.write_all(data).await;

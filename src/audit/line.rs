@@ -39,15 +39,35 @@ pub(super) fn write_line(rec: &AuditRecord<'_>, out: &mut Vec<u8>) {
     out.extend_from_slice(b"}\n");
 }
 
-fn peer(out: &mut Vec<u8>, p: AuditPeer) {
-    out.extend_from_slice(b"{\"uid\":");
-    number(out, p.uid);
-    out.extend_from_slice(b",\"gid\":");
-    number(out, p.gid);
-    out.extend_from_slice(b",\"pid\":");
-    match p.pid {
-        Some(pid) => number(out, pid),
-        None => out.extend_from_slice(b"null"),
+fn peer(out: &mut Vec<u8>, p: AuditPeer<'_>) {
+    match p {
+        AuditPeer::Unix { uid, gid, pid } => {
+            out.extend_from_slice(b"{\"uid\":");
+            number(out, uid);
+            out.extend_from_slice(b",\"gid\":");
+            number(out, gid);
+            out.extend_from_slice(b",\"pid\":");
+            match pid {
+                Some(pid) => number(out, pid),
+                None => out.extend_from_slice(b"null"),
+            }
+        }
+        AuditPeer::Tls {
+            addr,
+            spiffe_id,
+            dns_name,
+        } => {
+            out.extend_from_slice(b"{\"addr\":");
+            string(out, addr);
+            if let Some(id) = spiffe_id {
+                out.extend_from_slice(b",\"spiffe_id\":");
+                string(out, id);
+            }
+            if let Some(name) = dns_name {
+                out.extend_from_slice(b",\"dns_name\":");
+                string(out, name);
+            }
+        }
     }
     out.push(b'}');
 }
@@ -92,6 +112,7 @@ mod tests {
             request_id in text(),
             principal in proptest::option::of(text()),
             peer in proptest::option::of((any::<u32>(), any::<u32>(), proptest::option::of(any::<i32>()))),
+            tls in proptest::option::of((text(), proptest::option::of(text()), proptest::option::of(text()))),
             action in proptest::option::of(text()),
             path in proptest::option::of(text()),
             decision in proptest::option::of(prop_oneof![Just("allow"), Just("deny")]),
@@ -103,7 +124,14 @@ mod tests {
                 ts: now_rfc3339(),
                 request_id: &request_id,
                 principal: principal.as_deref(),
-                peer: peer.map(|(uid, gid, pid)| AuditPeer { uid, gid, pid }),
+                peer: match &tls {
+                    Some((addr, spiffe_id, dns_name)) => Some(AuditPeer::Tls {
+                        addr,
+                        spiffe_id: spiffe_id.as_deref(),
+                        dns_name: dns_name.as_deref(),
+                    }),
+                    None => peer.map(|(uid, gid, pid)| AuditPeer::Unix { uid, gid, pid }),
+                },
                 action: action.as_deref(),
                 path: path.as_deref(),
                 decision,

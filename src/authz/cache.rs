@@ -56,6 +56,7 @@ pub(crate) struct DecisionInputs<'a> {
     resource: ResourceRef<'a>,
     transport: Transport,
     peer: Option<(u32, u32, Option<i32>)>,
+    spiffe_id: Option<&'a str>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -70,7 +71,7 @@ impl<'a> DecisionInputs<'a> {
         principal: &'a Principal,
         action: Action,
         resource: Resource<'a>,
-        ctx: &RequestContext<'_>,
+        ctx: &RequestContext<'a>,
     ) -> Self {
         Self {
             generation,
@@ -85,6 +86,7 @@ impl<'a> DecisionInputs<'a> {
             },
             transport: ctx.transport,
             peer: ctx.peer.map(|p| (p.uid, p.gid, p.pid)),
+            spiffe_id: ctx.spiffe_id,
         }
     }
 
@@ -113,7 +115,11 @@ impl<'a> DecisionInputs<'a> {
             ResourceRef::Secret(path, labels) => text(path) + labels.map_or(0, labels_heap_bytes),
             ResourceRef::Scope(s) => text(s),
         };
-        text(self.name) + roles + self.scope.map_or(0, text) + resource
+        text(self.name)
+            + roles
+            + self.scope.map_or(0, text)
+            + resource
+            + self.spiffe_id.map_or(0, text)
     }
 
     fn to_key(self) -> DecisionKey {
@@ -132,6 +138,7 @@ impl<'a> DecisionInputs<'a> {
             },
             transport: self.transport,
             peer: self.peer,
+            spiffe_id: self.spiffe_id.map(str::to_owned),
         }
     }
 }
@@ -150,6 +157,7 @@ struct DecisionKey {
     resource: ResourceKey,
     transport: Transport,
     peer: Option<(u32, u32, Option<i32>)>,
+    spiffe_id: Option<String>,
 }
 
 #[derive(Debug)]
@@ -173,6 +181,7 @@ impl DecisionKey {
             },
             transport: self.transport,
             peer: self.peer,
+            spiffe_id: self.spiffe_id.as_deref(),
         }
     }
 }
@@ -340,6 +349,7 @@ mod tests {
             pid: None,
         }),
         request_id: "r",
+        spiffe_id: None,
     };
 
     fn deny() -> Decision {

@@ -2,7 +2,8 @@
 //!
 //! Matches the schema's `RequestContext` type: `transport` and `request_id`
 //! always, `peer_uid`/`peer_gid`/`peer_pid` only where the transport reports
-//! them (policies must test `context has peer_uid` first).
+//! them (policies must test `context has peer_uid` first), `spiffe_id` only
+//! for a TLS caller whose certificate has one.
 
 use cedar_policy::{Context, RestrictedExpression};
 
@@ -24,6 +25,12 @@ pub fn context(ctx: &RequestContext<'_>) -> Result<Context, ContextError> {
         "request_id".to_owned(),
         RestrictedExpression::new_string(ctx.request_id.to_owned()),
     ));
+    if let Some(id) = ctx.spiffe_id {
+        pairs.push((
+            "spiffe_id".to_owned(),
+            RestrictedExpression::new_string(id.to_owned()),
+        ));
+    }
     if let Some(peer) = &ctx.peer {
         pairs.push((
             "peer_uid".to_owned(),
@@ -59,6 +66,7 @@ mod tests {
                 pid: Some(42),
             }),
             request_id: "req-1",
+            spiffe_id: None,
         };
         let json = context(&ctx).unwrap().to_json_value().unwrap();
         assert_eq!(json["transport"], "unix");
@@ -71,6 +79,7 @@ mod tests {
             transport: Transport::Tls,
             peer: None,
             request_id: "req-2",
+            spiffe_id: None,
         };
         let json = context(&tls).unwrap().to_json_value().unwrap();
         assert_eq!(json["transport"], "tls");

@@ -484,6 +484,7 @@ fn run_broker(authz: &Authorizer, case: &BrokerCase, specs: Option<&[PrincipalSp
         transport: case.transport,
         peer,
         request_id: "policy-test",
+        spiffe_id: None,
     };
     let d = match (&case.target, case.action, &case.labels) {
         // A read as the broker does it: first without labels (before the

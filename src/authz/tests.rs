@@ -54,6 +54,7 @@ const CTX: RequestContext<'static> = RequestContext {
         pid: Some(4242),
     }),
     request_id: "req-test",
+    spiffe_id: None,
 };
 
 fn on_secret(a: &Authorizer, p: &Principal, action: Action, path: &str) -> Decision {
@@ -337,6 +338,7 @@ when { context has peer_uid && context.peer_uid == 1000 &&
             transport,
             peer,
             request_id: "r-1",
+            spiffe_id: None,
         };
         a.decide(&nobody, Action::List, Resource::Scope(&scope), &ctx)
     };
@@ -783,6 +785,7 @@ proptest! {
                     transport: if *tls { Transport::Tls } else { Transport::Unix },
                     peer: uid.map(|u| PeerCred { uid: u, gid: u, pid: *pid }),
                     request_id: rid,
+                    spiffe_id: None,
                 };
                 let mut labels = Labels::new();
                 if *restricted {
@@ -915,6 +918,7 @@ proptest! {
                         transport: if *tls { Transport::Tls } else { Transport::Unix },
                         peer: uid.map(|u| PeerCred { uid: u, gid: u, pid: None }),
                         request_id: rid,
+                        spiffe_id: None,
                     };
                     let scope_path;
                     let secret_path;
@@ -955,6 +959,7 @@ fn an_escaped_request_id_read_is_never_cached() {
             let rid = format!("r{i}-{}", if i % 2 == 0 { "even" } else { "odd" });
             let ctx = RequestContext {
                 request_id: &rid,
+                spiffe_id: None,
                 ..CTX
             };
             a.decide(&t, Action::Read, res, &ctx).allowed

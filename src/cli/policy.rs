@@ -282,6 +282,7 @@ pub(crate) fn inline(principal: Principal) -> PrincipalSpec {
         uid: None,
         gid: None,
         token: None,
+        cert: None,
     }
 }
 

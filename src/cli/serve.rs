@@ -74,12 +74,15 @@ pub enum StartError {
     /// Dev-mode setup failed.
     #[error("cannot prepare dev mode: {0}")]
     Dev(std::io::Error),
+    /// The TLS listener's files or address are unusable.
+    #[error(transparent)]
+    Tls(#[from] server::tls::TlsError),
 }
 
 impl StartError {
     fn exit(&self) -> Exit {
         match self {
-            Self::Config(_) | Self::Policy(_) => Exit::Config,
+            Self::Config(_) | Self::Policy(_) | Self::Tls(_) => Exit::Config,
             Self::Store(_) => Exit::Unavailable,
             Self::Audit(_) | Self::Dev(_) => Exit::Io,
             Self::MemoryLock(_) => Exit::OsErr,
@@ -222,6 +225,14 @@ async fn start(config: Config, dev: Option<&super::dev::DevEnv>) -> Result<(), S
     // Bind before opening the store, so a second broker on the same config
     // is told the socket is served rather than that the store is locked.
     let (listener, guard) = server::bind(&config.listen)?;
+    // The TLS listener's files are checked before the store opens, too.
+    let tls = match &config.listen.tls {
+        Some(t) => Some((
+            server::tls::TlsConfigSet::load(t)?,
+            server::tls::bind(t).await?,
+        )),
+        None => None,
+    };
     let opened = open_store(&config.store).await;
     // A bad policy set is reported before a store problem, as it always was.
     let authz = match policies.await {
@@ -280,7 +291,20 @@ async fn start(config: Config, dev: Option<&super::dev::DevEnv>) -> Result<(), S
         }
         RuntimeFlavor::CurrentThread | RuntimeFlavor::MultiThread => None,
     };
+    let (stop_tls, tls_stopped) = tokio::sync::watch::channel(false);
+    let tls_task = tls.map(|(set, tls_listener)| {
+        tokio::spawn(server::tls::run(
+            tls_listener,
+            set,
+            Arc::clone(&state),
+            tls_stopped,
+        ))
+    });
     let result = server::run(listener, state, workers.as_ref()).await;
+    let _ = stop_tls.send(true);
+    if let Some(task) = tls_task {
+        let _ = task.await;
+    }
     drop(guard);
     if let Some(workers) = workers {
         // Joining the worker threads blocks; keep this runtime free for

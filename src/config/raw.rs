@@ -10,8 +10,8 @@ use serde::de::IgnoredAny;
 use super::{
     AuditOnFailure, AuditSink, AwsConfig, CacheConfig, Config, ConfigError, DEFAULT_SOCKET, Limits,
     ListenConfig, LogConfig, LogFormat, RemoteConfig, RuntimeConfig, RuntimeFlavor, StoreConfig,
-    VaultAuth, VaultConfig, invalid, parse_duration, parse_mode, principal_kind, resolve,
-    resolve_group, scope, token_digest, valid_id,
+    TlsListenConfig, TlsMinVersion, VaultAuth, VaultConfig, cert_rule, invalid, parse_duration,
+    parse_mode, principal_kind, resolve, resolve_group, scope, token_digest, valid_id,
 };
 use crate::identity::{Principal, PrincipalKind, PrincipalSpec};
 
@@ -82,7 +82,20 @@ struct RawListen {
     socket: Option<String>,
     mode: Option<String>,
     group: Option<toml::Value>,
-    tls: Option<toml::Value>,
+    tls: Option<RawTls>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    addr: Option<String>,
+    cert: Option<String>,
+    key: Option<String>,
+    client_ca: Option<String>,
+    #[serde(default)]
+    crl: Vec<String>,
+    min_version: Option<String>,
+    max_connection_age: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -188,6 +201,9 @@ struct RawPrincipal {
     uid: Option<u32>,
     gid: Option<u32>,
     token_sha256: Option<String>,
+    spiffe_id: Option<String>,
+    cert_dns_name: Option<String>,
+    cert_spki_sha256: Option<String>,
 }
 
 fn duration(key: &str, v: Option<&str>, default: &str) -> Result<std::time::Duration, ConfigError> {
@@ -323,12 +339,7 @@ impl RawConfig {
 
 impl RawListen {
     fn validate(self, base: &Path) -> Result<ListenConfig, ConfigError> {
-        if self.tls.is_some() {
-            return Err(invalid(
-                "listen.tls",
-                "the TLS listener is not available in this build; remove the key and use the Unix socket",
-            ));
-        }
+        let tls = self.tls.map(|t| t.validate(base)).transpose()?;
         let group = match self.group {
             None => None,
             Some(toml::Value::Integer(g)) => {
@@ -341,6 +352,56 @@ impl RawListen {
             socket: resolve(base, self.socket.as_deref().unwrap_or(DEFAULT_SOCKET)),
             mode: parse_mode(self.mode.as_deref().unwrap_or("0660"))?,
             group,
+            tls,
+        })
+    }
+}
+
+impl RawTls {
+    fn validate(self, base: &Path) -> Result<TlsListenConfig, ConfigError> {
+        let file = |name: &str, v: Option<String>| {
+            v.filter(|s| !s.is_empty())
+                .map(|s| resolve(base, &s))
+                .ok_or_else(|| invalid(format!("listen.tls.{name}"), "is required (a PEM file)"))
+        };
+        let addr = self
+            .addr
+            .ok_or_else(|| invalid("listen.tls.addr", "is required, e.g. \"0.0.0.0:8443\""))?;
+        let addr = addr.parse().map_err(|_| {
+            invalid(
+                "listen.tls.addr",
+                format!("`{addr}` is not an address such as \"0.0.0.0:8443\""),
+            )
+        })?;
+        let min_version = match self.min_version.as_deref().unwrap_or("1.3") {
+            "1.3" => TlsMinVersion::Tls13,
+            "1.2" => TlsMinVersion::Tls12,
+            v => {
+                return Err(invalid(
+                    "listen.tls.min_version",
+                    format!("`{v}` is not \"1.3\" or \"1.2\""),
+                ));
+            }
+        };
+        let max_connection_age = duration(
+            "listen.tls.max_connection_age",
+            self.max_connection_age.as_deref(),
+            "30m",
+        )?;
+        if max_connection_age.is_zero() {
+            return Err(invalid(
+                "listen.tls.max_connection_age",
+                "must be more than 0s",
+            ));
+        }
+        Ok(TlsListenConfig {
+            addr,
+            cert: file("cert", self.cert)?,
+            key: file("key", self.key)?,
+            client_ca: file("client_ca", self.client_ca)?,
+            crl: self.crl.iter().map(|c| resolve(base, c)).collect(),
+            min_version,
+            max_connection_age,
         })
     }
 }
@@ -755,6 +816,7 @@ impl RawLimits {
 fn validate_principals(raw: Vec<RawPrincipal>) -> Result<Vec<PrincipalSpec>, ConfigError> {
     let mut names = HashSet::new();
     let mut criteria = HashSet::new();
+    let mut certs = HashSet::new();
     let mut out = Vec::with_capacity(raw.len());
     for (i, p) in raw.into_iter().enumerate() {
         let key = |field: &str| format!("principal[{i}].{field}");
@@ -794,7 +856,37 @@ fn validate_principals(raw: Vec<RawPrincipal>) -> Result<Vec<PrincipalSpec>, Con
             .as_deref()
             .map(|t| token_digest(&key("token_sha256"), t))
             .transpose()?;
-        if p.uid.is_none() && p.gid.is_none() && token.is_none() {
+        let cert = cert_rule(
+            &key,
+            p.spiffe_id.as_deref(),
+            p.cert_dns_name.as_deref(),
+            p.cert_spki_sha256.as_deref(),
+        )?;
+        // SECURITY: a certificate principal is reached over TLS only; one
+        // that also named a uid or token would be two kinds of caller.
+        if cert.is_some() && (p.uid.is_some() || p.gid.is_some() || token.is_some()) {
+            return Err(invalid(
+                key("spiffe_id"),
+                format!(
+                    "principal `{}` is a certificate principal and cannot also have uid, gid or token_sha256; make two principals",
+                    p.name
+                ),
+            ));
+        }
+        if cert.is_some() {
+            if !certs.insert(format!(
+                "{:?}",
+                cert.as_ref().map(|c| (&c.subject, c.spki_sha256))
+            )) {
+                return Err(invalid(
+                    key("spiffe_id"),
+                    format!(
+                        "principal `{}` has the same certificate rule as an earlier one",
+                        p.name
+                    ),
+                ));
+            }
+        } else if p.uid.is_none() && p.gid.is_none() && token.is_none() {
             return Err(invalid(
                 key("uid"),
                 format!(
@@ -820,7 +912,7 @@ fn validate_principals(raw: Vec<RawPrincipal>) -> Result<Vec<PrincipalSpec>, Con
         // SECURITY: two principals with the same proof would make every such
         // caller ambiguous (always 401); refuse the config instead.
         let sig = (p.uid, p.gid, token.as_ref().map(|t| t.to_hex()));
-        if !criteria.insert(sig) {
+        if cert.is_none() && !criteria.insert(sig) {
             return Err(invalid(
                 key("uid"),
                 format!(
@@ -839,6 +931,7 @@ fn validate_principals(raw: Vec<RawPrincipal>) -> Result<Vec<PrincipalSpec>, Con
             uid: p.uid,
             gid: p.gid,
             token,
+            cert,
         });
     }
     Ok(out)

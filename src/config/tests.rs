@@ -135,7 +135,10 @@ fn bad_configs_are_refused_with_the_key() {
             "same uid",
         ),
         ("[limits]\nmax_connections = 0", "max_connections"),
-        ("[listen]\ntls = { addr = \"0.0.0.0:1\" }", "listen.tls"),
+        (
+            "[listen]\ntls = { addr = \"0.0.0.0:1\" }",
+            "listen.tls.cert",
+        ),
         ("[runtime]\nflavor = \"green\"", "runtime.flavor"),
         ("[runtime]\nworker_threads = 0", "runtime.worker_threads"),
         ("[runtime]\nidle_spin = \"2ms\"", "runtime.idle_spin"),
@@ -469,4 +472,59 @@ fn runtime_flavors_parse_and_per_core_is_the_default() {
         err.contains("per_core") && err.contains("multi_thread"),
         "{err}"
     );
+}
+
+#[test]
+fn tls_listener_and_certificate_principals() {
+    let tls = "[listen.tls]\naddr = \"127.0.0.1:8443\"\ncert = \"tls.crt\"\nkey = \"tls.key\"\nclient_ca = \"ca.crt\"\n";
+    let c = parse(tls).unwrap();
+    let t = c.listen.tls.unwrap();
+    assert_eq!(t.min_version, super::TlsMinVersion::Tls13);
+    assert_eq!(t.max_connection_age, Duration::from_secs(30 * 60));
+    assert!(t.crl.is_empty());
+    let pin = "A".repeat(43) + "=";
+    let c = parse(&format!(
+        "[[principal]]\nname = \"w\"\ntype = \"Component\"\nroles = [\"platform\"]\nspiffe_id = \"spiffe://td/ns/p/sa/w\"\ncert_spki_sha256 = \"{pin}\"\n[[principal]]\nname = \"d\"\ntype = \"Component\"\ncert_dns_name = \"Writer.example\"\n"
+    ))
+    .unwrap();
+    assert!(c.principals.iter().all(|p| p.cert.is_some()));
+    let bad = [
+        (format!("{tls}min_version = \"1.1\""), "listen.tls.min_version"),
+        (format!("{tls}max_connection_age = \"0s\""), "max_connection_age"),
+        (format!("{tls}ciphers = []"), "ciphers"),
+        ("[listen.tls]\naddr = \"127.0.0.1:1\"".into(), "listen.tls.cert"),
+        ("[listen.tls]\ncert = \"a\"".into(), "listen.tls.addr"),
+        (
+            "[[principal]]\nname = \"a\"\ntype = \"Component\"\nspiffe_id = \"spiffe://td/\"".into(),
+            "principal[0].spiffe_id",
+        ),
+        (
+            "[[principal]]\nname = \"a\"\ntype = \"Component\"\ncert_dns_name = \"*.example\"".into(),
+            "principal[0].cert_dns_name",
+        ),
+        (
+            "[[principal]]\nname = \"a\"\ntype = \"Component\"\nspiffe_id = \"spiffe://td/a\"\ncert_spki_sha256 = \"abc\"".into(),
+            "cert_spki_sha256",
+        ),
+        (
+            "[[principal]]\nname = \"a\"\ntype = \"Component\"\ncert_spki_sha256 = \"abc\"".into(),
+            "name the certificate too",
+        ),
+        (
+            "[[principal]]\nname = \"a\"\ntype = \"Component\"\nspiffe_id = \"spiffe://td/a\"\nuid = 5".into(),
+            "cannot also have uid",
+        ),
+        (
+            "[[principal]]\nname = \"a\"\ntype = \"Component\"\nspiffe_id = \"spiffe://td/a\"\ncert_dns_name = \"a.b\"".into(),
+            "not both",
+        ),
+        (
+            "[[principal]]\nname = \"a\"\ntype = \"Component\"\nspiffe_id = \"spiffe://td/a\"\n[[principal]]\nname = \"b\"\ntype = \"Component\"\nspiffe_id = \"spiffe://td/a\"".into(),
+            "same certificate rule",
+        ),
+    ];
+    for (text, needle) in bad {
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains(needle), "{text:?} -> {err}");
+    }
 }

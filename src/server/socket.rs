@@ -278,6 +278,7 @@ mod tests {
             socket,
             mode: 0o660,
             group: None,
+            tls: None,
         }
     }
 

@@ -391,6 +391,7 @@ fn configured_principals_need_a_config() {
         uid: Some(1001),
         gid: None,
         token: None,
+        cert: None,
     };
     let specs = [spec];
     assert!(run(&a, &case, Some(&specs)).passed);

@@ -168,6 +168,7 @@ fn explain(authz: &Authorizer, args: &ExplainArgs) -> Result<Explanation, Policy
         transport,
         peer,
         request_id: "policy-explain",
+        spiffe_id: None,
     };
     let resource = target.resource(None);
     let decision = match &args.entities {

@@ -1,0 +1,409 @@
+//! The mutual-TLS listener end to end: the real binary, a throwaway PKI
+//! made with rcgen, and a rustls client. A writer writes and cannot read,
+//! the task reads over the socket; every kind of bad client is refused;
+//! nothing is resumed; certificates reload on SIGHUP.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "common/broker.rs"]
+mod common;
+
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    SanType,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use serde_json::Value;
+
+use common::{Broker, Resp, TASK_TOKEN, parse_response};
+
+struct Ca(CertifiedIssuer<'static, KeyPair>);
+
+/// A client's chain and key, ready for a rustls client.
+struct Client {
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+}
+
+impl Ca {
+    fn new() -> Self {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "test ca");
+        Self(CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap())
+    }
+
+    fn pem(&self) -> String {
+        self.0.pem()
+    }
+
+    /// The server's certificate and key (PEM) for `localhost`.
+    fn server(&self) -> (String, String) {
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .signed_by(&key, &self.0)
+            .unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    fn client_with(&self, edit: impl FnOnce(&mut CertificateParams)) -> Client {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        edit(&mut p);
+        let cert = p.signed_by(&key, &self.0).unwrap();
+        Client {
+            chain: vec![cert.der().clone()],
+            key: PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+        }
+    }
+
+    fn client(&self, spiffe_id: &str) -> Client {
+        self.client_with(|p| p.subject_alt_names = vec![uri(spiffe_id)])
+    }
+}
+
+fn uri(s: &str) -> SanType {
+    SanType::URI(s.try_into().unwrap())
+}
+
+const WRITER: &str = "spiffe://example.org/ns/platform/sa/writer";
+
+struct Tls {
+    broker: Broker,
+    addr: String,
+    ca: Ca,
+}
+
+impl Tls {
+    fn start(listen_extra: &str, principals: &str) -> Self {
+        let ca = Ca::new();
+        let dir = Broker::temp_dir();
+        let (cert, key) = ca.server();
+        std::fs::write(dir.path().join("tls.crt"), cert).unwrap();
+        std::fs::write(dir.path().join("tls.key"), key).unwrap();
+        std::fs::write(dir.path().join("ca.crt"), ca.pem()).unwrap();
+        let mut store_key = [0u8; 32];
+        getrandom::fill(&mut store_key).unwrap();
+        std::fs::write(dir.path().join("store.key"), store_key).unwrap();
+        let extra = format!(
+            r#"
+[listen.tls]
+addr = "127.0.0.1:0"
+cert = "tls.crt"
+key = "tls.key"
+client_ca = "ca.crt"
+{listen_extra}
+
+[[principal]]
+name = "remote-writer"
+type = "Component"
+roles = ["platform"]
+spiffe_id = "{WRITER}"
+
+[[principal]]
+name = "task-42"
+type = "Task"
+scope = "acme/tasks/t-42"
+token_sha256 = "{}"
+{principals}
+"#,
+            common::sha256_hex(TASK_TOKEN)
+        );
+        let broker = Broker::start_with_store(
+            dir,
+            "backend = \"embedded\"\npath = \"store.redb\"\nkey_file = \"store.key\"",
+            &extra,
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let addr = loop {
+            let text = broker.stderr_text();
+            if let Some(line) = text.lines().find(|l| l.contains("TLS listener ready")) {
+                let v: Value = serde_json::from_str(line).unwrap();
+                break v["fields"]["addr"].as_str().unwrap().to_owned();
+            }
+            assert!(Instant::now() < deadline, "no TLS listener: {text}");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Self { broker, addr, ca }
+    }
+
+    fn config(
+        &self,
+        client: Option<&Client>,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.ca.0.der().clone()).unwrap();
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_root_certificates(roots);
+        Arc::new(match client {
+            Some(c) => builder
+                .with_client_auth_cert(c.chain.clone(), c.key.clone_key())
+                .unwrap(),
+            None => builder.with_no_client_auth(),
+        })
+    }
+
+    /// One request on a fresh connection; `Err` when the handshake (or
+    /// the connection) was refused.
+    fn request_with(
+        &self,
+        config: Arc<rustls::ClientConfig>,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> Result<(Resp, rustls::HandshakeKind), std::io::Error> {
+        let conn =
+            rustls::ClientConnection::new(config, ServerName::try_from("localhost").unwrap())
+                .unwrap();
+        let tcp = TcpStream::connect(&self.addr)?;
+        tcp.set_read_timeout(Some(Duration::from_secs(15)))?;
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        let body = body.unwrap_or("");
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        tls.write_all(head.as_bytes())?;
+        let mut out = Vec::new();
+        tls.read_to_end(&mut out)?;
+        if out.is_empty() {
+            return Err(std::io::Error::other("closed without an answer"));
+        }
+        let kind = tls.conn.handshake_kind().unwrap();
+        Ok((parse_response(&out), kind))
+    }
+
+    fn request(&self, client: &Client, method: &str, path: &str, body: Option<&str>) -> Resp {
+        self.request_with(
+            self.config(Some(client), &[&rustls::version::TLS13]),
+            method,
+            path,
+            body,
+        )
+        .unwrap()
+        .0
+    }
+
+    fn refused(&self, config: Arc<rustls::ClientConfig>) -> bool {
+        self.request_with(config, "GET", "/v1/whoami", None)
+            .is_err()
+    }
+}
+
+#[test]
+fn a_remote_writer_writes_cannot_read_and_the_task_reads_over_the_socket() {
+    let t = Tls::start("", "");
+    let writer = t.ca.client(WRITER);
+    let who = t.request(&writer, "GET", "/v1/whoami", None);
+    assert_eq!(who.status, 200, "{}", who.text());
+    assert_eq!(who.json()["principal"], "remote-writer");
+    let put = t.request(
+        &writer,
+        "PUT",
+        "/v1/secrets/acme/tasks/t-42/db",
+        Some(r#"{"value":"s3cret-over-tls"}"#),
+    );
+    assert_eq!(put.status, 201, "{}", put.text());
+    let read = t.request(&writer, "GET", "/v1/secrets/acme/tasks/t-42/db", None);
+    assert_eq!(read.status, 403, "{}", read.text());
+    assert!(!read.text().contains("s3cret"));
+    let got = t.broker.get("acme/tasks/t-42/db", TASK_TOKEN);
+    assert_eq!(got.status, 200);
+    assert_eq!(got.json()["value"], "s3cret-over-tls");
+    // The audit line names the TLS peer by address and SPIFFE id.
+    let lines = t.broker.audit_lines();
+    let write = lines.iter().find(|l| l["action"] == "write").unwrap();
+    assert_eq!(write["peer"]["spiffe_id"], WRITER);
+    assert!(
+        write["peer"]["addr"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
+    assert!(write["peer"].get("uid").is_none());
+    // The socket's caller is still audited by its credentials.
+    let read = lines
+        .iter()
+        .find(|l| l["action"] == "read" && l["principal"] == "task-42")
+        .unwrap();
+    assert!(read["peer"]["uid"].is_u64());
+}
+
+#[test]
+fn bad_clients_are_refused() {
+    let t = Tls::start(
+        "",
+        r#"
+[[principal]]
+name = "pinned"
+type = "Component"
+roles = ["platform"]
+spiffe_id = "spiffe://example.org/pinned"
+cert_spki_sha256 = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+"#,
+    );
+    let v13: &[&'static rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
+    // At the handshake: no certificate, another CA, expired, server-auth
+    // only, and a TLS 1.2-only client.
+    assert!(t.refused(t.config(None, v13)), "no client certificate");
+    let other = Ca::new().client(WRITER);
+    assert!(t.refused(t.config(Some(&other), v13)), "another CA");
+    let expired = t.ca.client_with(|p| {
+        p.subject_alt_names = vec![uri(WRITER)];
+        p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        p.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    });
+    assert!(t.refused(t.config(Some(&expired), v13)), "expired");
+    let not_yet = t.ca.client_with(|p| {
+        p.subject_alt_names = vec![uri(WRITER)];
+        p.not_before = rcgen::date_time_ymd(2090, 1, 1);
+        p.not_after = rcgen::date_time_ymd(2091, 1, 1);
+    });
+    assert!(t.refused(t.config(Some(&not_yet), v13)), "not yet valid");
+    let server_only = t.ca.client_with(|p| {
+        p.subject_alt_names = vec![uri(WRITER)];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    });
+    assert!(
+        t.refused(t.config(Some(&server_only), v13)),
+        "server-auth EKU"
+    );
+    let writer = t.ca.client(WRITER);
+    assert!(
+        t.refused(t.config(Some(&writer), &[&rustls::version::TLS12])),
+        "TLS 1.2 by default"
+    );
+    // After the handshake, as 401: the certificate names no principal.
+    let cases = [
+        (
+            "two URI SANs",
+            t.ca.client_with(|p| {
+                p.subject_alt_names = vec![uri(WRITER), uri("spiffe://example.org/other")];
+            }),
+        ),
+        (
+            "a SPIFFE id that only starts with the principal's",
+            t.ca.client(&format!("{WRITER}-2")),
+        ),
+        (
+            "a prefix of the principal's",
+            t.ca.client("spiffe://example.org/ns/platform"),
+        ),
+        (
+            "CN only",
+            t.ca.client_with(|p| {
+                p.distinguished_name.push(rcgen::DnType::CommonName, WRITER);
+            }),
+        ),
+        (
+            "no client-auth EKU at all",
+            t.ca.client_with(|p| {
+                p.subject_alt_names = vec![uri(WRITER)];
+                p.extended_key_usages = vec![];
+            }),
+        ),
+        (
+            "a key that fails the pin",
+            t.ca.client("spiffe://example.org/pinned"),
+        ),
+    ];
+    for (what, client) in &cases {
+        let r = t.request(client, "GET", "/v1/whoami", None);
+        assert_eq!(r.status, 401, "{what}: {}", r.text());
+        assert!(
+            r.text()
+                .contains("certificate matches no configured principal"),
+            "{what}: {}",
+            r.text()
+        );
+    }
+    // The socket keeps working beside the listener.
+    assert_eq!(t.broker.get("acme/tasks/t-42/none", TASK_TOKEN).status, 404);
+}
+
+#[test]
+fn a_resumption_attempt_is_not_resumed() {
+    let t = Tls::start("", "");
+    let writer = t.ca.client(WRITER);
+    // One client config, so its session cache carries over (rustls's
+    // client resumes by default when the server allows it).
+    let config = t.config(Some(&writer), &[&rustls::version::TLS13]);
+    for _ in 0..3 {
+        let (r, kind) = t
+            .request_with(Arc::clone(&config), "GET", "/v1/whoami", None)
+            .unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(kind, rustls::HandshakeKind::Full);
+    }
+}
+
+#[test]
+fn a_ca_swap_by_sighup_takes_effect_and_a_broken_set_keeps_the_old_one() {
+    let t = Tls::start("", "");
+    let old = t.ca.client(WRITER);
+    let new_ca = Ca::new();
+    let fresh = new_ca.client(WRITER);
+    assert!(t.refused(t.config(Some(&fresh), &[&rustls::version::TLS13])));
+    // A broken CA file is refused; the old set stays in force.
+    let ca_path = t.broker.dir.path().join("ca.crt");
+    std::fs::write(&ca_path, "not a pem").unwrap();
+    t.broker.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !t.broker.stderr_text().contains("TLS reload refused") {
+        assert!(Instant::now() < deadline, "{}", t.broker.stderr_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(t.request(&old, "GET", "/v1/whoami", None).status, 200);
+    // Swap in the new CA by rename, then SIGHUP.
+    let tmp = t.broker.dir.path().join("ca.crt.new");
+    std::fs::write(&tmp, new_ca.pem()).unwrap();
+    std::fs::rename(&tmp, &ca_path).unwrap();
+    t.broker.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !t.broker.stderr_text().contains("reloaded the TLS listener") {
+        assert!(Instant::now() < deadline, "{}", t.broker.stderr_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The client verifies the server against the old CA, which signed the
+    // server's certificate: only the client CA changed.
+    assert!(t.refused(t.config(Some(&old), &[&rustls::version::TLS13])));
+    assert_eq!(t.request(&fresh, "GET", "/v1/whoami", None).status, 200);
+}
+
+#[test]
+fn connections_older_than_max_connection_age_are_closed() {
+    let t = Tls::start(
+        "max_connection_age = \"1s\"\n\n[limits]\nheader_timeout = \"60s\"",
+        "",
+    );
+    let writer = t.ca.client(WRITER);
+    let conn = rustls::ClientConnection::new(
+        t.config(Some(&writer), &[&rustls::version::TLS13]),
+        ServerName::try_from("localhost").unwrap(),
+    )
+    .unwrap();
+    let tcp = TcpStream::connect(&t.addr).unwrap();
+    // Far below the 60 s head timeout: only the age can close it in time.
+    tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    // A keep-alive request: the server would keep the connection open.
+    tls.write_all(b"GET /v1/whoami HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .unwrap();
+    let mut out = Vec::new();
+    tls.read_to_end(&mut out)
+        .expect("the broker closes the connection once it is older than max_connection_age");
+    assert_eq!(parse_response(&out).status, 200);
+}
