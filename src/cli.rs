@@ -10,6 +10,7 @@ mod ls;
 mod policy;
 mod put;
 mod rm;
+mod run;
 mod serve;
 mod webhook;
 mod whoami;
@@ -40,6 +41,13 @@ pub enum Exit {
     OsErr = 71,
     /// Local I/O failed (EX_IOERR).
     Io = 74,
+    /// Data cannot be used as asked, e.g. a secret that cannot be an
+    /// environment variable (EX_DATAERR).
+    DataErr = 65,
+    /// `run`: COMMAND was found but cannot be executed (as shells do).
+    CannotExecute = 126,
+    /// `run`: COMMAND was not found (as shells do).
+    CommandNotFound = 127,
 }
 
 /// secret-broker: platform components write secrets they can never read
@@ -73,6 +81,8 @@ enum Command {
     Webhook(webhook::WebhookArgs),
     /// Policy as code: validate, test, explain, fmt, prove.
     Policy(policy::PolicyArgs),
+    /// Start a program with secrets as environment variables and files.
+    Run(run::RunArgs),
 }
 
 /// Options shared by the client verbs.
@@ -106,6 +116,8 @@ impl Cli {
             Command::Whoami(a) => block_on(false, async { client::report(whoami::run(a).await) }),
             Command::Health(a) => block_on(false, async { client::report(health::run(a).await) }),
             Command::Policy(a) => block_on(false, policy::run(a)),
+            // `run` builds its own runtime and drops it before `exec`.
+            Command::Run(a) => run::run(a),
         }
     }
 }

@@ -81,6 +81,8 @@ pub fn report(result: Result<(), ClientError>) -> Exit {
 pub struct Reply {
     /// HTTP status.
     pub status: u16,
+    /// The response headers (`x-secret-version` for `run`).
+    pub headers: http::HeaderMap,
     /// The body (zeroized on drop).
     pub body: Zeroizing<Vec<u8>>,
 }
@@ -177,6 +179,7 @@ impl Client {
             .await
             .map_err(|e| ClientError::Http(e.to_string()))?;
         let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
         let mut buf = Zeroizing::new(Vec::new());
         let mut incoming = resp.into_body();
         while let Some(frame) = incoming.frame().await {
@@ -186,7 +189,11 @@ impl Client {
             }
         }
         driver.abort();
-        let reply = Reply { status, body: buf };
+        let reply = Reply {
+            status,
+            headers,
+            body: buf,
+        };
         if (200..300).contains(&status) {
             return Ok(reply);
         }
