@@ -1,0 +1,406 @@
+//! `secret-broker run` end to end: the real binary against a real broker.
+//! COMMAND is `sh`; a marker file shows whether it ever started.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "common/broker.rs"]
+mod common;
+
+use std::os::unix::fs::MetadataExt as _;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use common::{BIN, Broker, PLATFORM_TOKEN as P, TASK_TOKEN as T, default_principals};
+
+const CANARY: &str = "canary-run-5b1e";
+
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn put(b: &Broker, path: &str, value: &[u8]) {
+    let r = b.put_json(
+        path,
+        P,
+        &serde_json::json!({ "value_base64": b64(value) }),
+        &[],
+    );
+    assert!(r.status == 200 || r.status == 201, "{}", r.text());
+}
+
+/// `run` as the task (bearer token) with `args`, then `--`, then `sh -c script`.
+fn run(b: &Broker, args: &[&str], script: &str) -> Output {
+    let mut all = vec!["run"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--", "sh", "-c", script]);
+    b.cli(
+        &all,
+        &[("SECRET_BROKER_TOKEN", T), ("RUST_LOG", "trace")],
+        None,
+    )
+}
+
+fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Asserts `run` failed with `code` before COMMAND started, and returns stderr.
+fn refused(out: &Output, code: i32, marker: &Path) -> String {
+    let (stdout, stderr) = text(out);
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "stdout {stdout} stderr {stderr}"
+    );
+    assert!(!marker.exists(), "COMMAND started: {stderr}");
+    assert!(stderr.contains("COMMAND was not started"), "{stderr}");
+    assert!(
+        !stderr.contains(CANARY) && !stdout.contains(CANARY),
+        "{stderr}"
+    );
+    stderr
+}
+
+#[test]
+fn env_env_from_and_files_reach_command() {
+    let b = Broker::start(&default_principals());
+    put(
+        &b,
+        "acme/tasks/t-42/app/db/pass",
+        format!("{CANARY}-db").as_bytes(),
+    );
+    put(
+        &b,
+        "acme/tasks/t-42/app/api.key",
+        format!("{CANARY}-api").as_bytes(),
+    );
+    put(
+        &b,
+        "acme/tasks/t-42/files/cert",
+        b"\x00\x01\xfe\xffbinary\n",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("cert.der");
+    let dest2 = dir.path().join("pass.txt");
+    let out = run(
+        &b,
+        &[
+            "--env",
+            "EXPLICIT=acme/tasks/t-42/app/db/pass",
+            "--env-from",
+            "acme/tasks/t-42/app/db/",
+            "--env-from",
+            "acme/tasks/t-42/app",
+            "--file",
+            &format!("{}=acme/tasks/t-42/files/cert", dest.display()),
+            "--file",
+            &format!("{}=acme/tasks/t-42/app/db/pass:0440", dest2.display()),
+        ],
+        "printf '%s|%s|%s|%s' \"$EXPLICIT\" \"$PASS\" \"$DB_PASS\" \"$API_KEY\"",
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        stdout,
+        format!("{CANARY}-db|{CANARY}-db|{CANARY}-db|{CANARY}-api")
+    );
+    assert_eq!(std::fs::read(&dest).unwrap(), b"\x00\x01\xfe\xffbinary\n");
+    let md = std::fs::metadata(&dest).unwrap();
+    assert_eq!(md.mode() & 0o7777, 0o400);
+    assert_eq!(md.uid(), rustix::process::geteuid().as_raw());
+    assert_eq!(std::fs::metadata(&dest2).unwrap().mode() & 0o7777, 0o440);
+    assert_eq!(
+        std::fs::read_to_string(&dest2).unwrap(),
+        format!("{CANARY}-db")
+    );
+    // No temp file left in DEST's directory.
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    // Leak: no value in run's output, the broker's log or the audit.
+    assert!(!stderr.contains(CANARY), "{stderr}");
+    assert!(!b.stderr_text().contains(CANARY));
+    assert!(!b.audit_text().contains(CANARY));
+    // Every read was audited as the task.
+    let reads: Vec<_> = b
+        .audit_lines()
+        .into_iter()
+        .filter(|l| l["action"] == "read")
+        .collect();
+    assert!(reads.len() >= 3, "{reads:?}");
+    assert!(
+        reads.iter().all(|l| l["principal"] == "task-42"),
+        "{reads:?}"
+    );
+}
+
+#[test]
+fn binary_values_cannot_be_variables() {
+    let b = Broker::start(&default_principals());
+    put(
+        &b,
+        "acme/tasks/t-42/bin",
+        format!("{CANARY}\u{0}x").as_bytes(),
+    );
+    put(&b, "acme/tasks/t-42/latin1", b"canary-run-5b1e\xe9");
+    let marker = tempfile::tempdir().unwrap().keep().join("started");
+    let script = format!("touch {}", marker.display());
+    for (path, why) in [
+        ("acme/tasks/t-42/bin", "NUL"),
+        ("acme/tasks/t-42/latin1", "UTF-8"),
+    ] {
+        let out = run(&b, &["--env", &format!("X={path}")], &script);
+        let err = refused(&out, 65, &marker);
+        assert!(
+            err.contains(path) && err.contains("`X`") && err.contains(why),
+            "{err}"
+        );
+    }
+    // The same through --env-from, naming the mapped variable.
+    let out = run(&b, &["--env-from", "acme/tasks/t-42/"], &script);
+    let err = refused(&out, 65, &marker);
+    assert!(err.contains("`BIN`") || err.contains("`LATIN1`"), "{err}");
+}
+
+#[test]
+fn collisions_name_both_paths_and_env_wins() {
+    let b = Broker::start(&default_principals());
+    put(&b, "acme/tasks/t-42/db-pass", b"canary-run-5b1e-a");
+    put(&b, "acme/tasks/t-42/db.pass", b"canary-run-5b1e-b");
+    let marker = tempfile::tempdir().unwrap().keep().join("started");
+    let script = format!("touch {}; printf %s \"$DB_PASS\"", marker.display());
+    let out = run(&b, &["--env-from", "acme/tasks/t-42/"], &script);
+    let err = refused(&out, 65, &marker);
+    assert!(
+        err.contains("acme/tasks/t-42/db-pass") && err.contains("acme/tasks/t-42/db.pass"),
+        "{err}"
+    );
+    let out = run(
+        &b,
+        &[
+            "--env-from",
+            "acme/tasks/t-42/",
+            "--env",
+            "DB_PASS=acme/tasks/t-42/db.pass",
+        ],
+        &script,
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stdout, "canary-run-5b1e-b");
+}
+
+#[test]
+fn failed_reads_never_start_command() {
+    let b = Broker::start(&default_principals());
+    put(&b, "acme/tasks/t-43/other", b"canary-run-5b1e");
+    put(&b, "acme/tasks/t-42/ok", b"canary-run-5b1e");
+    let tmp = tempfile::tempdir().unwrap();
+    let marker = tmp.path().join("started");
+    let script = format!("touch {}", marker.display());
+    // 404
+    let out = run(&b, &["--env", "X=acme/tasks/t-42/missing"], &script);
+    let err = refused(&out, 1, &marker);
+    assert!(
+        err.contains("acme/tasks/t-42/missing") && err.contains("not_found"),
+        "{err}"
+    );
+    // 403, also for a listing
+    let out = run(&b, &["--env", "X=acme/tasks/t-43/other"], &script);
+    let err = refused(&out, 1, &marker);
+    assert!(
+        err.contains("acme/tasks/t-43/other") && err.contains("forbidden"),
+        "{err}"
+    );
+    let out = run(&b, &["--env-from", "acme/tasks/t-43/"], &script);
+    let err = refused(&out, 1, &marker);
+    assert!(err.contains("forbidden"), "{err}");
+    // 401: no token, and this uid is nobody's (unless it is 2000/2001).
+    let uid = rustix::process::geteuid().as_raw();
+    if uid != 2000 && uid != 2001 {
+        let out = b.cli(
+            &[
+                "run",
+                "--env",
+                "X=acme/tasks/t-42/ok",
+                "--",
+                "sh",
+                "-c",
+                &script,
+            ],
+            &[],
+            None,
+        );
+        let err = refused(&out, 1, &marker);
+        assert!(err.contains("unauthenticated"), "{err}");
+    }
+    // One bad read among good ones is enough.
+    let dest = tmp.path().join("f");
+    let out = run(
+        &b,
+        &[
+            "--file",
+            &format!("{}=acme/tasks/t-42/ok", dest.display()),
+            "--env",
+            "X=acme/tasks/t-42/missing",
+        ],
+        &script,
+    );
+    refused(&out, 1, &marker);
+    assert!(!dest.exists(), "a file was written although a read failed");
+    // Unreachable broker: 69.
+    let out = Command::new(BIN)
+        .args(["run", "--socket"])
+        .arg(tmp.path().join("no.sock"))
+        .args(["--env", "X=acme/tasks/t-42/ok", "--", "sh", "-c", &script])
+        .env_remove("SECRET_BROKER_TOKEN")
+        .output()
+        .unwrap();
+    let err = refused(&out, 69, &marker);
+    assert!(err.contains("unreachable"), "{err}");
+    // DEST's directory missing: 74, before any read.
+    let out = run(
+        &b,
+        &[
+            "--file",
+            &format!("{}/nodir/f=acme/tasks/t-42/ok", tmp.path().display()),
+        ],
+        &script,
+    );
+    let err = refused(&out, 74, &marker);
+    assert!(err.contains("nodir"), "{err}");
+    // Bad flags: 2.
+    let out = run(&b, &["--env", "1BAD=acme/tasks/t-42/ok"], &script);
+    refused(&out, 2, &marker);
+    // Nothing leaked anywhere.
+    assert!(!b.stderr_text().contains(CANARY));
+    assert!(!b.audit_text().contains(CANARY));
+}
+
+#[test]
+fn exec_keeps_the_pid_and_the_exit_code() {
+    let b = Broker::start(&default_principals());
+    put(&b, "acme/tasks/t-42/v", b"x");
+    let child = Command::new(BIN)
+        .args([
+            "run",
+            "--env",
+            "V=acme/tasks/t-42/v",
+            "--",
+            "sh",
+            "-c",
+            "echo $$; exit 3",
+        ])
+        .env("SECRET_BROKER_SOCKET", &b.socket)
+        .env("SECRET_BROKER_TOKEN", T)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), pid.to_string());
+    // Killed by a signal: the status is the signal's, as for COMMAND itself.
+    let out = run(&b, &["--env", "V=acme/tasks/t-42/v"], "kill -TERM $$");
+    use std::os::unix::process::ExitStatusExt as _;
+    assert_eq!(out.status.signal(), Some(15));
+    // COMMAND not found: 127.
+    let out = b.cli(
+        &[
+            "run",
+            "--env",
+            "V=acme/tasks/t-42/v",
+            "--",
+            "/nonexistent/cmd",
+        ],
+        &[("SECRET_BROKER_TOKEN", T)],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(127));
+}
+
+#[test]
+fn a_concurrent_reader_never_sees_a_partial_file() {
+    let b = Broker::start(&default_principals());
+    let n = 60_000;
+    put(&b, "acme/tasks/t-42/a", &vec![b'a'; n]);
+    put(&b, "acme/tasks/t-42/b", &vec![b'b'; n]);
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("f");
+    std::fs::write(&dest, vec![b'a'; n]).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (dest, stop) = (dest.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut seen = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let got = std::fs::read(&dest).unwrap();
+                assert_eq!(got.len(), n, "a partial file was seen");
+                assert!(got.iter().all(|&c| c == got[0]), "a mixed file was seen");
+                seen += 1;
+            }
+            seen
+        })
+    };
+    for i in 0..20 {
+        let which = if i % 2 == 0 { "b" } else { "a" };
+        let out = run(
+            &b,
+            &[
+                "--file",
+                &format!("{}=acme/tasks/t-42/{which}:0644", dest.display()),
+            ],
+            "true",
+        );
+        assert!(out.status.success(), "{}", text(&out).1);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(reader.join().unwrap() > 0);
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}
+
+#[test]
+fn a_task_by_uid_reads_its_scope_and_owns_its_files() {
+    if !common::is_root() {
+        eprintln!("skipped: needs root to run as uid 2000");
+        return;
+    }
+    use std::os::unix::process::CommandExt as _;
+    let b = Broker::start(&default_principals());
+    put(&b, "acme/tasks/t-42/v", format!("{CANARY}-uid").as_bytes());
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::chown(dir.path(), Some(2000), Some(2000)).unwrap();
+    let dest = dir.path().join("v");
+    let out = Command::new(BIN)
+        .args(["run", "--env", "V=acme/tasks/t-42/v", "--file"])
+        .arg(format!("{}=acme/tasks/t-42/v", dest.display()))
+        .args(["--", "sh", "-c", "printf %s \"$V\""])
+        .env("SECRET_BROKER_SOCKET", &b.socket)
+        .env_remove("SECRET_BROKER_TOKEN")
+        .uid(2000)
+        .gid(2000)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stdout, format!("{CANARY}-uid"));
+    let md = std::fs::metadata(&dest).unwrap();
+    assert_eq!(
+        (md.uid(), md.gid(), md.mode() & 0o7777),
+        (2000, 2000, 0o400)
+    );
+    let reads: Vec<_> = b
+        .audit_lines()
+        .into_iter()
+        .filter(|l| l["action"] == "read")
+        .collect();
+    assert!(
+        reads.iter().all(|l| l["principal"] == "task-uid"),
+        "{reads:?}"
+    );
+}
