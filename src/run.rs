@@ -14,6 +14,7 @@
 pub mod env;
 pub mod files;
 pub mod spec;
+pub mod supervise;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -404,3 +404,294 @@ fn a_task_by_uid_reads_its_scope_and_owns_its_files() {
         "{reads:?}"
     );
 }
+
+/// Polls `cond` until it holds; panics with `what` after a generous bound
+/// (a hang guard, not a timing assertion).
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    for _ in 0..1500 {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("gave up waiting: {what}");
+}
+
+/// `run --watch` in the background as the task, its stderr in `err`.
+fn spawn_watch(b: &Broker, args: &[&str], script: &str, err: &Path) -> std::process::Child {
+    Command::new(BIN)
+        .arg("run")
+        .args(args)
+        .args(["--", "sh", "-c", script])
+        .env("SECRET_BROKER_SOCKET", &b.socket)
+        .env("SECRET_BROKER_TOKEN", T)
+        .env("RUST_LOG", "trace")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(err).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+fn lines(p: &Path) -> Vec<String> {
+    std::fs::read_to_string(p)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn kill(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .args(["-s", sig, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+#[test]
+fn watch_restarts_on_rotation_and_exits_143_on_term() {
+    let b = Broker::start(&default_principals());
+    put(&b, "acme/tasks/t-42/v", b"canary-run-5b1e-v1");
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let err = dir.path().join("err");
+    let script = format!(
+        "printf '%s\\n' \"$V\" >> {}; exec sleep 1000",
+        log.display()
+    );
+    let mut child = spawn_watch(
+        &b,
+        &[
+            "--watch",
+            "100ms",
+            "--env",
+            "V=acme/tasks/t-42/v",
+            "--stop-timeout",
+            "5s",
+        ],
+        &script,
+        &err,
+    );
+    wait_for("first start", || lines(&log).len() == 1);
+    put(&b, "acme/tasks/t-42/v", b"canary-run-5b1e-v2");
+    wait_for("restart", || lines(&log).len() == 2);
+    assert_eq!(lines(&log), ["canary-run-5b1e-v1", "canary-run-5b1e-v2"]);
+    kill(child.id(), "TERM");
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(143));
+    assert!(!std::fs::read_to_string(&err).unwrap().contains(CANARY));
+    // The re-reads asked past the cache and were audited as the task.
+    assert!(
+        b.audit_lines()
+            .iter()
+            .filter(|l| l["action"] == "read")
+            .all(|l| l["principal"] == "task-42")
+    );
+}
+
+#[test]
+fn watch_rewrites_the_file_before_signalling() {
+    let b = Broker::start(&default_principals());
+    put(&b, "acme/tasks/t-42/conf", b"v1");
+    let dir = tempfile::tempdir().unwrap();
+    let (dest, log, ready, err) = (
+        dir.path().join("conf"),
+        dir.path().join("log"),
+        dir.path().join("ready"),
+        dir.path().join("err"),
+    );
+    // On HUP, COMMAND records what the file holds at that moment.
+    let script = format!(
+        "trap 'cat {dest} >> {log}; echo >> {log}' HUP; touch {ready}; while :; do sleep 0.05; done",
+        dest = dest.display(),
+        log = log.display(),
+        ready = ready.display()
+    );
+    let mut child = spawn_watch(
+        &b,
+        &[
+            "--watch",
+            "100ms",
+            "--on-change",
+            "signal:HUP",
+            "--file",
+            &format!("{}=acme/tasks/t-42/conf:0600", dest.display()),
+        ],
+        &script,
+        &err,
+    );
+    wait_for("COMMAND ready", || ready.exists());
+    put(&b, "acme/tasks/t-42/conf", b"v2");
+    wait_for("HUP handled", || !lines(&log).is_empty());
+    assert_eq!(lines(&log)[0], "v2");
+    assert_eq!(std::fs::read(&dest).unwrap(), b"v2");
+    // Still the same COMMAND (signalled, not restarted); TERM ends it.
+    kill(child.id(), "TERM");
+    assert_eq!(child.wait().unwrap().code(), Some(143));
+}
+
+#[test]
+fn watch_forwards_signals_to_grandchildren_and_keeps_exit_codes() {
+    let b = Broker::start(&default_principals());
+    put(&b, "acme/tasks/t-42/v", b"x");
+    let dir = tempfile::tempdir().unwrap();
+    let (ready, got, err) = (
+        dir.path().join("ready"),
+        dir.path().join("got"),
+        dir.path().join("err"),
+    );
+    // The grandchild traps USR1; the child (sh, which only notes USR1:
+    // an ignored signal could not be trapped by its children) waits for
+    // it and exits 3.
+    let script = format!(
+        "sh -c 'trap \"echo usr1 > {got}; exit 0\" USR1; touch {ready}; while :; do sleep 0.05; done' & \
+         wait; wait; exit 3",
+        got = got.display(),
+        ready = ready.display()
+    );
+    let mut child = spawn_watch(
+        &b,
+        &["--watch", "1h", "--env", "V=acme/tasks/t-42/v"],
+        &format!("trap : USR1; {script}"),
+        &err,
+    );
+    wait_for("grandchild ready", || ready.exists());
+    kill(child.id(), "USR1");
+    wait_for("grandchild got USR1", || got.exists());
+    assert_eq!(child.wait().unwrap().code(), Some(3));
+}
+
+#[test]
+fn watch_keeps_command_running_while_the_broker_is_down() {
+    let mut b = Broker::start(&default_principals());
+    put(&b, "acme/tasks/t-42/v", b"canary-run-5b1e-v1");
+    let dir = tempfile::tempdir().unwrap();
+    let (log, err) = (dir.path().join("log"), dir.path().join("err"));
+    let script = format!(
+        "printf '%s\\n' \"$V\" >> {}; exec sleep 1000",
+        log.display()
+    );
+    let mut child = spawn_watch(
+        &b,
+        &["--watch", "100ms", "--env", "V=acme/tasks/t-42/v"],
+        &script,
+        &err,
+    );
+    wait_for("first start", || lines(&log).len() == 1);
+    b.kill9();
+    wait_for("a failed re-read reported", || {
+        std::fs::read_to_string(&err)
+            .unwrap_or_default()
+            .contains("keeps running")
+    });
+    assert!(child.try_wait().unwrap().is_none(), "run exited");
+    assert_eq!(lines(&log).len(), 1, "COMMAND was restarted");
+    b.spawn();
+    put(&b, "acme/tasks/t-42/v", b"canary-run-5b1e-v2");
+    wait_for("restart after recovery", || lines(&log).len() == 2);
+    assert_eq!(lines(&log)[1], "canary-run-5b1e-v2");
+    kill(child.id(), "TERM");
+    assert_eq!(child.wait().unwrap().code(), Some(143));
+    let e = std::fs::read_to_string(&err).unwrap();
+    assert!(e.contains("unreachable") && !e.contains(CANARY), "{e}");
+}
+
+#[test]
+fn watch_as_pid_1_reaps_orphans() {
+    let probe = Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "true"])
+        .status();
+    if !probe.is_ok_and(|s| s.success()) {
+        eprintln!("skipped: cannot make a PID namespace here");
+        return;
+    }
+    let b = Broker::start(&default_principals());
+    put(&b, "acme/tasks/t-42/v", b"x");
+    // Orphans (double-forked) re-parent to PID 1, `run`. COMMAND counts
+    // zombies until there are none (bounded), and prints the count.
+    let script = "for i in 1 2 3 4 5; do (sh -c 'exit 0' &); done; \
+                  n=0; while [ $n -lt 500 ]; do \
+                    z=$(grep -l '^[0-9]* ([^)]*) Z' /proc/[0-9]*/stat 2>/dev/null | wc -l); \
+                    [ \"$z\" -eq 0 ] && break; n=$((n+1)); sleep 0.02; done; \
+                  echo \"zombies=$z pid1=$(cat /proc/1/comm)\"";
+    let out = Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc"])
+        .arg(BIN)
+        .args(["run", "--watch", "1h", "--env", "V=acme/tasks/t-42/v", "--"])
+        .args(["sh", "-c", script])
+        .env("SECRET_BROKER_SOCKET", &b.socket)
+        .env("SECRET_BROKER_TOKEN", T)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.trim(), "zombies=0 pid1=secret-broker", "{stdout}");
+}
+
+#[test]
+fn no_cache_reads_reach_the_store() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let b = Broker::start(&format!(
+        "{}\n[metrics]\naddr = \"127.0.0.1:{port}\"\n[cache]\nttl = \"1h\"\n",
+        default_principals()
+    ));
+    put(&b, "acme/tasks/t-42/v", b"x");
+    let store_gets = || {
+        use std::io::{Read as _, Write as _};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nhost: m\r\nconnection: close\r\n\r\n")
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        let series = "secret_broker_store_call_duration_seconds_count{op=\"get\"} ";
+        out.lines()
+            .find_map(|l| l.strip_prefix(series))
+            .map(|v| v.trim().parse::<u64>().unwrap())
+            .unwrap_or(0)
+    };
+    let auth = format!("Bearer {T}");
+    let get = |extra: &[(&str, &str)]| {
+        let mut h = vec![("authorization", auth.as_str())];
+        h.extend_from_slice(extra);
+        let r = b
+            .try_request("GET", "/v1/secrets/acme/tasks/t-42/v", &h, None)
+            .unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+    };
+    get(&[]);
+    let after_first = store_gets();
+    get(&[]);
+    assert_eq!(store_gets(), after_first, "a cached read went to the store");
+    get(&[("cache-control", "no-cache")]);
+    assert_eq!(store_gets(), after_first + 1);
+    get(&[("Cache-Control", "max-age=0, No-Cache")]);
+    assert_eq!(store_gets(), after_first + 2);
+    // Still authorized: a forbidden path is 403 with or without it.
+    let r = b
+        .try_request(
+            "GET",
+            "/v1/secrets/acme/tasks/t-43/v",
+            &[
+                ("authorization", auth.as_str()),
+                ("cache-control", "no-cache"),
+            ],
+            None,
+        )
+        .unwrap();
+    assert_eq!(r.status, 403);
+    let reads = b
+        .audit_lines()
+        .into_iter()
+        .filter(|l| l["action"] == "read")
+        .count();
+    assert_eq!(reads, 5);
+}

@@ -9,17 +9,21 @@
 //! 65 a value or name cannot be used (not UTF-8, NUL, collision),
 //! 69 the broker is unreachable, 74 a local file (DEST's directory, a
 //! write), 126 COMMAND cannot be executed, 127 COMMAND not found.
-//! Once COMMAND runs, the exit code is COMMAND's own.
+//! Once COMMAND runs, the exit code is COMMAND's own (with `--watch`,
+//! 128+N when COMMAND was killed by signal N).
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt as _;
+use std::time::Duration;
 
 use clap::Args;
 use http::Method;
 
 use super::client::{Client, ClientError};
 use super::{ClientArgs, Exit};
-use crate::run::{self, FailureKind, Fetched, Plan, RunError, Source, SourceError, spec};
+use crate::run::{
+    self, FailureKind, Fetched, Plan, RunError, Source, SourceError, spec, supervise,
+};
 use crate::secret::{ScopePath, SecretBytes, SecretPath};
 
 /// Arguments of `run`.
@@ -35,6 +39,18 @@ pub struct RunArgs {
     /// Write the raw bytes of PATH to DEST, atomically, mode MODE (default 0400) (repeatable).
     #[arg(long = "file", value_name = "DEST=PATH[:MODE]")]
     file: Vec<String>,
+    /// Stay as COMMAND's parent and re-read every D (e.g. 30s); rotate on a changed version.
+    #[arg(long, value_name = "D", value_parser = positive_duration)]
+    watch: Option<Duration>,
+    /// With --watch, on a changed version (files are rewritten first):
+    /// `restart`, `signal:SIG` (e.g. signal:HUP) or `none`.
+    #[arg(long, value_name = "ACTION", requires = "watch", default_value = "restart",
+          value_parser = |v: &str| spec::on_change(v).map_err(|e| e.to_string()))]
+    on_change: spec::OnChange,
+    /// With --watch and `restart`: time between TERM and KILL.
+    #[arg(long, value_name = "D", requires = "watch", default_value = "10s",
+          value_parser = crate::config::parse_duration)]
+    stop_timeout: Duration,
     #[command(flatten)]
     client: ClientArgs,
     /// The program and its arguments, after `--`.
@@ -64,7 +80,8 @@ impl RunArgs {
     }
 }
 
-/// Runs `run`: on success it does not return (COMMAND replaces it).
+/// Runs `run`: on success it does not return (COMMAND replaces it, or
+/// with `--watch` `run` exits with COMMAND's code).
 pub fn run(args: RunArgs) -> Exit {
     let plan = match args.plan().and_then(|p| p.check_dests().map(|()| p)) {
         Ok(p) => p,
@@ -84,13 +101,50 @@ pub fn run(args: RunArgs) -> Exit {
             return Exit::Software;
         }
     };
-    let gathered = rt.block_on(run::gather(&plan, &BrokerSource(&client), false));
-    drop(rt);
-    let gathered = match gathered.and_then(|g| run::write_files(&g).map(|()| g)) {
+    let source = BrokerSource(&client);
+    let gathered = rt
+        .block_on(run::gather(&plan, &source, false))
+        .and_then(|g| run::write_files(&g).map(|()| g));
+    let gathered = match gathered {
         Ok(g) => g,
         Err(e) => return fail(&e),
     };
-    exec(&args.command, &gathered.env)
+    let Some(every) = args.watch else {
+        drop(rt);
+        return exec(&args.command, &gathered.env);
+    };
+    let watch = supervise::Watch {
+        every,
+        on_change: args.on_change,
+        stop_timeout: args.stop_timeout,
+    };
+    let ended = rt.block_on(supervise::supervise(
+        &plan,
+        &source,
+        &args.command,
+        watch,
+        gathered,
+    ));
+    drop(rt);
+    match ended {
+        // COMMAND's own exit code, which `Exit` cannot hold.
+        Ok(code) => std::process::exit(code),
+        Err(e @ supervise::SuperviseError::Spawn { .. }) => {
+            eprintln!("error: {e}");
+            Exit::CannotExecute
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Exit::Software
+        }
+    }
+}
+
+fn positive_duration(v: &str) -> Result<Duration, String> {
+    match crate::config::parse_duration(v)? {
+        d if d.is_zero() => Err("must be more than 0".to_owned()),
+        d => Ok(d),
+    }
 }
 
 /// Replaces this process with COMMAND; returns only if that failed.
