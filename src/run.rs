@@ -15,6 +15,7 @@ pub mod env;
 pub mod files;
 pub mod spec;
 pub mod supervise;
+pub mod template;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -84,6 +85,22 @@ pub enum RunError {
         /// The I/O error (never carries the bytes).
         source: std::io::Error,
     },
+    /// A template could not be rendered.
+    #[error("template `{}`: {detail}", src.display())]
+    Template {
+        /// The template file.
+        src: PathBuf,
+        /// What went wrong (an error kind and line, never a value).
+        detail: String,
+    },
+    /// A template file could not be read.
+    #[error("cannot read template `{}`: {source}", src.display())]
+    TemplateRead {
+        /// The template file.
+        src: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
     /// A bug: a path that should have been read was not.
     #[error("internal error: {0}")]
     Internal(String),
@@ -96,8 +113,10 @@ impl RunError {
             Self::Spec(_) => FailureKind::Usage,
             Self::Refused { .. } => FailureKind::Refused,
             Self::Unreachable { .. } => FailureKind::Unreachable,
-            Self::Collision { .. } | Self::EnvValue { .. } => FailureKind::Data,
-            Self::DestDir(_) | Self::Write { .. } => FailureKind::Io,
+            Self::Collision { .. } | Self::EnvValue { .. } | Self::Template { .. } => {
+                FailureKind::Data
+            }
+            Self::DestDir(_) | Self::Write { .. } | Self::TemplateRead { .. } => FailureKind::Io,
             Self::Internal(_) => FailureKind::Internal,
         }
     }
@@ -168,15 +187,18 @@ pub struct Plan {
     pub env_from: Vec<ScopePath>,
     /// `--file`.
     pub files: Vec<spec::FileSpec>,
+    /// `--template`, their sources read.
+    pub templates: Vec<template::Loaded>,
 }
 
 impl Plan {
     /// Every DEST must be in an existing directory: checked before any
     /// read.
     pub fn check_dests(&self) -> Result<(), RunError> {
-        for f in &self.files {
-            if !files::dest_dir_exists(&f.dest) {
-                return Err(RunError::DestDir(f.dest.clone()));
+        let dests = self.files.iter().map(|f| &f.dest);
+        for dest in dests.chain(self.templates.iter().map(|t| &t.spec.dest)) {
+            if !files::dest_dir_exists(dest) {
+                return Err(RunError::DestDir(dest.clone()));
             }
         }
         Ok(())
@@ -231,6 +253,15 @@ pub async fn gather<S: Source>(plan: &Plan, src: &S, fresh: bool) -> Result<Gath
             return Err(RunError::Internal(format!("`{}` was not read", f.path)));
         };
         out_files.push((f.dest.clone(), f.mode, v.value.duplicate()));
+    }
+    for t in &plan.templates {
+        let rendered = template::render(t, &mut values, |path: SecretPath| async move {
+            src.read(&path, fresh)
+                .await
+                .map_err(|e| source_error(e, "read", path.as_str().to_owned()))
+        })
+        .await?;
+        out_files.push((t.spec.dest.clone(), t.spec.mode, rendered));
     }
     let versions = values.iter().map(|(p, f)| (p.clone(), f.version)).collect();
     Ok(Gathered {

@@ -695,3 +695,93 @@ fn no_cache_reads_reach_the_store() {
         .count();
     assert_eq!(reads, 5);
 }
+
+#[test]
+fn templates_render_secrets_and_cannot_escape() {
+    let b = Broker::start(&default_principals());
+    put(&b, "acme/tasks/t-42/db/user", b"app");
+    put(
+        &b,
+        "acme/tasks/t-42/db/pass",
+        format!("{CANARY}'\"x").as_bytes(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let tmpl = dir.path().join("db.conf.tmpl");
+    let dest = dir.path().join("db.conf");
+    std::fs::write(
+        &tmpl,
+        "user={{ secret(\"acme/tasks/t-42/db/user\") }}\n\
+         json={{ secret(\"acme/tasks/t-42/db/pass\") | json }}\n\
+         sh={{ secret(\"acme/tasks/t-42/db/pass\") | shell_quote }}\n\
+         b64={{ secret(\"acme/tasks/t-42/db/user\") | b64encode }}\n",
+    )
+    .unwrap();
+    let out = run(
+        &b,
+        &[
+            "--template",
+            &format!("{}={}:0440", tmpl.display(), dest.display()),
+        ],
+        &format!("cat {}", dest.display()),
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        stdout,
+        format!("user=app\njson=\"{CANARY}'\\\"x\"\nsh='{CANARY}'\\''\"x'\nb64=YXBw\n")
+    );
+    assert_eq!(std::fs::metadata(&dest).unwrap().mode() & 0o7777, 0o440);
+
+    let marker = dir.path().join("started");
+    let script = format!("touch {}", marker.display());
+    // Private file the template tries to pull in.
+    let private = dir.path().join("private.txt");
+    std::fs::write(&private, format!("{CANARY}-file")).unwrap();
+    for (name, source) in [
+        ("include", format!("{{% include \"{}\" %}}", private.display())),
+        ("extends", format!("{{% extends \"{}\" %}}", private.display())),
+        ("undefined", "{{ db_pass }}".to_owned()),
+        (
+            "forever",
+            "{% for a in range(100000) %}{% for b in range(100000) %}{{ a }}{% endfor %}{% endfor %}"
+                .to_owned(),
+        ),
+        ("missing", "{{ secret(\"acme/tasks/t-42/nope\") }}".to_owned()),
+        ("forbidden", "{{ secret(\"acme/tasks/t-43/x\") }}".to_owned()),
+        (
+            "value-in-error",
+            "{{ secret(\"acme/tasks/t-42/db/pass\") | int + 1 }}".to_owned(),
+        ),
+    ] {
+        let t = dir.path().join(format!("{name}.tmpl"));
+        std::fs::write(&t, source).unwrap();
+        let out = run(
+            &b,
+            &["--template", &format!("{}={}/{name}.out", t.display(), dir.path().display())],
+            &script,
+        );
+        let want = match name {
+            "missing" | "forbidden" => 1,
+            _ => 65,
+        };
+        let err = refused(&out, want, &marker);
+        assert!(err.contains(&format!("{name}.tmpl")) || want == 1, "{name}: {err}");
+        assert!(!dir.path().join(format!("{name}.out")).exists(), "{name}");
+    }
+    // A missing template source: 74.
+    let out = run(
+        &b,
+        &[
+            "--template",
+            &format!(
+                "{}/absent.tmpl={}/x",
+                dir.path().display(),
+                dir.path().display()
+            ),
+        ],
+        &script,
+    );
+    refused(&out, 74, &marker);
+    assert!(!b.stderr_text().contains(CANARY));
+    assert!(!b.audit_text().contains(CANARY));
+}

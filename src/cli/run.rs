@@ -6,9 +6,9 @@
 //!
 //! Exit codes before COMMAND runs (COMMAND never starts on any of them):
 //! 1 the broker refused a read (401, 403, 404, 5xx), 2 bad flags,
-//! 65 a value or name cannot be used (not UTF-8, NUL, collision),
-//! 69 the broker is unreachable, 74 a local file (DEST's directory, a
-//! write), 126 COMMAND cannot be executed, 127 COMMAND not found.
+//! 65 a value or name cannot be used (not UTF-8, NUL, collision, a
+//! template error), 69 the broker is unreachable, 74 a local file (DEST's
+//! directory, a write, a template SRC), 126 COMMAND cannot be executed, 127 COMMAND not found.
 //! Once COMMAND runs, the exit code is COMMAND's own (with `--watch`,
 //! 128+N when COMMAND was killed by signal N).
 
@@ -39,6 +39,10 @@ pub struct RunArgs {
     /// Write the raw bytes of PATH to DEST, atomically, mode MODE (default 0400) (repeatable).
     #[arg(long = "file", value_name = "DEST=PATH[:MODE]")]
     file: Vec<String>,
+    /// Render template SRC (minijinja; `{{ secret("PATH") }}`; filters json,
+    /// b64encode, shell_quote) to DEST, written like --file (repeatable).
+    #[arg(long = "template", value_name = "SRC=DEST[:MODE]")]
+    template: Vec<String>,
     /// Stay as COMMAND's parent and re-read every D (e.g. 30s); rotate on a changed version.
     #[arg(long, value_name = "D", value_parser = positive_duration)]
     watch: Option<Duration>,
@@ -75,6 +79,11 @@ impl RunArgs {
                 .file
                 .iter()
                 .map(|v| spec::file(v))
+                .collect::<Result<_, _>>()?,
+            templates: self
+                .template
+                .iter()
+                .map(|v| run::template::load(spec::template(v)?))
                 .collect::<Result<_, _>>()?,
         })
     }
