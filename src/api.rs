@@ -525,7 +525,7 @@ async fn read<'s>(
         "read",
         path.as_str(),
     )?;
-    let secret = match state.broker.read(&permit, who, ctx).await {
+    let secret = match state.broker.read(&permit, who, ctx, req.fresh).await {
         Ok((secret, rechecked)) => {
             if let Some(policies) = rechecked {
                 trail.policies = policies;

@@ -128,17 +128,24 @@ impl Broker {
     /// without labels before the store was asked, already allowed this
     /// caller in this scope, so the second one reveals nothing new to it.
     /// Returns the policies of the second decision when there was one
-    /// (`None`: the permit's policies stand).
+    /// (`None`: the permit's policies stand). `fresh` (the caller's
+    /// `Cache-Control: no-cache`) reads past the read cache; it is the same
+    /// authorized read, so it needs no other permission.
     pub async fn read(
         &self,
         p: &Permitted<ReadSecret>,
         who: &Principal,
         ctx: &RequestContext<'_>,
+        fresh: bool,
     ) -> Result<(StoredSecret, Option<PolicyIds>), ReadError> {
         let path = &p.get().0;
-        let secret = match self.store.get_ready(path) {
-            Some(secret) => secret,
-            None => self.store.get(path).await?,
+        let secret = if fresh {
+            self.store.get_fresh(path).await?
+        } else {
+            match self.store.get_ready(path) {
+                Some(secret) => secret,
+                None => self.store.get(path).await?,
+            }
         };
         let Some(decision) = self.authz.recheck_read(who, path, &secret.labels, ctx) else {
             return Ok((secret, None));

@@ -11,6 +11,7 @@ mod ls;
 mod policy;
 mod put;
 mod rm;
+mod run;
 mod serve;
 mod webhook;
 mod whoami;
@@ -49,6 +50,13 @@ pub enum Exit {
     OsErr = 71,
     /// Local I/O failed (EX_IOERR).
     Io = 74,
+    /// Data cannot be used as asked, e.g. a secret that cannot be an
+    /// environment variable (EX_DATAERR).
+    DataErr = 65,
+    /// `run`: COMMAND was found but cannot be executed (as shells do).
+    CannotExecute = 126,
+    /// `run`: COMMAND was not found (as shells do).
+    CommandNotFound = 127,
 }
 
 /// secret-broker: platform components write secrets they can never read
@@ -86,6 +94,8 @@ enum Command {
     Completions(completions::CompletionsArgs),
     /// Print the man page (roff) on stdout: `secret-broker man > secret-broker.1`.
     Man(completions::ManArgs),
+    /// Start a program with secrets as environment variables and files.
+    Run(run::RunArgs),
 }
 
 /// Options shared by the client verbs.
@@ -123,6 +133,8 @@ impl Cli {
             Command::Policy(a) => block_on(false, policy::run(a)),
             Command::Completions(a) => completions::completions(&a),
             Command::Man(a) => completions::man(&a),
+            // `run` builds its own runtime and drops it before `exec`.
+            Command::Run(a) => run::run(a),
         }
     }
 }

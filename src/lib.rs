@@ -19,6 +19,7 @@ pub mod identity;
 pub mod inject;
 pub(crate) mod json;
 pub mod metrics;
+pub mod run;
 pub mod secret;
 pub mod server;
 pub(crate) mod shard;

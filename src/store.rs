@@ -454,6 +454,13 @@ pub trait Store: Send + Sync + fmt::Debug {
         None
     }
 
+    /// Reads the current version from the backing store itself, past any
+    /// read cache (a caller's `Cache-Control: no-cache`, so `run --watch`
+    /// sees a rotation at once). Stores without a cache just read.
+    async fn get_fresh(&self, path: &SecretPath) -> Result<StoredSecret, StoreError> {
+        self.get(path).await
+    }
+
     /// Lists, recursively, every secret inside `scope`, sorted by path.
     async fn list(&self, scope: &ScopePath) -> Result<Vec<SecretMeta>, StoreError>;
 

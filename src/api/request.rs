@@ -14,7 +14,7 @@
 //! A `PUT` keeps its headers and body: its body is read from the same
 //! buffer, and the body reader checks `Content-Type` and `Content-Length`.
 
-use http::header::{ACCEPT, AUTHORIZATION, IF_NONE_MATCH};
+use http::header::{ACCEPT, AUTHORIZATION, CACHE_CONTROL, IF_NONE_MATCH};
 use http::{HeaderMap, Method, Request};
 use hyper::body::Incoming;
 
@@ -40,6 +40,8 @@ pub struct ApiRequest {
     /// (bounded and printable: see [`query_name`]). The API defines no
     /// query parameter, so any is refused rather than ignored.
     pub query: Option<String>,
+    /// `Cache-Control: no-cache`: a read past the broker's read cache.
+    pub fresh: bool,
     /// A `PUT`'s headers and body, for the body reader; or the body alone
     /// of any other request that sent one, so that what an early answer
     /// left unread can be drained ([`ApiRequest::drain`]). Boxed: this
@@ -103,6 +105,11 @@ impl From<Request<Incoming>> for ApiRequest {
         let create_only = headers
             .get(IF_NONE_MATCH)
             .is_some_and(|v| v.as_bytes().trim_ascii() == b"*");
+        let fresh = headers.get_all(CACHE_CONTROL).iter().any(|v| {
+            v.as_bytes()
+                .split(|&b| b == b',')
+                .any(|d| d.trim_ascii().eq_ignore_ascii_case(b"no-cache"))
+        });
         let path = parts.uri.path().to_owned();
         let query = parts.uri.query().map(query_name);
         let method = parts.method;
@@ -125,6 +132,7 @@ impl From<Request<Incoming>> for ApiRequest {
             wants_raw,
             create_only,
             query,
+            fresh,
             body,
         }
     }

@@ -221,6 +221,8 @@ fn read_token_file(f: &Path) -> Result<Zeroizing<String>, ClientError> {
 pub struct Reply {
     /// HTTP status.
     pub status: u16,
+    /// The response headers (`x-secret-version` for `run`).
+    pub headers: http::HeaderMap,
     /// The body (zeroized on drop).
     pub body: Zeroizing<Vec<u8>>,
 }
@@ -330,6 +332,7 @@ impl Client {
             .await
             .map_err(|e| ClientError::Http(e.to_string()))?;
         let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
         let mut buf = Zeroizing::new(Vec::new());
         let mut incoming = resp.into_body();
         while let Some(frame) = incoming.frame().await {
@@ -339,7 +342,11 @@ impl Client {
             }
         }
         driver.abort();
-        let reply = Reply { status, body: buf };
+        let reply = Reply {
+            status,
+            headers,
+            body: buf,
+        };
         if (200..300).contains(&status) {
             return Ok(reply);
         }

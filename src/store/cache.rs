@@ -253,6 +253,35 @@ impl Store for CachedStore {
         }
     }
 
+    /// Past the cache to the store; the fresh value replaces the cached
+    /// one, so other readers see the rotation too. No stale fallback: a
+    /// caller asking for a fresh value must learn that the store is down.
+    async fn get_fresh(&self, path: &SecretPath) -> Result<StoredSecret, StoreError> {
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        let generation = self.generation.load(Ordering::SeqCst);
+        let result = self.inner.get(path).await;
+        match &result {
+            Ok(secret) if !self.ttl.is_zero() => {
+                let mut entries = self.lock();
+                if self.generation.load(Ordering::SeqCst) == generation {
+                    entries.insert(
+                        path.clone(),
+                        Entry {
+                            secret: secret.duplicate(),
+                            fetched_at: started,
+                        },
+                    );
+                }
+            }
+            Err(e) if e.kind() == StoreErrorKind::NotFound => {
+                self.lock().remove(path);
+            }
+            _ => {}
+        }
+        result
+    }
+
     async fn list(&self, scope: &ScopePath) -> Result<Vec<SecretMeta>, StoreError> {
         self.inner.list(scope).await
     }
@@ -439,6 +468,30 @@ mod tests {
         assert_eq!(cache.stats(), CacheStats { hits: 2, misses: 1 });
         assert_eq!(cache.backend(), "mem");
         assert_eq!(cache.entry_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn fresh_reads_skip_the_cache_and_refresh_it() {
+        let (mem, cache) = setup(60_000, 60_000);
+        let p = sp("acme/a");
+        cache.put(&p, req(b"one")).await.unwrap();
+        assert_eq!(value(&cache, &p).await, b"one");
+        // Rotated behind the cache's back (another broker wrote it).
+        mem.put(&p, req(b"two")).await.unwrap();
+        assert_eq!(value(&cache, &p).await, b"one");
+        let fresh = cache.get_fresh(&p).await.unwrap();
+        assert_eq!(
+            (fresh.version, fresh.value.expose_secret()),
+            (2, &b"two"[..])
+        );
+        assert_eq!(mem.gets(), 2);
+        // The cache now holds the new value for everyone.
+        assert_eq!(value(&cache, &p).await, b"two");
+        assert_eq!(mem.gets(), 2);
+        // A down store is an error for a fresh read, never a stale value.
+        mem.fail_with(Some(StoreErrorKind::Unavailable));
+        assert!(cache.get_fresh(&p).await.is_err());
+        assert_eq!(value(&cache, &p).await, b"two");
     }
 
     #[tokio::test]
