@@ -947,3 +947,155 @@ fn example_store_tomls_are_what_the_injected_config_includes() {
     }
     assert_eq!(n, 2, "deploy/examples/vault/*.toml not found");
 }
+
+// ---------------------------------------------------------------------------
+// Several inputs, every error at once, the default image, warnings.
+
+/// `-f` repeats and takes directories (their `.yaml`/`.yml`/`.json`, sorted),
+/// as `kubectl apply -f` does; the output is every input's, in order.
+#[test]
+fn several_files_and_directories_are_injected_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = |case: &str, to: &str| {
+        std::fs::copy(
+            fixtures().join(format!("{case}.in.yaml")),
+            dir.path().join(to),
+        )
+        .unwrap();
+    };
+    copy("pod", "b.yaml");
+    copy("job", "a.yml");
+    std::fs::write(dir.path().join("notes.txt"), "not a manifest").unwrap();
+    let out = Command::new(BIN)
+        .args(["inject", "-f"])
+        .arg(dir.path())
+        .arg("-f")
+        .arg(fixtures().join("deployment.in.yaml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let golden =
+        |case: &str| std::fs::read_to_string(fixtures().join(format!("{case}.out.yaml"))).unwrap();
+    let want = [golden("job"), golden("pod"), golden("deployment")].join("---\n");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), want);
+}
+
+/// Every broken document of every file is reported in one run (one line
+/// each), and nothing is written.
+#[test]
+fn every_error_of_a_file_is_reported_at_once() {
+    let bad = |case: &str| {
+        std::fs::read_to_string(fixtures().join("bad").join(format!("{case}.yaml"))).unwrap()
+    };
+    let good = std::fs::read_to_string(fixtures().join("pod.in.yaml")).unwrap();
+    let stream = [
+        bad("root-app"),
+        good,
+        bad("store-mode"),
+        bad("run-without-command"),
+    ]
+    .join("---\n");
+    let out = inject(stream.as_bytes(), &["-f", "-"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(out.stdout.is_empty());
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .collect();
+    assert_eq!(errors.len(), 3, "{stderr}");
+    assert!(
+        errors[0].contains("document 1 ") && errors[0].contains("runs as root"),
+        "{stderr}"
+    );
+    assert!(
+        errors[1].contains("document 3 ") && errors[1].contains("`vault` is not"),
+        "{stderr}"
+    );
+    assert!(
+        errors[2].contains("document 4 ") && errors[2].contains("set `command`"),
+        "{stderr}"
+    );
+}
+
+/// `--image` sets the image where the annotation does not; the annotation
+/// still wins.
+#[test]
+fn inject_image_flag_sets_the_default_image() {
+    let out = Command::new(BIN)
+        .args(["inject", "--image", "mirror.local/sb:1", "-f"])
+        .arg(fixtures().join("run-job.in.yaml"))
+        .arg("-f")
+        .arg(fixtures().join("run-deployment.in.yaml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    // The job's broker and install container take the flag's image...
+    assert_eq!(
+        text.matches("image: mirror.local/sb:1").count(),
+        2,
+        "{text}"
+    );
+    // ...the deployment keeps its annotation's.
+    assert_eq!(
+        text.matches(" image: mirror.example/secret-broker:pinned")
+            .count(),
+        2,
+        "{text}"
+    );
+    assert!(!text.contains("ghcr.io/secret-broker"), "{text}");
+    let bad = Command::new(BIN)
+        .args(["inject", "--image", "has space"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+}
+
+/// A task pod on its own embedded store (nothing can write to it) and a
+/// container whose uid injection chose are warned about on stderr; the
+/// output is still written.
+#[test]
+fn useless_stores_and_changed_uids_are_warned_about() {
+    let out = Command::new(BIN)
+        .args(["inject", "-f"])
+        .arg(fixtures().join("job.in.yaml"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("warning: ") && stderr.contains("the task's store is `embedded`"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "`spec.containers[main]`: injection sets runAsUser 10001 and runAsGroup 10001"
+        ),
+        "{stderr}"
+    );
+    // Injecting the output again: the uid is the pod's own now.
+    let again = inject(&out.stdout, &[]);
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(!stderr.contains("runAsUser"), "{stderr}");
+    // An external store and uids of its own: nothing to say.
+    let quiet = Command::new(BIN)
+        .args(["inject", "-f"])
+        .arg(fixtures().join("run-job.in.yaml"))
+        .output()
+        .unwrap();
+    assert!(quiet.status.success());
+    assert!(
+        quiet.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&quiet.stderr)
+    );
+}
