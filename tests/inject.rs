@@ -892,7 +892,8 @@ fn deploy_manifests_validate_and_render() {
     // The examples are injected where annotated.
     let examples = kustomize(&deploy_dir().join("examples")).unwrap();
     let injected = String::from_utf8(inject(examples.as_bytes(), &[]).stdout).unwrap();
-    assert_eq!(injected.matches("secret-broker.io/config:").count(), 2);
+    assert_eq!(injected.matches("secret-broker.io/config:").count(), 3);
+    assert_eq!(injected.matches("- install-self").count(), 1);
 }
 
 /// The image cannot be built here (no container engine); check that it
@@ -1098,4 +1099,143 @@ fn useless_stores_and_changed_uids_are_warned_about() {
         "{}",
         String::from_utf8_lossy(&quiet.stderr)
     );
+}
+
+// ---------------------------------------------------------------------------
+// `secret-broker run`, wired by injection, played end to end.
+
+/// A shared store for the played pod (`secret-broker.io/store: external`):
+/// the included `store.toml` names a database in the pod's temp dir
+/// (relative paths resolve against its own directory, the store Secret).
+const PLAYED_STORE_TOML: &str = "[store]\nbackend = \"embedded\"\npath = \"../../../var/lib/secret-broker/shared.redb\"\nkey_file = \"../store/store.key\"\n";
+
+/// The injected `run-job` pod: its install container copies the binary,
+/// and the app container's argv and environment, taken from the injected
+/// spec (paths moved under the pod's temp dir), run as the app's uid
+/// against the broker started from the injected config: the program sees
+/// its secrets as variables and as a file of the annotated mode.
+#[test]
+fn injected_run_wiring_gives_the_program_its_secrets() {
+    if !can_play() {
+        return;
+    }
+    let (pod, tpl) = PlayedPod::start_with(
+        "run-job",
+        &[
+            ("store.toml", PLAYED_STORE_TOML.as_bytes()),
+            ("store.key", &[7u8; 32]),
+        ],
+    );
+    let root = pod.dir.path().to_path_buf();
+    let at = |p: &str| format!("{}{p}", root.display());
+    let g = pod.shared_gid;
+    let put = |path: &str, value: &str| {
+        let (s, b) = pod.curl(
+            (0, 0, &[]),
+            "PUT",
+            &format!("/v1/secrets/{path}"),
+            Some(&format!(r#"{{"value":"{value}"}}"#)),
+            Some(PLATFORM_TOKEN),
+        );
+        assert_eq!(s, 201, "{b}");
+    };
+    put("acme/tasks/t-42/db/password", "pw-CANARY-1");
+    put("acme/tasks/t-42/api-token", "tok-CANARY-2");
+    put("acme/tasks/t-42/tls-key", "key-CANARY-3");
+
+    // As kubelet makes the two memory emptyDirs: 0777, group the fsGroup.
+    for d in ["/run/secret-broker-bin", "/run/secrets/secret-broker"] {
+        let p = PathBuf::from(at(d));
+        std::fs::create_dir_all(&p).unwrap();
+        std::os::unix::fs::chown(&p, None, Some(g)).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o2777)).unwrap();
+    }
+    let spec = &tpl["spec"];
+    let inits = spec["initContainers"].as_array().unwrap();
+    let strings = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_owned())
+            .collect()
+    };
+    // The install container, as the broker's uid: the image's binary is
+    // this build's.
+    let install = inits
+        .iter()
+        .find(|c| c["name"] == "secret-broker-install")
+        .unwrap();
+    let argv = strings(&install["command"]);
+    assert_eq!(argv[0], "/usr/local/bin/secret-broker");
+    let out = setpriv(
+        uid_of(&tpl, "secret-broker-install", "runAsUser"),
+        uid_of(&tpl, "secret-broker-install", "runAsGroup"),
+        &[g],
+    )
+    .arg(BIN)
+    .args(&argv[1..argv.len() - 1])
+    .arg(at(&argv[argv.len() - 1]))
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let copied = PathBuf::from(at("/run/secret-broker-bin/secret-broker"));
+    let mode = std::fs::metadata(&copied).unwrap().permissions().mode();
+    assert_eq!(mode & 0o7777, 0o555);
+
+    // The app container: its wrapped command, with the pod's paths moved.
+    let main = spec["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "main")
+        .unwrap();
+    let argv = strings(&main["command"]);
+    assert!(main.get("args").is_none());
+    let split = argv.iter().position(|a| a == "--").unwrap();
+    assert_eq!(
+        argv[split + 1..],
+        ["/usr/bin/task", "--batch", "--input", "/work"],
+        "the original command and args, folded"
+    );
+    let file = at("/run/secrets/secret-broker/tls.key");
+    // The program the image would run is not here: a probe stands in.
+    let probe = format!(
+        "echo \"DB_PASSWORD=$DB_PASSWORD API_TOKEN=$API_TOKEN\"; cat {file}; echo; stat -c '%a %u' {file}"
+    );
+    let mut cmd = setpriv(
+        uid_of(&tpl, "main", "runAsUser"),
+        uid_of(&tpl, "main", "runAsGroup"),
+        &[g],
+    );
+    cmd.arg(&copied);
+    for a in &argv[1..=split] {
+        cmd.arg(a.replace("/run/secrets/", &at("/run/secrets/")));
+    }
+    cmd.args(["sh", "-c", &probe]);
+    cmd.env_clear().env("PATH", "/usr/bin:/bin");
+    for e in main["env"].as_array().unwrap() {
+        let (name, value) = (e["name"].as_str().unwrap(), e["value"].as_str().unwrap());
+        let value = if name == "SECRET_BROKER_SOCKET" {
+            pod.socket.to_str().unwrap().to_owned()
+        } else {
+            value.to_owned()
+        };
+        cmd.env(name, value);
+    }
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}{stderr}\n{}", pod.stderr());
+    let app_uid = uid_of(&tpl, "main", "runAsUser");
+    assert_eq!(
+        stdout,
+        format!("DB_PASSWORD=pw-CANARY-1 API_TOKEN=tok-CANARY-2\nkey-CANARY-3\n440 {app_uid}\n")
+    );
+    assert!(!stderr.contains("CANARY"), "{stderr}");
+    // Every read was the app's own, audited as the task (stdout: audit).
+    assert!(!pod.stderr().contains("CANARY"));
 }
