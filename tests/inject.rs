@@ -1239,3 +1239,47 @@ fn injected_run_wiring_gives_the_program_its_secrets() {
     // Every read was the app's own, audited as the task (stdout: audit).
     assert!(!pod.stderr().contains("CANARY"));
 }
+
+/// `install-self` copies this binary, runnable (0555), and on a missing
+/// directory fails with 74 leaving nothing behind; it is hidden from help.
+#[test]
+fn install_self_copies_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("secret-broker");
+    let out = Command::new(BIN)
+        .arg("install-self")
+        .arg(&dest)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read(&dest).unwrap(), std::fs::read(BIN).unwrap());
+    let mode = std::fs::metadata(&dest).unwrap().permissions().mode();
+    assert_eq!(mode & 0o7777, 0o555);
+    let v = Command::new(&dest).arg("--version").output().unwrap();
+    assert!(v.status.success());
+    // Again over the existing copy (a restarted init container).
+    let again = Command::new(BIN)
+        .arg("install-self")
+        .arg(&dest)
+        .output()
+        .unwrap();
+    assert!(again.status.success());
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        1,
+        "no temp file left"
+    );
+    let missing = Command::new(BIN)
+        .arg("install-self")
+        .arg(dir.path().join("nope/secret-broker"))
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(74));
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    let help = Command::new(BIN).arg("--help").output().unwrap();
+    assert!(!String::from_utf8_lossy(&help.stdout).contains("install-self"));
+}
