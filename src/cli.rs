@@ -7,6 +7,7 @@ mod dev;
 mod get;
 mod health;
 mod inject;
+mod install_self;
 mod ls;
 mod policy;
 mod put;
@@ -96,6 +97,9 @@ enum Command {
     Man(completions::ManArgs),
     /// Start a program with secrets as environment variables and files.
     Run(run::RunArgs),
+    /// Copy this binary to DEST, mode 0555 (injection's init container).
+    #[command(hide = true)]
+    InstallSelf(install_self::InstallSelfArgs),
 }
 
 /// Options shared by the client verbs.
@@ -135,6 +139,7 @@ impl Cli {
             Command::Man(a) => completions::man(&a),
             // `run` builds its own runtime and drops it before `exec`.
             Command::Run(a) => run::run(a),
+            Command::InstallSelf(a) => install_self::run(&a),
         }
     }
 }

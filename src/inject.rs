@@ -13,7 +13,7 @@ mod pod;
 use serde_json::{Map, Value};
 
 pub use annotations::{
-    ALLOW_SHARED_PROCESS_NAMESPACE, ANNOTATIONS, PREFIX, Role, Settings, StoreMode,
+    ALLOW_SHARED_PROCESS_NAMESPACE, ANNOTATIONS, PREFIX, Role, RunWiring, Settings, StoreMode,
 };
 pub use broker_config::{AppIdentity, generate as generate_config};
 
@@ -72,6 +72,51 @@ pub const STORE_TOKEN_SECONDS: u64 = 3600;
 pub const POLICY_DIR: &str = "/etc/secret-broker/policies";
 /// Where the embedded store's database lives (an `emptyDir`).
 pub const DATA_DIR: &str = "/var/lib/secret-broker";
+/// The init container that copies the broker's static binary into the
+/// pod, for the `secret-broker run` that wraps the app's command.
+pub const INSTALL_CONTAINER_NAME: &str = "secret-broker-install";
+/// Where the copied binary's memory volume is mounted (read-only in the
+/// app containers).
+pub const RUN_BIN_DIR: &str = "/run/secret-broker-bin";
+/// The copied binary, as the app containers run it.
+pub const RUN_BINARY: &str = "/run/secret-broker-bin/secret-broker";
+/// The memory volume `secret-broker.io/files` writes into.
+pub const SECRETS_DIR: &str = "/run/secrets/secret-broker";
+
+/// What the caller of injection sets for every pod.
+#[derive(Debug, Clone)]
+pub struct InjectOptions {
+    /// The broker image when `secret-broker.io/image` is not set.
+    pub image: String,
+}
+
+impl Default for InjectOptions {
+    fn default() -> Self {
+        Self {
+            image: DEFAULT_IMAGE.to_owned(),
+        }
+    }
+}
+
+/// One object's injection: the new object (`None`: no change) and what the
+/// user should know about it (a pod that works, but maybe not as meant).
+#[derive(Debug, Clone, Default)]
+pub struct Injected {
+    /// The injected object, or `None` when it needs no change.
+    pub value: Option<Value>,
+    /// One line each, no values.
+    pub warnings: Vec<String>,
+}
+
+/// A YAML stream's injection: the output text and the warnings, each
+/// naming its document and object.
+#[derive(Debug, Clone, Default)]
+pub struct InjectedStream {
+    /// The output stream.
+    pub text: String,
+    /// One line each.
+    pub warnings: Vec<String>,
+}
 
 /// A manifest that cannot be injected. Messages name the document and the
 /// object, never values.
@@ -144,31 +189,75 @@ fn spec_err(field: impl Into<String>, message: impl Into<String>) -> InjectError
 /// Injects every annotated pod template in a YAML stream of one or more
 /// documents. Documents that need no change are written back verbatim.
 pub fn inject_yaml(text: &str) -> Result<String, InjectError> {
-    let mut out = String::new();
+    inject_stream(text, &InjectOptions::default())
+        .map(|s| s.text)
+        .map_err(|mut errors| errors.swap_remove(0))
+}
+
+/// As [`inject_yaml`], with options, the warnings, and every document's
+/// error at once (never an empty list) rather than only the first.
+pub fn inject_stream(text: &str, opts: &InjectOptions) -> Result<InjectedStream, Vec<InjectError>> {
+    let mut out = InjectedStream::default();
+    let mut errors = Vec::new();
     for (i, chunk) in split_documents(text).into_iter().enumerate() {
         let doc = i + 1;
-        let value: Value = serde_yaml_ng::from_str(&chunk).map_err(|e| InjectError::Yaml {
-            doc,
-            message: e.to_string().replace('\n', " "),
-        })?;
-        if !out.is_empty() {
-            out.push_str("---\n");
+        let value: Value = match serde_yaml_ng::from_str(&chunk) {
+            Ok(v) => v,
+            Err(e) => {
+                errors.push(InjectError::Yaml {
+                    doc,
+                    message: e.to_string().replace('\n', " "),
+                });
+                continue;
+            }
+        };
+        if !out.text.is_empty() {
+            out.text.push_str("---\n");
         }
         if value.is_null() {
             // Comments only: keep them.
-            push_line(&mut out, &chunk);
+            push_line(&mut out.text, &chunk);
             continue;
         }
-        match inject_value(&value).map_err(|e| locate(doc, &value, e))? {
-            None => push_line(&mut out, &chunk),
-            Some(new) => {
-                let text =
-                    serde_yaml_ng::to_string(&new).map_err(|e| InjectError::Emit(e.to_string()))?;
-                out.push_str(&text);
+        match inject_value_with(&value, opts) {
+            Err(e) => errors.push(locate(doc, &value, e)),
+            Ok(injected) => {
+                let here = where_(doc, &value);
+                out.warnings.extend(
+                    injected
+                        .warnings
+                        .into_iter()
+                        .map(|w| format!("{here}: {w}")),
+                );
+                let Some(new) = injected.value else {
+                    push_line(&mut out.text, &chunk);
+                    continue;
+                };
+                match serde_yaml_ng::to_string(&new) {
+                    Ok(text) => out.text.push_str(&text),
+                    Err(e) => errors.push(InjectError::Emit(e.to_string())),
+                }
             }
         }
     }
-    Ok(out)
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
+}
+
+/// `document N (`Kind/name`)`, as errors name an object.
+fn where_(doc: usize, v: &Value) -> String {
+    let meta = &v["metadata"];
+    let name = meta["name"]
+        .as_str()
+        .or_else(|| meta["generateName"].as_str())
+        .unwrap_or("?");
+    format!(
+        "document {doc} (`{}/{name}`)",
+        v["kind"].as_str().unwrap_or("?")
+    )
 }
 
 fn push_line(out: &mut String, chunk: &str) {
@@ -240,6 +329,11 @@ fn template_pointer(kind: &str) -> Option<&'static str> {
 /// Injects one object (or a `List` of them). `Ok(None)` means the object
 /// needs no change: not annotated, opted out, or already injected.
 pub fn inject_value(v: &Value) -> Result<Option<Value>, InjectError> {
+    inject_value_with(v, &InjectOptions::default()).map(|i| i.value)
+}
+
+/// As [`inject_value`], with options and the warnings.
+pub fn inject_value_with(v: &Value, opts: &InjectOptions) -> Result<Injected, InjectError> {
     let Some(obj) = v.as_object() else {
         return Err(InjectError::NotAnObject(
             "the document is not a mapping".into(),
@@ -249,7 +343,7 @@ pub fn inject_value(v: &Value) -> Result<Option<Value>, InjectError> {
         return Err(InjectError::NotAnObject("it has no `kind`".into()));
     };
     if kind == "List" || (kind.ends_with("List") && obj.contains_key("items")) {
-        return inject_list(v);
+        return inject_list(v, opts);
     }
     let own = own_annotations(v.pointer("/metadata/annotations"));
     let Some(ptr) = template_pointer(kind) else {
@@ -259,7 +353,7 @@ pub fn inject_value(v: &Value) -> Result<Option<Value>, InjectError> {
                 message: InjectError::Unsupported(kind.to_owned()).to_string(),
             });
         }
-        return Ok(None);
+        return Ok(Injected::default());
     };
     if !ptr.is_empty() {
         if let Some(key) = own.first() {
@@ -273,11 +367,12 @@ pub fn inject_value(v: &Value) -> Result<Option<Value>, InjectError> {
         }
     }
     let Some(template) = v.pointer(ptr) else {
-        return Ok(None);
+        return Ok(Injected::default());
     };
-    let Some(settings) = Settings::from_annotations(template.pointer("/metadata/annotations"))?
+    let Some(settings) =
+        Settings::from_annotations_with(template.pointer("/metadata/annotations"), &opts.image)?
     else {
-        return Ok(None);
+        return Ok(Injected::default());
     };
     let mut new = v.clone();
     let Some(template) = new.pointer_mut(ptr).and_then(Value::as_object_mut) else {
@@ -286,21 +381,32 @@ pub fn inject_value(v: &Value) -> Result<Option<Value>, InjectError> {
             "must be a mapping",
         ));
     };
-    pod::inject(template, &settings)?;
-    Ok((new != *v).then_some(new))
+    let warnings = pod::inject(template, &settings)?;
+    Ok(Injected {
+        value: (new != *v).then_some(new),
+        warnings,
+    })
 }
 
-fn inject_list(v: &Value) -> Result<Option<Value>, InjectError> {
+fn inject_list(v: &Value, opts: &InjectOptions) -> Result<Injected, InjectError> {
     let Some(items) = v.get("items").and_then(Value::as_array) else {
         return Err(spec_err("items", "a List needs an `items` array"));
     };
     let mut changed = false;
+    let mut warnings = Vec::new();
     let mut out = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
-        match inject_value(item).map_err(|e| InjectError::Spec {
+        let injected = inject_value_with(item, opts).map_err(|e| InjectError::Spec {
             field: format!("items[{i}]"),
             message: e.to_string(),
-        })? {
+        })?;
+        warnings.extend(
+            injected
+                .warnings
+                .into_iter()
+                .map(|w| format!("`items[{i}]`: {w}")),
+        );
+        match injected.value {
             Some(n) => {
                 changed = true;
                 out.push(n);
@@ -309,13 +415,19 @@ fn inject_list(v: &Value) -> Result<Option<Value>, InjectError> {
         }
     }
     if !changed {
-        return Ok(None);
+        return Ok(Injected {
+            value: None,
+            warnings,
+        });
     }
     let mut new = v.clone();
     if let Some(obj) = new.as_object_mut() {
         obj.insert("items".into(), Value::Array(out));
     }
-    Ok(Some(new))
+    Ok(Injected {
+        value: Some(new),
+        warnings,
+    })
 }
 
 /// The `secret-broker.io/*` keys among some annotations.

@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use conns::{Admission, ConnState, Conns};
-pub use review::{refuse, respond};
+pub use review::{refuse, respond, respond_with};
 
 /// Largest AdmissionReview body accepted.
 ///
@@ -101,6 +101,8 @@ pub struct WebhookOptions {
     pub key: PathBuf,
     /// How often to look for a rotated certificate.
     pub reload_every: Duration,
+    /// What every injection uses (the default image).
+    pub inject: crate::inject::InjectOptions,
 }
 
 /// Binds `addr` and serves until SIGTERM or SIGINT.
@@ -119,7 +121,7 @@ pub async fn run(addr: &str, opts: &WebhookOptions) -> Result<(), WebhookError> 
         .unwrap_or_default();
     tracing::info!(addr = %local, "secret-broker webhook listening (https)");
     let watcher = tokio::spawn(Arc::clone(&certs).watch(opts.reload_every));
-    let result = serve(listener, config).await;
+    let result = serve(listener, config, opts.inject.clone()).await;
     watcher.abort();
     result
 }
@@ -135,11 +137,14 @@ struct Shared {
     shed: AtomicU64,
     last_warning: AtomicU64,
     started: Instant,
+    /// What every injection uses.
+    inject: Arc<crate::inject::InjectOptions>,
 }
 
 impl Shared {
-    fn new() -> Arc<Self> {
+    fn new(inject: crate::inject::InjectOptions) -> Arc<Self> {
         Arc::new(Self {
+            inject: Arc::new(inject),
             conns: Conns::new(MAX_CONNECTIONS),
             body_budget: Arc::new(Semaphore::new(BODY_BUDGET)),
             tree_workers: Arc::new(Semaphore::new(TREE_WORKERS)),
@@ -173,12 +178,13 @@ impl Shared {
 async fn serve(
     listener: TcpListener,
     config: Arc<rustls::ServerConfig>,
+    inject: crate::inject::InjectOptions,
 ) -> Result<(), WebhookError> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut sigterm = signal(SignalKind::terminate()).map_err(WebhookError::Signals)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(WebhookError::Signals)?;
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    let shared = Shared::new();
+    let shared = Shared::new(inject);
     loop {
         let (tcp, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -374,7 +380,8 @@ async fn handle(
             };
             // Parsing and injecting a large object is CPU work: off the
             // threads that serve connections.
-            let answer = tokio::task::spawn_blocking(move || respond(&body)).await;
+            let opts = Arc::clone(&shared.inject);
+            let answer = tokio::task::spawn_blocking(move || respond_with(&body, &opts)).await;
             let Ok((review, well_formed)) = answer else {
                 return Ok(refusal(
                     StatusCode::INTERNAL_SERVER_ERROR,

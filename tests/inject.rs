@@ -892,7 +892,8 @@ fn deploy_manifests_validate_and_render() {
     // The examples are injected where annotated.
     let examples = kustomize(&deploy_dir().join("examples")).unwrap();
     let injected = String::from_utf8(inject(examples.as_bytes(), &[]).stdout).unwrap();
-    assert_eq!(injected.matches("secret-broker.io/config:").count(), 2);
+    assert_eq!(injected.matches("secret-broker.io/config:").count(), 3);
+    assert_eq!(injected.matches("- install-self").count(), 1);
 }
 
 /// The image cannot be built here (no container engine); check that it
@@ -946,4 +947,339 @@ fn example_store_tomls_are_what_the_injected_config_includes() {
         );
     }
     assert_eq!(n, 2, "deploy/examples/vault/*.toml not found");
+}
+
+// ---------------------------------------------------------------------------
+// Several inputs, every error at once, the default image, warnings.
+
+/// `-f` repeats and takes directories (their `.yaml`/`.yml`/`.json`, sorted),
+/// as `kubectl apply -f` does; the output is every input's, in order.
+#[test]
+fn several_files_and_directories_are_injected_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = |case: &str, to: &str| {
+        std::fs::copy(
+            fixtures().join(format!("{case}.in.yaml")),
+            dir.path().join(to),
+        )
+        .unwrap();
+    };
+    copy("pod", "b.yaml");
+    copy("job", "a.yml");
+    std::fs::write(dir.path().join("notes.txt"), "not a manifest").unwrap();
+    let out = Command::new(BIN)
+        .args(["inject", "-f"])
+        .arg(dir.path())
+        .arg("-f")
+        .arg(fixtures().join("deployment.in.yaml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let golden =
+        |case: &str| std::fs::read_to_string(fixtures().join(format!("{case}.out.yaml"))).unwrap();
+    let want = [golden("job"), golden("pod"), golden("deployment")].join("---\n");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), want);
+}
+
+/// Every broken document of every file is reported in one run (one line
+/// each), and nothing is written.
+#[test]
+fn every_error_of_a_file_is_reported_at_once() {
+    let bad = |case: &str| {
+        std::fs::read_to_string(fixtures().join("bad").join(format!("{case}.yaml"))).unwrap()
+    };
+    let good = std::fs::read_to_string(fixtures().join("pod.in.yaml")).unwrap();
+    let stream = [
+        bad("root-app"),
+        good,
+        bad("store-mode"),
+        bad("run-without-command"),
+    ]
+    .join("---\n");
+    let out = inject(stream.as_bytes(), &["-f", "-"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(out.stdout.is_empty());
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .collect();
+    assert_eq!(errors.len(), 3, "{stderr}");
+    assert!(
+        errors[0].contains("document 1 ") && errors[0].contains("runs as root"),
+        "{stderr}"
+    );
+    assert!(
+        errors[1].contains("document 3 ") && errors[1].contains("`vault` is not"),
+        "{stderr}"
+    );
+    assert!(
+        errors[2].contains("document 4 ") && errors[2].contains("set `command`"),
+        "{stderr}"
+    );
+}
+
+/// `--image` sets the image where the annotation does not; the annotation
+/// still wins.
+#[test]
+fn inject_image_flag_sets_the_default_image() {
+    let out = Command::new(BIN)
+        .args(["inject", "--image", "mirror.local/sb:1", "-f"])
+        .arg(fixtures().join("run-job.in.yaml"))
+        .arg("-f")
+        .arg(fixtures().join("run-deployment.in.yaml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    // The job's broker and install container take the flag's image...
+    assert_eq!(
+        text.matches("image: mirror.local/sb:1").count(),
+        2,
+        "{text}"
+    );
+    // ...the deployment keeps its annotation's.
+    assert_eq!(
+        text.matches(" image: mirror.example/secret-broker:pinned")
+            .count(),
+        2,
+        "{text}"
+    );
+    assert!(!text.contains("ghcr.io/secret-broker"), "{text}");
+    let bad = Command::new(BIN)
+        .args(["inject", "--image", "has space"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+}
+
+/// A task pod on its own embedded store (nothing can write to it) and a
+/// container whose uid injection chose are warned about on stderr; the
+/// output is still written.
+#[test]
+fn useless_stores_and_changed_uids_are_warned_about() {
+    let out = Command::new(BIN)
+        .args(["inject", "-f"])
+        .arg(fixtures().join("job.in.yaml"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("warning: ") && stderr.contains("the task's store is `embedded`"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "`spec.containers[main]`: injection sets runAsUser 10001 and runAsGroup 10001"
+        ),
+        "{stderr}"
+    );
+    // Injecting the output again: the uid is the pod's own now.
+    let again = inject(&out.stdout, &[]);
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(!stderr.contains("runAsUser"), "{stderr}");
+    // An external store and uids of its own: nothing to say.
+    let quiet = Command::new(BIN)
+        .args(["inject", "-f"])
+        .arg(fixtures().join("run-job.in.yaml"))
+        .output()
+        .unwrap();
+    assert!(quiet.status.success());
+    assert!(
+        quiet.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&quiet.stderr)
+    );
+}
+
+// ---------------------------------------------------------------------------
+// `secret-broker run`, wired by injection, played end to end.
+
+/// A shared store for the played pod (`secret-broker.io/store: external`):
+/// the included `store.toml` names a database in the pod's temp dir
+/// (relative paths resolve against its own directory, the store Secret).
+const PLAYED_STORE_TOML: &str = "[store]\nbackend = \"embedded\"\npath = \"../../../var/lib/secret-broker/shared.redb\"\nkey_file = \"../store/store.key\"\n";
+
+/// The injected `run-job` pod: its install container copies the binary,
+/// and the app container's argv and environment, taken from the injected
+/// spec (paths moved under the pod's temp dir), run as the app's uid
+/// against the broker started from the injected config: the program sees
+/// its secrets as variables and as a file of the annotated mode.
+#[test]
+fn injected_run_wiring_gives_the_program_its_secrets() {
+    if !can_play() {
+        return;
+    }
+    let (pod, tpl) = PlayedPod::start_with(
+        "run-job",
+        &[
+            ("store.toml", PLAYED_STORE_TOML.as_bytes()),
+            ("store.key", &[7u8; 32]),
+        ],
+    );
+    let root = pod.dir.path().to_path_buf();
+    let at = |p: &str| format!("{}{p}", root.display());
+    let g = pod.shared_gid;
+    let put = |path: &str, value: &str| {
+        let (s, b) = pod.curl(
+            (0, 0, &[]),
+            "PUT",
+            &format!("/v1/secrets/{path}"),
+            Some(&format!(r#"{{"value":"{value}"}}"#)),
+            Some(PLATFORM_TOKEN),
+        );
+        assert_eq!(s, 201, "{b}");
+    };
+    put("acme/tasks/t-42/db/password", "pw-CANARY-1");
+    put("acme/tasks/t-42/api-token", "tok-CANARY-2");
+    put("acme/tasks/t-42/tls-key", "key-CANARY-3");
+
+    // As kubelet makes the two memory emptyDirs: 0777, group the fsGroup.
+    for d in ["/run/secret-broker-bin", "/run/secrets/secret-broker"] {
+        let p = PathBuf::from(at(d));
+        std::fs::create_dir_all(&p).unwrap();
+        std::os::unix::fs::chown(&p, None, Some(g)).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o2777)).unwrap();
+    }
+    let spec = &tpl["spec"];
+    let inits = spec["initContainers"].as_array().unwrap();
+    let strings = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_owned())
+            .collect()
+    };
+    // The install container, as the broker's uid: the image's binary is
+    // this build's.
+    let install = inits
+        .iter()
+        .find(|c| c["name"] == "secret-broker-install")
+        .unwrap();
+    let argv = strings(&install["command"]);
+    assert_eq!(argv[0], "/usr/local/bin/secret-broker");
+    let out = setpriv(
+        uid_of(&tpl, "secret-broker-install", "runAsUser"),
+        uid_of(&tpl, "secret-broker-install", "runAsGroup"),
+        &[g],
+    )
+    .arg(BIN)
+    .args(&argv[1..argv.len() - 1])
+    .arg(at(&argv[argv.len() - 1]))
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let copied = PathBuf::from(at("/run/secret-broker-bin/secret-broker"));
+    let mode = std::fs::metadata(&copied).unwrap().permissions().mode();
+    assert_eq!(mode & 0o7777, 0o555);
+
+    // The app container: its wrapped command, with the pod's paths moved.
+    let main = spec["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "main")
+        .unwrap();
+    let argv = strings(&main["command"]);
+    assert!(main.get("args").is_none());
+    let split = argv.iter().position(|a| a == "--").unwrap();
+    assert_eq!(
+        argv[split + 1..],
+        ["/usr/bin/task", "--batch", "--input", "/work"],
+        "the original command and args, folded"
+    );
+    let file = at("/run/secrets/secret-broker/tls.key");
+    // The program the image would run is not here: a probe stands in.
+    let probe = format!(
+        "echo \"DB_PASSWORD=$DB_PASSWORD API_TOKEN=$API_TOKEN\"; cat {file}; echo; stat -c '%a %u' {file}"
+    );
+    let mut cmd = setpriv(
+        uid_of(&tpl, "main", "runAsUser"),
+        uid_of(&tpl, "main", "runAsGroup"),
+        &[g],
+    );
+    cmd.arg(&copied);
+    for a in &argv[1..=split] {
+        cmd.arg(a.replace("/run/secrets/", &at("/run/secrets/")));
+    }
+    cmd.args(["sh", "-c", &probe]);
+    cmd.env_clear().env("PATH", "/usr/bin:/bin");
+    for e in main["env"].as_array().unwrap() {
+        let (name, value) = (e["name"].as_str().unwrap(), e["value"].as_str().unwrap());
+        let value = if name == "SECRET_BROKER_SOCKET" {
+            pod.socket.to_str().unwrap().to_owned()
+        } else {
+            value.to_owned()
+        };
+        cmd.env(name, value);
+    }
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}{stderr}\n{}", pod.stderr());
+    let app_uid = uid_of(&tpl, "main", "runAsUser");
+    assert_eq!(
+        stdout,
+        format!("DB_PASSWORD=pw-CANARY-1 API_TOKEN=tok-CANARY-2\nkey-CANARY-3\n440 {app_uid}\n")
+    );
+    assert!(!stderr.contains("CANARY"), "{stderr}");
+    // Every read was the app's own, audited as the task (stdout: audit).
+    assert!(!pod.stderr().contains("CANARY"));
+}
+
+/// `install-self` copies this binary, runnable (0555), and on a missing
+/// directory fails with 74 leaving nothing behind; it is hidden from help.
+#[test]
+fn install_self_copies_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("secret-broker");
+    let out = Command::new(BIN)
+        .arg("install-self")
+        .arg(&dest)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read(&dest).unwrap(), std::fs::read(BIN).unwrap());
+    let mode = std::fs::metadata(&dest).unwrap().permissions().mode();
+    assert_eq!(mode & 0o7777, 0o555);
+    let v = Command::new(&dest).arg("--version").output().unwrap();
+    assert!(v.status.success());
+    // Again over the existing copy (a restarted init container).
+    let again = Command::new(BIN)
+        .arg("install-self")
+        .arg(&dest)
+        .output()
+        .unwrap();
+    assert!(again.status.success());
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        1,
+        "no temp file left"
+    );
+    let missing = Command::new(BIN)
+        .arg("install-self")
+        .arg(dir.path().join("nope/secret-broker"))
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(74));
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    let help = Command::new(BIN).arg("--help").output().unwrap();
+    assert!(!String::from_utf8_lossy(&help.stdout).contains("install-self"));
 }

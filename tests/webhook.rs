@@ -54,6 +54,10 @@ struct Webhook {
 
 impl Webhook {
     fn start() -> Self {
+        Self::start_with_env(&[])
+    }
+
+    fn start_with_env(env: &[(&str, &str)]) -> Self {
         let pki = Pki::new();
         let dir = tempfile::tempdir().unwrap();
         let (cert, key, _) = pki.leaf();
@@ -67,6 +71,7 @@ impl Webhook {
             .arg("--tls-key")
             .arg(dir.path().join("tls.key"))
             .args(["--addr", "127.0.0.1:0", "--reload-interval", "100ms"])
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -607,4 +612,26 @@ fn slow_clients_do_not_keep_a_review_out() {
                 .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
         "{n:?}"
     );
+}
+
+/// `$SECRET_BROKER_IMAGE` (as `--image`) is the image of pods that set
+/// none, and what `inject` warns about comes back as the review's
+/// `warnings`.
+#[test]
+fn the_default_image_and_warnings_reach_the_api_server() {
+    let w = Webhook::start_with_env(&[("SECRET_BROKER_IMAGE", "mirror.local/sb:9")]);
+    let job = r#"{"apiVersion":"batch/v1","kind":"Job","metadata":{"name":"t"},"spec":{"template":{"metadata":{"annotations":{"secret-broker.io/inject":"true","secret-broker.io/role":"task","secret-broker.io/scope":"acme/t","secret-broker.io/store-secret":"s"}},"spec":{"containers":[{"name":"m","image":"i"}]}}}}"#;
+    let review: Value = serde_json::from_str(&review_with_object(job)).unwrap();
+    let (status, v) = w.review(&review);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["response"]["allowed"], true, "{v}");
+    let patch = base64::engine::general_purpose::STANDARD
+        .decode(v["response"]["patch"].as_str().unwrap())
+        .unwrap();
+    let patch = String::from_utf8(patch).unwrap();
+    assert!(patch.contains("\"mirror.local/sb:9\""), "{patch}");
+    assert!(!patch.contains("ghcr.io"), "{patch}");
+    let warnings = v["response"]["warnings"].to_string();
+    assert!(warnings.contains("store is `embedded`"), "{v}");
+    assert!(warnings.contains("injection sets runAsUser 10001"), "{v}");
 }

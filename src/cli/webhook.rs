@@ -26,6 +26,10 @@ pub struct WebhookArgs {
     /// Operational log level (a tracing filter; RUST_LOG overrides).
     #[arg(long, default_value = "info")]
     log_level: String,
+    /// The broker image where a pod sets no `secret-broker.io/image` (for a
+    /// mirror in an air-gapped cluster) [default: the image of this release]
+    #[arg(long, value_name = "IMAGE", env = "SECRET_BROKER_IMAGE", value_parser = super::inject::parse_image)]
+    image: Option<String>,
 }
 
 fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
@@ -48,6 +52,11 @@ pub async fn run(args: WebhookArgs) -> Exit {
         cert: args.tls_cert,
         key: args.tls_key,
         reload_every: args.reload_interval,
+        inject: crate::inject::InjectOptions {
+            image: args
+                .image
+                .unwrap_or_else(|| crate::inject::InjectOptions::default().image),
+        },
     };
     match crate::webhook::run(&args.addr, &opts).await {
         Ok(()) => Exit::Ok,

@@ -4,8 +4,9 @@
 
 use serde_json::Value;
 
-use super::{CONFIG_ANNOTATION, DEFAULT_IMAGE, InjectError};
-use crate::secret::ScopePath;
+use super::{CONFIG_ANNOTATION, DEFAULT_IMAGE, InjectError, SECRETS_DIR};
+use crate::run::spec::{EnvSpec, FileSpec, SpecError};
+use crate::secret::{ScopePath, SecretPath};
 
 /// The prefix every annotation of ours starts with.
 pub const PREFIX: &str = "secret-broker.io/";
@@ -51,6 +52,18 @@ pub const ANNOTATIONS: &[(&str, &str)] = &[
         ALLOW_SHARED_PROCESS_NAMESPACE,
         "\"true\" to inject into a pod with `hostPID` or `shareProcessNamespace` (gives up the socket's isolation)",
     ),
+    (
+        "secret-broker.io/env",
+        "`NAME=PATH,...`: wrap the containers' command in `secret-broker run --env` (task only)",
+    ),
+    (
+        "secret-broker.io/env-from",
+        "a scope: every secret under it becomes a variable (`secret-broker run --env-from`)",
+    ),
+    (
+        "secret-broker.io/files",
+        "`DEST=PATH[:MODE],...`: files in `/run/secrets/secret-broker` (`secret-broker run --file`)",
+    ),
     ("secret-broker.io/image", "the broker image"),
     (
         "secret-broker.io/log-level",
@@ -90,6 +103,46 @@ pub enum StoreMode {
     },
 }
 
+/// What `secret-broker.io/env`, `env-from` and `files` ask for: the flags
+/// of the `secret-broker run` that wraps each selected container's command.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunWiring {
+    /// `--env NAME=PATH`, in annotation order.
+    pub env: Vec<EnvSpec>,
+    /// `--env-from SCOPE/`.
+    pub env_from: Option<ScopePath>,
+    /// `--file DEST=PATH[:MODE]`, DEST directly in [`SECRETS_DIR`].
+    pub files: Vec<FileSpec>,
+}
+
+impl RunWiring {
+    /// The flags of `secret-broker run`, in a fixed order.
+    pub fn flags(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for e in &self.env {
+            out.push("--env".to_owned());
+            out.push(format!("{}={}", e.name, e.path));
+        }
+        if let Some(scope) = &self.env_from {
+            out.push("--env-from".to_owned());
+            out.push(format!("{scope}/"));
+        }
+        for f in &self.files {
+            out.push("--file".to_owned());
+            out.push(format!("{}={}:{:04o}", f.dest.display(), f.path, f.mode));
+        }
+        out
+    }
+
+    /// Every secret path read (for the scope check).
+    fn paths(&self) -> impl Iterator<Item = &SecretPath> {
+        self.env
+            .iter()
+            .map(|e| &e.path)
+            .chain(self.files.iter().map(|f| &f.path))
+    }
+}
+
 /// What the annotations ask for, validated.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -107,6 +160,9 @@ pub struct Settings {
     pub containers: Option<Vec<String>>,
     /// The broker image.
     pub image: String,
+    /// `secret-broker run` wiring, when `env`, `env-from` or `files` asks
+    /// for it.
+    pub run: Option<RunWiring>,
     /// Injection into a pod with `hostPID` or `shareProcessNamespace` was
     /// asked for explicitly, isolation given up.
     pub allow_shared_process_namespace: bool,
@@ -129,6 +185,15 @@ impl Settings {
     /// Reads the annotations of a pod template. `Ok(None)` when injection is
     /// not asked for (no annotations of ours, or `inject: "false"`).
     pub fn from_annotations(annotations: Option<&Value>) -> Result<Option<Self>, InjectError> {
+        Self::from_annotations_with(annotations, DEFAULT_IMAGE)
+    }
+
+    /// As [`Settings::from_annotations`], with the image used when
+    /// `secret-broker.io/image` is not set (`--image`).
+    pub fn from_annotations_with(
+        annotations: Option<&Value>,
+        default_image: &str,
+    ) -> Result<Option<Self>, InjectError> {
         let Some(map) = annotations.and_then(Value::as_object) else {
             return Ok(None);
         };
@@ -276,7 +341,15 @@ impl Settings {
                 ));
             }
         };
-        let image = take("secret-broker.io/image").unwrap_or(DEFAULT_IMAGE);
+        let run = run_wiring(
+            take("secret-broker.io/env"),
+            take("secret-broker.io/env-from"),
+            take("secret-broker.io/files"),
+        )?;
+        if let Some(run) = &run {
+            check_run(run, &role, &store)?;
+        }
+        let image = take("secret-broker.io/image").unwrap_or(default_image);
         if image.is_empty() || image.chars().any(char::is_whitespace) {
             return Err(err(
                 "secret-broker.io/image",
@@ -317,12 +390,138 @@ impl Settings {
             policies,
             containers,
             image: image.to_owned(),
+            run,
             allow_shared_process_namespace,
             log_level: log_level.to_owned(),
             requests,
             limits,
         }))
     }
+}
+
+/// The items of a comma-separated annotation, trimmed, empty ones dropped.
+fn items(list: &str) -> impl Iterator<Item = &str> {
+    list.split(',').map(str::trim).filter(|s| !s.is_empty())
+}
+
+/// A flag parser's refusal, in the annotation's words.
+fn spec_message(item: &str, e: SpecError, shape: &str) -> String {
+    match e {
+        SpecError::Shape { .. } | SpecError::EmptyFile(_) => {
+            format!("`{item}` must be `{shape}`")
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Parses `env`, `env-from` and `files`; `None` when none is set.
+fn run_wiring(
+    env: Option<&str>,
+    env_from: Option<&str>,
+    files: Option<&str>,
+) -> Result<Option<RunWiring>, InjectError> {
+    if env.is_none() && env_from.is_none() && files.is_none() {
+        return Ok(None);
+    }
+    let mut w = RunWiring::default();
+    const ENV: &str = "secret-broker.io/env";
+    const FILES: &str = "secret-broker.io/files";
+    for item in items(env.unwrap_or_default()) {
+        let spec = crate::run::spec::env(item)
+            .map_err(|e| err(ENV, spec_message(item, e, "NAME=PATH")))?;
+        if w.env.iter().any(|e| e.name == spec.name) {
+            return Err(err(ENV, format!("names `{}` twice", spec.name)));
+        }
+        w.env.push(spec);
+    }
+    if let Some(scope) = env_from {
+        w.env_from = Some(
+            crate::run::spec::env_from(scope.trim())
+                .map_err(|e| err("secret-broker.io/env-from", e.to_string()))?,
+        );
+    }
+    for item in items(files.unwrap_or_default()) {
+        let spec = crate::run::spec::file(item)
+            .map_err(|e| err(FILES, spec_message(item, e, "DEST=PATH[:MODE]")))?;
+        // SECURITY: files go only to the pod's memory volume, never to a
+        // disk or an arbitrary path of the image. `run` needs DEST's
+        // directory to exist, and only the volume's root surely does.
+        let dest = spec.dest.to_str().unwrap_or_default();
+        let in_dir = dest
+            .strip_prefix(SECRETS_DIR)
+            .and_then(|rest| rest.strip_prefix('/'))
+            .is_some_and(|name| !name.is_empty() && !name.contains('/') && name != "..");
+        if !in_dir || name_is_dots(dest) {
+            return Err(err(
+                FILES,
+                format!(
+                    "`{dest}` must be a file directly in `{SECRETS_DIR}/` (the pod's memory volume), e.g. `{SECRETS_DIR}/db-password`"
+                ),
+            ));
+        }
+        if w.files.iter().any(|f| f.dest == spec.dest) {
+            return Err(err(FILES, format!("writes `{dest}` twice")));
+        }
+        w.files.push(spec);
+    }
+    if w == RunWiring::default() {
+        return Err(err(
+            if env.is_some() { ENV } else { FILES },
+            "lists nothing; remove it, or name at least one secret",
+        ));
+    }
+    Ok(Some(w))
+}
+
+fn name_is_dots(dest: &str) -> bool {
+    dest.rsplit('/')
+        .next()
+        .is_some_and(|n| n == "." || n == "..")
+}
+
+/// Refuses wiring that could never start the program: a platform component
+/// may not read, a task reads only its own scope, and a task's per-pod
+/// embedded store never holds a secret (nobody can write to it).
+fn check_run(run: &RunWiring, role: &Role, store: &StoreMode) -> Result<(), InjectError> {
+    let key = if run.env.is_empty() && run.env_from.is_none() {
+        "secret-broker.io/files"
+    } else if run.env.is_empty() {
+        "secret-broker.io/env-from"
+    } else {
+        "secret-broker.io/env"
+    };
+    let scope = match role {
+        Role::Platform => {
+            return Err(err(
+                key,
+                "a platform component may never read a secret, so `secret-broker run` could not start; use it with `secret-broker.io/role: task`",
+            ));
+        }
+        Role::Task(scope) => scope,
+    };
+    if *store == StoreMode::Embedded {
+        return Err(err(
+            key,
+            "the task's store is `embedded`, a database in this pod that nothing can write to, so every read would fail and the program would never start; set `secret-broker.io/store: external` (the shared store of `secret-broker.io/store-secret`)",
+        ));
+    }
+    if let Some(path) = run.paths().find(|p| !p.is_within(scope)) {
+        return Err(err(
+            key,
+            format!(
+                "`{path}` is outside the task's scope `{scope}`: the broker would refuse the read and the program would never start"
+            ),
+        ));
+    }
+    if let Some(from) = run.env_from.as_ref().filter(|f| !scope.contains_scope(f)) {
+        return Err(err(
+            "secret-broker.io/env-from",
+            format!(
+                "`{from}` is not inside the task's scope `{scope}`: the broker would refuse the list and the program would never start"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// A DNS-1123 subdomain, as Kubernetes requires of object names.

@@ -324,3 +324,169 @@ fn shared_process_namespaces_are_refused_unless_opted_in() {
     j["spec"]["template"]["spec"]["shareProcessNamespace"] = json!(true);
     assert!(error_of(j).contains("must not be true"));
 }
+
+fn run_job(extra: Value, command: Value) -> Value {
+    let mut a = task_annotations();
+    a["secret-broker.io/store"] = json!("external");
+    for (k, v) in extra.as_object().unwrap() {
+        a[k] = v.clone();
+    }
+    let mut j = job(a);
+    let c = &mut j["spec"]["template"]["spec"]["containers"][0];
+    c["command"] = command;
+    c["args"] = json!(["--flag", "x y"]);
+    j
+}
+
+#[test]
+fn run_wiring_wraps_the_command_and_is_idempotent() {
+    let j = run_job(
+        json!({
+            "secret-broker.io/env": "DB=acme/tasks/t-42/db, B=acme/tasks/t-42/b",
+            "secret-broker.io/env-from": "acme/tasks/t-42/env/",
+            "secret-broker.io/files": "/run/secrets/secret-broker/key=acme/tasks/t-42/key",
+        }),
+        json!(["/app", "--"]),
+    );
+    let out = inject_value(&j).unwrap().unwrap();
+    let spec = &out["spec"]["template"]["spec"];
+    let main = &spec["containers"][0];
+    assert_eq!(
+        main["command"],
+        json!([
+            RUN_BINARY,
+            "run",
+            "--env",
+            "DB=acme/tasks/t-42/db",
+            "--env",
+            "B=acme/tasks/t-42/b",
+            "--env-from",
+            "acme/tasks/t-42/env/",
+            "--file",
+            "/run/secrets/secret-broker/key=acme/tasks/t-42/key:0400",
+            "--",
+            "/app",
+            "--",
+            "--flag",
+            "x y"
+        ])
+    );
+    assert!(main.get("args").is_none());
+    assert_eq!(spec["initContainers"][0]["name"], INSTALL_CONTAINER_NAME);
+    assert_eq!(
+        spec["initContainers"][0]["command"],
+        json!([BINARY, "install-self", RUN_BINARY])
+    );
+    assert_eq!(spec["initContainers"][1]["name"], CONTAINER_NAME);
+    // Injecting the output changes nothing (the original's own `--` too).
+    assert!(inject_value(&out).unwrap().is_none(), "idempotent");
+    // Removing the annotations and injecting again undoes the wrapping.
+    let mut plain = out.clone();
+    let a = plain["spec"]["template"]["metadata"]["annotations"]
+        .as_object_mut()
+        .unwrap();
+    for k in [
+        "secret-broker.io/env",
+        "secret-broker.io/env-from",
+        "secret-broker.io/files",
+    ] {
+        a.remove(k);
+    }
+    let plain = inject_value(&plain).unwrap().unwrap();
+    let spec = &plain["spec"]["template"]["spec"];
+    assert_eq!(
+        spec["containers"][0]["command"],
+        json!(["/app", "--", "--flag", "x y"])
+    );
+    assert_eq!(spec["initContainers"].as_array().unwrap().len(), 1);
+    let text = plain.to_string();
+    assert!(!text.contains("secret-broker-bin") && !text.contains("secret-broker-secrets"));
+}
+
+#[test]
+fn run_wiring_refuses_pods_that_could_never_start() {
+    let cmd = json!(["/app"]);
+    for (extra, command, want) in [
+        (
+            json!({"secret-broker.io/env": "A=acme/tasks/t-42/a"}),
+            Value::Null,
+            "set `command`",
+        ),
+        (
+            json!({"secret-broker.io/env": "A=acme/tasks/t-4/a"}),
+            cmd.clone(),
+            "outside the task's scope",
+        ),
+        (
+            json!({"secret-broker.io/env": "A=acme/tasks/t-42/a,A=acme/tasks/t-42/b"}),
+            cmd.clone(),
+            "names `A` twice",
+        ),
+        (
+            json!({"secret-broker.io/env": "A"}),
+            cmd.clone(),
+            "`A` must be `NAME=PATH`",
+        ),
+        (
+            json!({"secret-broker.io/env": " , "}),
+            cmd.clone(),
+            "lists nothing",
+        ),
+        (
+            json!({"secret-broker.io/env-from": "acme/tasks"}),
+            cmd.clone(),
+            "not inside the task's scope",
+        ),
+        (
+            json!({"secret-broker.io/files": "/run/secrets/secret-broker/../x=acme/tasks/t-42/a"}),
+            cmd.clone(),
+            "must be a file directly in",
+        ),
+        (
+            json!({"secret-broker.io/files": "/run/secrets/secret-broker/d/x=acme/tasks/t-42/a"}),
+            cmd.clone(),
+            "must be a file directly in",
+        ),
+        (
+            json!({"secret-broker.io/files": "/run/secrets/secret-broker-x=acme/tasks/t-42/a"}),
+            cmd.clone(),
+            "must be a file directly in",
+        ),
+        (
+            json!({"secret-broker.io/files": "/run/secrets/secret-broker/x=acme/tasks/t-42/a:999"}),
+            cmd.clone(),
+            "mode `999`",
+        ),
+        (
+            json!({"secret-broker.io/store": "embedded", "secret-broker.io/env": "A=acme/tasks/t-42/a"}),
+            cmd.clone(),
+            "store is `embedded`",
+        ),
+    ] {
+        let msg = error_of(run_job(extra.clone(), command));
+        assert!(msg.contains(want), "{extra}: {msg}");
+    }
+}
+
+#[test]
+fn app_init_containers_may_be_named() {
+    let mut a = task_annotations();
+    a["secret-broker.io/containers"] = json!("prep");
+    let mut j = job(a);
+    j["spec"]["template"]["spec"]["initContainers"] = json!([{ "name": "prep", "image": "i" }]);
+    let out = inject_value(&j).unwrap().unwrap();
+    let spec = &out["spec"]["template"]["spec"];
+    // The broker first, then the app's init container, wired.
+    assert_eq!(spec["initContainers"][0]["name"], CONTAINER_NAME);
+    let prep = &spec["initContainers"][1];
+    assert_eq!(prep["name"], "prep");
+    assert_eq!(prep["env"][0]["value"], SOCKET_PATH);
+    assert_eq!(prep["securityContext"]["runAsUser"], DEFAULT_APP_UID);
+    // The regular container was not named: untouched.
+    assert!(spec["containers"][0].get("env").is_none());
+    assert!(inject_value(&out).unwrap().is_none(), "idempotent");
+    // A name that is neither is still refused.
+    let mut a = task_annotations();
+    a["secret-broker.io/containers"] = json!("nope");
+    assert!(error_of(job(a)).contains("not a container or init container"));
+}

@@ -147,6 +147,11 @@ fn parse_error(e: &serde_json::Error) -> String {
 /// The response to one review body: an AdmissionReview, and whether the
 /// request itself was well-formed (for the HTTP status).
 pub fn respond(body: &[u8]) -> (Value, bool) {
+    respond_with(body, &crate::inject::InjectOptions::default())
+}
+
+/// As [`respond`], injecting with `opts` (the webhook's `--image`).
+pub fn respond_with(body: &[u8], opts: &crate::inject::InjectOptions) -> (Value, bool) {
     let envelope: Envelope = match serde_json::from_slice(body) {
         Ok(v) => v,
         Err(e) => return (deny(&uid_only(body), &parse_error(&e)), false),
@@ -173,7 +178,7 @@ pub fn respond(body: &[u8]) -> (Value, bool) {
         Ok(w) => w.request.object,
         Err(e) => return (deny(&uid, &parse_error(&e)), false),
     };
-    (decide(&uid, &object), true)
+    (decide(&uid, &object, opts), true)
 }
 
 /// The review's uid alone (everything else skipped), for a refusal the
@@ -220,15 +225,31 @@ fn check(review: &Envelope) -> Result<&RequestHead, String> {
     }
 }
 
-fn decide(uid: &str, object: &Value) -> Value {
-    match crate::inject::inject_value(object) {
-        Ok(None) => allow(uid, None),
-        Ok(Some(new)) => {
-            let patch = json_patch::diff(object, &new);
-            match serde_json::to_vec(&patch) {
-                Ok(bytes) => allow(uid, Some(&bytes)),
-                Err(e) => deny(uid, &format!("cannot encode the patch: {e}")),
+fn decide(uid: &str, object: &Value, opts: &crate::inject::InjectOptions) -> Value {
+    match crate::inject::inject_value_with(object, opts) {
+        Ok(injected) => {
+            let mut answer = match injected.value {
+                None => allow(uid, None),
+                Some(new) => {
+                    let patch = json_patch::diff(object, &new);
+                    match serde_json::to_vec(&patch) {
+                        Ok(bytes) => allow(uid, Some(&bytes)),
+                        Err(e) => return deny(uid, &format!("cannot encode the patch: {e}")),
+                    }
+                }
+            };
+            // What `inject` prints on stderr, `kubectl` shows as
+            // `Warning: ...` to whoever applied the object.
+            if !injected.warnings.is_empty() {
+                answer["response"]["warnings"] = json!(
+                    injected
+                        .warnings
+                        .iter()
+                        .map(|w| format!("secret-broker: {w}"))
+                        .collect::<Vec<_>>()
+                );
             }
+            answer
         }
         Err(e) => deny(uid, &format!("secret-broker injection refused: {e}")),
     }
@@ -349,5 +370,65 @@ mod tests {
         let (v, ok) = respond(body.as_bytes());
         assert!(ok);
         assert_eq!(v["response"]["allowed"], true);
+    }
+
+    fn job_review(annotations: &str, run_as: &str) -> String {
+        review_of(&format!(
+            r#"{{"apiVersion":"batch/v1","kind":"Job","metadata":{{"name":"t"}},"spec":{{"template":{{"metadata":{{"annotations":{{"secret-broker.io/inject":"true","secret-broker.io/role":"task","secret-broker.io/scope":"acme/t","secret-broker.io/store-secret":"s"{annotations}}}}},"spec":{{"containers":[{{"name":"m","image":"i","command":["/app"]{run_as}}}]}}}}}}}}"#
+        ))
+    }
+
+    #[test]
+    fn warnings_reach_the_admission_review() {
+        let (v, ok) = respond(job_review("", "").as_bytes());
+        assert!(ok && v["response"]["allowed"] == true, "{v}");
+        let warnings: Vec<&str> = v["response"]["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w.as_str().unwrap())
+            .collect();
+        assert_eq!(warnings.len(), 2, "{v}");
+        assert!(
+            warnings[0].contains("the task's store is `embedded`"),
+            "{v}"
+        );
+        assert!(
+            warnings[1].contains("injection sets runAsUser 10001"),
+            "{v}"
+        );
+        // The API server truncates longer ones.
+        assert!(warnings.iter().all(|w| w.len() <= 256), "{warnings:?}");
+
+        let quiet = job_review(
+            r#","secret-broker.io/store":"external","secret-broker.io/env":"A=acme/t/a""#,
+            r#","securityContext":{"runAsUser":2000,"runAsGroup":2000}"#,
+        );
+        let (v, ok) = respond(quiet.as_bytes());
+        assert!(ok && v["response"]["allowed"] == true, "{v}");
+        assert!(v["response"].get("warnings").is_none(), "{v}");
+    }
+
+    #[test]
+    fn a_pod_that_could_never_start_is_refused() {
+        // `run` wiring on the task's own embedded store: every read fails.
+        let (v, ok) = respond(job_review(r#","secret-broker.io/env":"A=acme/t/a""#, "").as_bytes());
+        assert!(ok && v["response"]["allowed"] == false, "{v}");
+        assert!(reason(&v).contains("the task's store is `embedded`"), "{v}");
+    }
+
+    #[test]
+    fn the_default_image_is_the_webhooks() {
+        let opts = crate::inject::InjectOptions {
+            image: "mirror.local/sb:1".into(),
+        };
+        let (v, ok) = respond_with(job_review("", "").as_bytes(), &opts);
+        assert!(ok, "{v}");
+        let patch = base64::engine::general_purpose::STANDARD
+            .decode(v["response"]["patch"].as_str().unwrap())
+            .unwrap();
+        let patch = String::from_utf8(patch).unwrap();
+        assert!(patch.contains("mirror.local/sb:1"), "{patch}");
+        assert!(!patch.contains("ghcr.io"), "{patch}");
     }
 }
