@@ -44,19 +44,29 @@ pub enum Action {
     List,
     /// Delete a secret (all versions).
     Delete,
+    /// Mint a signed, create-only URL for task output (resource: an
+    /// [`Resource::Output`]).
+    Upload,
 }
 
 impl Action {
     /// Every action, in schema order.
-    pub const ALL: [Action; 4] = [Action::Read, Action::Write, Action::List, Action::Delete];
+    pub const ALL: [Action; 5] = [
+        Action::Read,
+        Action::Write,
+        Action::List,
+        Action::Delete,
+        Action::Upload,
+    ];
 
-    /// The Cedar action id (`read`, `write`, `list`, `delete`).
+    /// The Cedar action id (`read`, `write`, `list`, `delete`, `upload`).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Read => "read",
             Self::Write => "write",
             Self::List => "list",
             Self::Delete => "delete",
+            Self::Upload => "upload",
         }
     }
 
@@ -112,6 +122,9 @@ pub enum Resource<'a> {
     },
     /// A scope (for `list`); the root scope lists everything.
     Scope(&'a ScopePath),
+    /// A task output object (for `upload`), named by a path like a secret's
+    /// and in the same scope tree.
+    Output(&'a SecretPath),
 }
 
 /// Ids of the policies behind a decision, sorted.

@@ -24,4 +24,5 @@ pub mod secret;
 pub mod server;
 pub(crate) mod shard;
 pub mod store;
+pub mod upload;
 pub mod webhook;

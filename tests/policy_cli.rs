@@ -714,7 +714,12 @@ fn prove_holds_for_the_shipped_policies_and_examples() {
             r.stdout
         );
         assert!(
-            r.stdout.ends_with("2 proved, 0 disproved\n"),
+            r.stdout.contains("PROVED upload-own-scope-only: "),
+            "{}",
+            r.stdout
+        );
+        assert!(
+            r.stdout.ends_with("3 proved, 0 disproved\n"),
             "{}",
             r.stdout
         );
@@ -770,10 +775,26 @@ fn prove_tells_the_two_properties_apart() {
         r.stdout
     );
     assert!(
-        r.stdout.ends_with("1 proved, 1 disproved\n"),
+        r.stdout.ends_with("2 proved, 1 disproved\n"),
         "{}",
         r.stdout
     );
+}
+
+#[test]
+fn prove_catches_a_permit_that_lets_the_platform_upload() {
+    let r = policy(&["prove", "--policies", &fixture("upload-escapes")]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    let s = &r.stdout;
+    assert!(s.contains("PROVED platform-never-reads: "), "{s}");
+    assert!(s.contains("PROVED task-reads-own-scope: "), "{s}");
+    assert!(s.contains("FAILED upload-own-scope-only: "), "{s}");
+    assert!(
+        s.contains(r#"action: SecretBroker::Action::"upload""#),
+        "{s}"
+    );
+    assert!(s.contains("decided allow by: `platform-uploads`"), "{s}");
+    assert!(s.ends_with("2 proved, 1 disproved\n"), "{s}");
 }
 
 #[test]

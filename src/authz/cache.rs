@@ -63,6 +63,7 @@ pub(crate) struct DecisionInputs<'a> {
 enum ResourceRef<'a> {
     Secret(&'a str, Option<&'a Labels>),
     Scope(&'a str),
+    Output(&'a str),
 }
 
 impl<'a> DecisionInputs<'a> {
@@ -83,6 +84,7 @@ impl<'a> DecisionInputs<'a> {
             resource: match resource {
                 Resource::Secret { path, labels } => ResourceRef::Secret(path.as_str(), labels),
                 Resource::Scope(s) => ResourceRef::Scope(s.as_str()),
+                Resource::Output(p) => ResourceRef::Output(p.as_str()),
             },
             transport: ctx.transport,
             peer: ctx.peer.map(|p| (p.uid, p.gid, p.pid)),
@@ -98,10 +100,14 @@ impl<'a> DecisionInputs<'a> {
     /// Labels on a read come from the store, the same on every read of that
     /// secret, and are kept when the entry is small enough.
     pub(crate) fn worth_caching(&self) -> bool {
-        !matches!(
-            (self.action, self.resource),
-            (Action::Write, ResourceRef::Secret(_, Some(labels))) if !labels.is_empty()
-        ) && self.heap_bytes() <= MAX_ENTRY_BYTES
+        // An upload names a fresh output object each time: keeping its
+        // decision would only push out the reads that repeat.
+        self.action != Action::Upload
+            && !matches!(
+                (self.action, self.resource),
+                (Action::Write, ResourceRef::Secret(_, Some(labels))) if !labels.is_empty()
+            )
+            && self.heap_bytes() <= MAX_ENTRY_BYTES
     }
 
     /// Heap bytes an owned key made from these inputs holds (what
@@ -113,7 +119,7 @@ impl<'a> DecisionInputs<'a> {
             + self.roles.iter().map(|r| text(r)).sum::<usize>();
         let resource = match self.resource {
             ResourceRef::Secret(path, labels) => text(path) + labels.map_or(0, labels_heap_bytes),
-            ResourceRef::Scope(s) => text(s),
+            ResourceRef::Scope(s) | ResourceRef::Output(s) => text(s),
         };
         text(self.name)
             + roles
@@ -135,6 +141,7 @@ impl<'a> DecisionInputs<'a> {
                     ResourceKey::Secret(path.to_owned(), labels.cloned())
                 }
                 ResourceRef::Scope(s) => ResourceKey::Scope(s.to_owned()),
+                ResourceRef::Output(p) => ResourceKey::Output(p.to_owned()),
             },
             transport: self.transport,
             peer: self.peer,
@@ -164,6 +171,7 @@ struct DecisionKey {
 enum ResourceKey {
     Secret(String, Option<Labels>),
     Scope(String),
+    Output(String),
 }
 
 impl DecisionKey {
@@ -178,6 +186,7 @@ impl DecisionKey {
             resource: match &self.resource {
                 ResourceKey::Secret(path, labels) => ResourceRef::Secret(path, labels.as_ref()),
                 ResourceKey::Scope(s) => ResourceRef::Scope(s),
+                ResourceKey::Output(p) => ResourceRef::Output(p),
             },
             transport: self.transport,
             peer: self.peer,

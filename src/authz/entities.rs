@@ -50,6 +50,7 @@ struct Types {
     component: EntityTypeName,
     task: EntityTypeName,
     secret: EntityTypeName,
+    output: EntityTypeName,
     action: EntityTypeName,
 }
 
@@ -67,6 +68,7 @@ static TYPES: LazyLock<Result<Types, String>> = LazyLock::new(|| {
         component: parse("Component")?,
         task: parse("Task")?,
         secret: parse("Secret")?,
+        output: parse("Output")?,
         action: parse("Action")?,
     })
 });
@@ -106,11 +108,17 @@ pub fn secret_uid(path: &SecretPath) -> Result<EntityUid, EntityError> {
     Ok(uid(&types()?.secret, path.as_str()))
 }
 
+/// `SecretBroker::Output::"<path>"`.
+pub fn output_uid(path: &SecretPath) -> Result<EntityUid, EntityError> {
+    Ok(uid(&types()?.output, path.as_str()))
+}
+
 /// The uid of a request's resource.
 pub fn resource_uid(resource: Resource<'_>) -> Result<EntityUid, EntityError> {
     match resource {
         Resource::Secret { path, .. } => secret_uid(path),
         Resource::Scope(scope) => scope_uid(scope),
+        Resource::Output(path) => output_uid(path),
     }
 }
 
@@ -180,6 +188,18 @@ pub fn principal_entities(principal: &Principal) -> Result<Vec<Entity>, EntityEr
 pub fn resource_entities(resource: Resource<'_>) -> Result<Vec<Entity>, EntityError> {
     match resource {
         Resource::Scope(scope) => Ok(vec![scope_entity(scope)?]),
+        Resource::Output(path) => {
+            // An output object sits in its scope tree exactly as a secret
+            // does, so `resource in principal.scope` means the same thing.
+            let t = types()?;
+            let scope = path.scope();
+            let parents =
+                std::iter::once(uid(&t.scope, scope.as_str())).chain(scope_parents(t, &scope));
+            Ok(vec![Entity::new_no_attrs(
+                uid(&t.output, path.as_str()),
+                parents.collect(),
+            )])
+        }
         Resource::Secret { path, labels } => {
             let t = types()?;
             let scope = path.scope();

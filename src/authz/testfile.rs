@@ -125,9 +125,11 @@ impl Target {
         }
     }
 
-    /// As the authorizer takes it.
-    pub fn resource<'a>(&'a self, labels: Option<&'a Labels>) -> Resource<'a> {
+    /// As the authorizer takes it for `action`: a path names an
+    /// `Output` for `upload` and a `Secret` otherwise.
+    pub fn resource<'a>(&'a self, action: Action, labels: Option<&'a Labels>) -> Resource<'a> {
         match self {
+            Self::Secret(path) if action == Action::Upload => Resource::Output(path),
             Self::Secret(path) => Resource::Secret { path, labels },
             Self::Scope(scope) => Resource::Scope(scope),
         }
@@ -356,8 +358,9 @@ fn broker_case(raw: RawCase) -> Result<BrokerCase, String> {
         _ => return Err("give exactly one of `principal`, `task` or `component`".to_owned()),
     };
     let action = raw.action.ok_or("`action` is missing")?;
-    let action = Action::parse(&action)
-        .ok_or_else(|| format!("`{action}` is not an action; use read, write, list or delete"))?;
+    let action = Action::parse(&action).ok_or_else(|| {
+        format!("`{action}` is not an action; use read, write, list, delete or upload")
+    })?;
     let target = match (raw.path, raw.scope) {
         (Some(p), None) => Target::parse(&p).map_err(|e| format!("path `{p}`: {e}"))?,
         (None, Some(s)) => Target::parse_scope(&s).map_err(|e| format!("scope `{s}`: {e}"))?,
@@ -370,7 +373,10 @@ fn broker_case(raw: RawCase) -> Result<BrokerCase, String> {
                 p.as_str()
             ));
         }
-        (a @ (Action::Read | Action::Write | Action::Delete), Target::Scope(_)) => {
+        (
+            a @ (Action::Read | Action::Write | Action::Delete | Action::Upload),
+            Target::Scope(_),
+        ) => {
             return Err(format!("`{}` takes a secret path, not a scope", a.as_str()));
         }
         _ => {}
@@ -490,7 +496,12 @@ fn run_broker(authz: &Authorizer, case: &BrokerCase, specs: Option<&[PrincipalSp
         // A read as the broker does it: first without labels (before the
         // store is asked), then again with the stored labels.
         (Target::Secret(path), Action::Read, Some(labels)) => {
-            let first = authz.decide(&principal, Action::Read, case.target.resource(None), &ctx);
+            let first = authz.decide(
+                &principal,
+                Action::Read,
+                case.target.resource(Action::Read, None),
+                &ctx,
+            );
             match first.allowed {
                 true => authz
                     .recheck_read(&principal, path, labels, &ctx)
@@ -501,7 +512,7 @@ fn run_broker(authz: &Authorizer, case: &BrokerCase, specs: Option<&[PrincipalSp
         _ => authz.decide(
             &principal,
             case.action,
-            case.target.resource(case.labels.as_ref()),
+            case.target.resource(case.action, case.labels.as_ref()),
             &ctx,
         ),
     };

@@ -307,7 +307,9 @@ fn policy_locations_point_at_the_policy() {
         [
             "platform-never-reads",
             "platform-provision",
-            "task-read-own-scope"
+            "task-read-own-scope",
+            "task-upload-own-scope",
+            "upload-only-own-scope"
         ]
     );
 
@@ -706,12 +708,19 @@ proptest! {
         } else {
             prop_assume!(target.len() >= 2);
             let path = SecretPath::parse(&target.join("/")).unwrap();
-            let d = a.decide(&principal, action, Resource::Secret { path: &path, labels: None }, &CTX);
-            // A secret: strictly inside the scope (the name is the last segment).
+            let resource = match action {
+                Action::Upload => Resource::Output(&path),
+                _ => Resource::Secret { path: &path, labels: None },
+            };
+            let d = a.decide(&principal, action, resource, &CTX);
+            // A secret or an output: strictly inside the scope (the name is
+            // the last segment). Only tasks upload; the platform never reads.
             let model = !nothing && match (is_task, action) {
-                (true, Action::Read) => within(&task_scope, &target[..target.len() - 1]),
+                (true, Action::Read | Action::Upload) => {
+                    within(&task_scope, &target[..target.len() - 1])
+                }
                 (true, _) => false,
-                (false, Action::Read) => false,
+                (false, Action::Read | Action::Upload) => false,
                 (false, _) => true,
             };
             (d, model)
@@ -798,17 +807,21 @@ proptest! {
                     Resource::Scope(&scope_path)
                 } else {
                     secret_path = SecretPath::parse(&target.join("/")).unwrap();
-                    Resource::Secret { path: &secret_path, labels: Some(&labels) }
+                    match action {
+                        Action::Upload => Resource::Output(&secret_path),
+                        _ => Resource::Secret { path: &secret_path, labels: Some(&labels) },
+                    }
                 };
                 let cached = a.decide(&principal, *action, resource, &ctx);
                 let plain = a.decide_uncached(&principal, *action, resource, &ctx);
                 prop_assert_eq!(&cached, &plain, "{:?} {:?} {:?}", principal, action, ctx);
             }
         }
-        // A write's labels are never cached; everything else is, unless a
-        // policy reads the request id.
+        // A write's labels and an upload are never cached; everything else
+        // is, unless a policy reads the request id.
         let cacheable = requests.iter().any(|(_, target, action, _, _, _, _, restricted, _)| {
             !(*action == Action::Write && *restricted && target.len() >= 2)
+                && *action != Action::Upload
         });
         prop_assert_eq!(a.cached_decisions() > 0, cacheable && !with_rid_policy);
     }
@@ -927,7 +940,10 @@ proptest! {
                         Resource::Scope(&scope_path)
                     } else {
                         secret_path = SecretPath::parse(&target.join("/")).unwrap();
-                        Resource::Secret { path: &secret_path, labels: None }
+                        match action {
+                            Action::Upload => Resource::Output(&secret_path),
+                            _ => Resource::Secret { path: &secret_path, labels: None },
+                        }
                     };
                     let cached = a.decide(&principal, *action, resource, &ctx);
                     let plain = a.decide_uncached(&principal, *action, resource, &ctx);
@@ -935,7 +951,9 @@ proptest! {
                 }
             }
         }
-        prop_assert_eq!(a.cached_decisions() == 0, reads, "{}", text);
+        // Uploads are never cached, whatever the policies read.
+        let only_uploads = requests.iter().all(|r| r.1 == Action::Upload);
+        prop_assert_eq!(a.cached_decisions() == 0, reads || only_uploads, "{}", text);
     }
 }
 

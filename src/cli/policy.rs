@@ -290,7 +290,7 @@ pub(crate) fn inline(principal: Principal) -> PrincipalSpec {
 pub(crate) fn parse_action(s: &str) -> Result<Action, PolicyCliError> {
     Action::parse(s).ok_or_else(|| {
         PolicyCliError::Usage(format!(
-            "`{s}` is not an action; use read, write, list or delete"
+            "`{s}` is not an action; use read, write, list, delete or upload"
         ))
     })
 }

@@ -29,7 +29,7 @@ pub struct ExplainArgs {
     /// A principal name from `--config`, or `Task:<scope>`, or `Component:<role>[,<role>…]`.
     #[arg(long, value_name = "P")]
     principal: String,
-    /// read, write, list or delete.
+    /// read, write, list, delete or upload.
     #[arg(long, value_name = "A")]
     action: String,
     /// A secret path, or a scope ending in `/` (for list).
@@ -170,7 +170,7 @@ fn explain(authz: &Authorizer, args: &ExplainArgs) -> Result<Explanation, Policy
         request_id: "policy-explain",
         spiffe_id: None,
     };
-    let resource = target.resource(None);
+    let resource = target.resource(action, None);
     let decision = match &args.entities {
         None => authz.decide(&spec.principal, action, resource, &ctx),
         Some(file) => with_extra_entities(authz, &spec, action, resource, &ctx, file)?,

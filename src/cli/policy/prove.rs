@@ -5,7 +5,9 @@
 //! - `platform-never-reads`: no principal in `Role::"platform"` is ever
 //!   allowed `read`;
 //! - `task-reads-own-scope`: a `Task` is allowed `read` only on resources
-//!   `in principal.scope`.
+//!   `in principal.scope`;
+//! - `upload-own-scope-only`: only a `Task` is ever allowed `upload`, and
+//!   only on outputs `in principal.scope`.
 //!
 //! Each is checked as an implication with Cedar's symbolic compiler
 //! (`cedar-policy-symcc`): for every request type the property covers, every
@@ -50,7 +52,7 @@ fn is_action(env: &RequestEnv, id: &str) -> bool {
         && AsRef::<str>::as_ref(env.action().id()) == id
 }
 
-const PROPERTIES: [Property; 2] = [
+const PROPERTIES: [Property; 3] = [
     Property {
         name: "platform-never-reads",
         claim: "no principal in `Role::\"platform\"` can `read`",
@@ -64,6 +66,15 @@ unless { principal in SecretBroker::Role::"platform" };"#,
         covers: |env| {
             is_action(env, "read") && env.principal().to_string() == format!("{NAMESPACE}::Task")
         },
+        reference: r#"permit (principal is SecretBroker::Task, action, resource)
+when { resource in principal.scope };"#,
+    },
+    Property {
+        name: "upload-own-scope-only",
+        claim: "only a `Task` can `upload`, and only inside its own scope",
+        // Every principal type: for a `Component` the reference allows
+        // nothing, so the proof is that the policies allow it nothing too.
+        covers: |env| is_action(env, "upload"),
         reference: r#"permit (principal is SecretBroker::Task, action, resource)
 when { resource in principal.scope };"#,
     },

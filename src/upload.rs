@@ -1,0 +1,67 @@
+//! Task output uploads: signed, write-only, create-only URLs that a task
+//! `PUT`s its output to, straight into the tenant's bucket.
+//!
+//! Each cloud's signer is one file here and a pure function of (credential,
+//! object, expiry, now, constraints): no network call, no clock read, so
+//! tests fix the clock and compare with published vectors. The URL a signer
+//! returns is a credential (anyone holding it may upload once until it
+//! expires); it is kept in [`SignedUpload`], whose `Debug` redacts it, and
+//! leaves only through [`SignedUpload::expose_url`].
+
+use std::time::Duration;
+
+pub mod s3;
+
+/// The longest a minted URL may live (the contract's cap; every cloud's own
+/// limit is longer).
+pub const MAX_EXPIRY: Duration = Duration::from_secs(3600);
+
+/// What a signature pins besides the method, the object and the expiry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Constraints<'a> {
+    /// The exact size of the body, in bytes.
+    pub size: u64,
+    /// The body's SHA-256, when the caller gave it.
+    pub sha256: Option<&'a [u8; 32]>,
+    /// The `Content-Type` to store the object with, when given.
+    pub content_type: Option<&'a str>,
+}
+
+/// A minted upload: the URL and exactly the headers to send with the `PUT`.
+pub struct SignedUpload {
+    url: String,
+    /// Header names (lowercase) and values the `PUT` must carry: each is
+    /// part of the signature, so dropping or changing one is refused.
+    pub headers: Vec<(String, String)>,
+}
+
+impl SignedUpload {
+    /// The signed URL. SECURITY: a credential; it belongs in the one
+    /// response that mints it and nowhere else (no log, error or audit).
+    pub fn expose_url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl std::fmt::Debug for SignedUpload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignedUpload")
+            .field("url", &"[REDACTED]")
+            .field("headers", &self.headers)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a URL could not be signed. Carries names, never a key or a URL.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SignError {
+    /// The endpoint is not an absolute `http`/`https` URL.
+    #[error("endpoint `{0}` is not an http(s) url such as \"https://s3.eu-west-1.amazonaws.com\"")]
+    Endpoint(String),
+    /// The bucket name cannot be used in a URL.
+    #[error("bucket `{0}` is not a valid bucket name")]
+    Bucket(String),
+    /// The expiry is zero or over [`MAX_EXPIRY`].
+    #[error("an upload url lives between 1s and 1h; set [uploads] expiry within that")]
+    Expiry,
+}
