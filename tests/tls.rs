@@ -43,14 +43,42 @@ impl Ca {
         self.0.pem()
     }
 
-    /// The server's certificate and key (PEM) for `localhost`.
-    fn server(&self) -> (String, String) {
+    /// The server's certificate and key (PEM) for these SANs (DNS names
+    /// or IP addresses), and the pin of its key (`sha256//BASE64`).
+    fn server(&self, sans: &[&str]) -> (String, String, String) {
+        use base64::Engine as _;
+        use sha2::Digest as _;
         let key = KeyPair::generate().unwrap();
-        let cert = CertificateParams::new(vec!["localhost".to_owned()])
+        let sans: Vec<String> = sans.iter().map(|s| (*s).to_owned()).collect();
+        let cert = CertificateParams::new(sans)
             .unwrap()
             .signed_by(&key, &self.0)
             .unwrap();
-        (cert.pem(), key.serialize_pem())
+        let pin = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(
+            rcgen::PublicKeyData::subject_public_key_info(&key),
+        ));
+        (cert.pem(), key.serialize_pem(), format!("sha256//{pin}"))
+    }
+
+    /// A client's certificate and key as PEM files in `dir`, named `name`.
+    fn client_files(
+        &self,
+        dir: &std::path::Path,
+        name: &str,
+        spiffe_id: &str,
+    ) -> (std::path::PathBuf, std::path::PathBuf) {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        p.subject_alt_names = vec![uri(spiffe_id)];
+        let cert = p.signed_by(&key, &self.0).unwrap();
+        let (c, k) = (
+            dir.join(format!("{name}.crt")),
+            dir.join(format!("{name}.key")),
+        );
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (c, k)
     }
 
     fn client_with(&self, edit: impl FnOnce(&mut CertificateParams)) -> Client {
@@ -80,13 +108,20 @@ struct Tls {
     broker: Broker,
     addr: String,
     ca: Ca,
+    /// `sha256//BASE64` of the server's key.
+    pin: String,
 }
 
 impl Tls {
     fn start(listen_extra: &str, principals: &str) -> Self {
+        Self::start_for(&["localhost"], listen_extra, principals)
+    }
+
+    /// With a server certificate for these SANs.
+    fn start_for(sans: &[&str], listen_extra: &str, principals: &str) -> Self {
         let ca = Ca::new();
         let dir = Broker::temp_dir();
-        let (cert, key) = ca.server();
+        let (cert, key, pin) = ca.server(sans);
         std::fs::write(dir.path().join("tls.crt"), cert).unwrap();
         std::fs::write(dir.path().join("tls.key"), key).unwrap();
         std::fs::write(dir.path().join("ca.crt"), ca.pem()).unwrap();
@@ -132,7 +167,35 @@ token_sha256 = "{}"
             assert!(Instant::now() < deadline, "no TLS listener: {text}");
             std::thread::sleep(Duration::from_millis(20));
         };
-        Self { broker, addr, ca }
+        Self {
+            broker,
+            addr,
+            ca,
+            pin,
+        }
+    }
+
+    fn port(&self) -> &str {
+        self.addr.rsplit_once(':').unwrap().1
+    }
+
+    /// Runs the CLI with no socket, token or TLS variables but `env`.
+    fn cli(&self, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+        let mut cmd = std::process::Command::new(common::BIN);
+        cmd.args(args).current_dir(self.broker.dir.path());
+        for var in [
+            "SECRET_BROKER_SOCKET",
+            "SECRET_BROKER_TOKEN",
+            "SECRET_BROKER_TOKEN_FILE",
+            "SECRET_BROKER_URL",
+            "SECRET_BROKER_CERT",
+            "SECRET_BROKER_KEY",
+            "SECRET_BROKER_CACERT",
+        ] {
+            cmd.env_remove(var);
+        }
+        cmd.envs(env.iter().copied());
+        cmd.output().unwrap()
     }
 
     fn config(
@@ -406,4 +469,158 @@ fn connections_older_than_max_connection_age_are_closed() {
     tls.read_to_end(&mut out)
         .expect("the broker closes the connection once it is older than max_connection_age");
     assert_eq!(parse_response(&out).status, 200);
+}
+
+/// Exit code and stderr of a CLI run, for messages.
+fn outcome(out: &std::process::Output) -> (i32, String) {
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_cli_writes_over_tls_as_a_certificate_principal_and_cannot_read() {
+    let t = Tls::start("", "");
+    let dir = t.broker.dir.path();
+    let (cert, key) = t.ca.client_files(dir, "writer", WRITER);
+    let url = format!("https://localhost:{}", t.port());
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let tls = [
+        "--url", &url, "--cert", cert, "--key", key, "--cacert", "ca.crt",
+    ];
+    let put = t.cli(
+        &[
+            &["put", "acme/tasks/t-42/db", "--value", "via-cli-tls"],
+            &tls[..],
+        ]
+        .concat(),
+        &[],
+    );
+    assert_eq!(outcome(&put).0, 0, "{:?}", outcome(&put));
+    let got = t.broker.get("acme/tasks/t-42/db", TASK_TOKEN);
+    assert_eq!(got.json()["value"], "via-cli-tls");
+    // The writer cannot read back what it wrote: 403, exit 4.
+    let get = t.cli(&[&["get", "acme/tasks/t-42/db"], &tls[..]].concat(), &[]);
+    let (code, err) = outcome(&get);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("forbidden"), "{err}");
+    assert!(!String::from_utf8_lossy(&get.stdout).contains("via-cli-tls"));
+    // The same through the environment, with the right pin; `ls` too.
+    let env = [
+        ("SECRET_BROKER_URL", url.as_str()),
+        ("SECRET_BROKER_CERT", cert),
+        ("SECRET_BROKER_KEY", key),
+        ("SECRET_BROKER_CACERT", "ca.crt"),
+    ];
+    let who = t.cli(&["whoami", "--json", "--pin", &t.pin], &env);
+    assert_eq!(outcome(&who).0, 0, "{:?}", outcome(&who));
+    let v: Value = serde_json::from_slice(&who.stdout).unwrap();
+    assert_eq!(v["principal"], "remote-writer");
+    let ls = t.cli(&["ls", "acme/tasks/t-42/"], &env);
+    assert_eq!(outcome(&ls).0, 0, "{:?}", outcome(&ls));
+    assert!(String::from_utf8_lossy(&ls.stdout).contains("acme/tasks/t-42/db"));
+    let rm = t.cli(&["rm", "acme/tasks/t-42/db"], &env);
+    assert_eq!(outcome(&rm).0, 0, "{:?}", outcome(&rm));
+    // `health` asks /readyz over TLS.
+    assert_eq!(outcome(&t.cli(&["health"], &env)).0, 0);
+    // The audit line names the writer by its SPIFFE id.
+    let lines = t.broker.audit_lines();
+    let write = lines.iter().find(|l| l["action"] == "write").unwrap();
+    assert_eq!(write["peer"]["spiffe_id"], WRITER);
+}
+
+#[test]
+fn the_cli_refuses_a_broker_it_cannot_trust_and_says_why() {
+    let t = Tls::start("", "");
+    let dir = t.broker.dir.path();
+    let (cert, key) = t.ca.client_files(dir, "writer", WRITER);
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let other = Ca::new();
+    std::fs::write(dir.join("other-ca.crt"), other.pem()).unwrap();
+    let good_url = format!("https://localhost:{}", t.port());
+    let put = |url: &str, cacert: &str, extra: &[&str], cert: &str, key: &str| {
+        let args = [
+            &[
+                "put",
+                "acme/tasks/t-42/db",
+                "--value",
+                "must-not-arrive",
+                "--url",
+                url,
+                "--cert",
+                cert,
+                "--key",
+                key,
+                "--cacert",
+                cacert,
+            ][..],
+            extra,
+        ]
+        .concat();
+        outcome(&t.cli(&args, &[]))
+    };
+    // A pin that the broker's key does not match.
+    let wrong_pin = format!("sha256//{}", "A".repeat(43) + "=");
+    let (code, err) = put(&good_url, "ca.crt", &["--pin", &wrong_pin], cert, key);
+    assert_eq!(code, 69, "{err}");
+    assert!(err.contains("does not match --pin"), "{err}");
+    // A CA that did not sign the broker's certificate.
+    let (code, err) = put(&good_url, "other-ca.crt", &[], cert, key);
+    assert_eq!(code, 69, "{err}");
+    assert!(err.contains("not signed by a CA in --cacert"), "{err}");
+    // The broker's certificate names `localhost`, not 127.0.0.1.
+    let ip_url = format!("https://127.0.0.1:{}", t.port());
+    let (code, err) = put(&ip_url, "ca.crt", &[], cert, key);
+    assert_eq!(code, 69, "{err}");
+    assert!(err.contains("not valid for `127.0.0.1`"), "{err}");
+    // The broker refuses a client certificate from another CA (in TLS
+    // 1.3, after the client's side of the handshake).
+    let (ocert, okey) = other.client_files(dir, "stranger", WRITER);
+    let (code, err) = put(
+        &good_url,
+        "ca.crt",
+        &[],
+        ocert.to_str().unwrap(),
+        okey.to_str().unwrap(),
+    );
+    assert_eq!(code, 69, "{err}");
+    assert!(err.contains("refused the client certificate"), "{err}");
+    // Nothing was written by any of them.
+    assert_eq!(t.broker.get("acme/tasks/t-42/db", TASK_TOKEN).status, 404);
+    // Usage: TLS files without a URL, or a URL and a socket.
+    let (code, err) = outcome(&t.cli(&["whoami", "--cert", cert], &[]));
+    assert_eq!(code, 2, "{err}");
+    let (code, err) = outcome(&t.cli(
+        &["whoami", "--url", &good_url, "--socket", "/nonexistent"],
+        &[],
+    ));
+    assert_eq!(code, 2, "{err}");
+    let (code, err) = outcome(&t.cli(&["whoami", "--url", &good_url], &[]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--cert"), "{err}");
+}
+
+#[test]
+fn the_cli_verifies_an_ip_address_san() {
+    let t = Tls::start_for(&["127.0.0.1"], "", "");
+    let dir = t.broker.dir.path();
+    let (cert, key) = t.ca.client_files(dir, "writer", WRITER);
+    let url = format!("https://127.0.0.1:{}", t.port());
+    let args = [
+        "whoami",
+        "--url",
+        &url,
+        "--cert",
+        cert.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+        "--cacert",
+        "ca.crt",
+        "--pin",
+        &t.pin,
+    ];
+    let who = t.cli(&args, &[]);
+    assert_eq!(outcome(&who).0, 0, "{:?}", outcome(&who));
+    assert!(String::from_utf8_lossy(&who.stdout).contains("remote-writer"));
 }
