@@ -1,7 +1,10 @@
 //! The mutual-TLS listener end to end: the real binary, a throwaway PKI
 //! made with rcgen, and a rustls client. A writer writes and cannot read,
 //! the task reads over the socket; every kind of bad client is refused;
-//! nothing is resumed; certificates reload on SIGHUP.
+//! nothing is resumed; certificates reload on SIGHUP and by the poll
+//! (through a Kubernetes `..data` swap); revoked and AES-128-only clients
+//! are refused; stalled TLS clients leave the socket alone; and the CLI
+//! itself writes over TLS and refuses a broker it cannot trust.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "common/broker.rs"]
@@ -93,6 +96,30 @@ impl Ca {
         }
     }
 
+    /// A CRL (valid until 2090) revoking these serial numbers.
+    fn crl(&self, serials: &[u64]) -> String {
+        rcgen::CertificateRevocationListParams {
+            this_update: rcgen::date_time_ymd(2024, 1, 1),
+            next_update: rcgen::date_time_ymd(2090, 1, 1),
+            crl_number: rcgen::SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: serials
+                .iter()
+                .map(|s| rcgen::RevokedCertParams {
+                    serial_number: rcgen::SerialNumber::from(*s),
+                    revocation_time: rcgen::date_time_ymd(2024, 1, 2),
+                    reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        }
+        .signed_by(&self.0)
+        .unwrap()
+        .pem()
+        .unwrap()
+    }
+
     fn client(&self, spiffe_id: &str) -> Client {
         self.client_with(|p| p.subject_alt_names = vec![uri(spiffe_id)])
     }
@@ -119,8 +146,20 @@ impl Tls {
 
     /// With a server certificate for these SANs.
     fn start_for(sans: &[&str], listen_extra: &str, principals: &str) -> Self {
+        Self::start_prepared(sans, listen_extra, principals, |_, _| {})
+    }
+
+    /// `prepare` writes more files (a CRL) into the broker's directory
+    /// before it starts.
+    fn start_prepared(
+        sans: &[&str],
+        listen_extra: &str,
+        principals: &str,
+        prepare: impl FnOnce(&Ca, &std::path::Path),
+    ) -> Self {
         let ca = Ca::new();
         let dir = Broker::temp_dir();
+        prepare(&ca, dir.path());
         let (cert, key, pin) = ca.server(sans);
         std::fs::write(dir.path().join("tls.crt"), cert).unwrap();
         std::fs::write(dir.path().join("tls.key"), key).unwrap();
@@ -203,14 +242,34 @@ token_sha256 = "{}"
         client: Option<&Client>,
         versions: &[&'static rustls::SupportedProtocolVersion],
     ) -> Arc<rustls::ClientConfig> {
+        self.config_with(client, versions, rustls::crypto::ring::default_provider())
+    }
+
+    /// A client config that offers only `suite`.
+    fn config_only(
+        &self,
+        client: &Client,
+        suite: rustls::SupportedCipherSuite,
+    ) -> Arc<rustls::ClientConfig> {
+        let provider = rustls::crypto::CryptoProvider {
+            cipher_suites: vec![suite],
+            ..rustls::crypto::ring::default_provider()
+        };
+        self.config_with(Some(client), &[suite.version()], provider)
+    }
+
+    fn config_with(
+        &self,
+        client: Option<&Client>,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+        provider: rustls::crypto::CryptoProvider,
+    ) -> Arc<rustls::ClientConfig> {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.ca.0.der().clone()).unwrap();
-        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_protocol_versions(versions)
-        .unwrap()
-        .with_root_certificates(roots);
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_root_certificates(roots);
         Arc::new(match client {
             Some(c) => builder
                 .with_client_auth_cert(c.chain.clone(), c.key.clone_key())
@@ -623,4 +682,140 @@ fn the_cli_verifies_an_ip_address_san() {
     let who = t.cli(&args, &[]);
     assert_eq!(outcome(&who).0, 0, "{:?}", outcome(&who));
     assert!(String::from_utf8_lossy(&who.stdout).contains("remote-writer"));
+}
+
+#[test]
+fn a_client_revoked_by_the_crl_is_refused_and_the_others_are_not() {
+    const REVOKED: u64 = 0x5eed;
+    let t = Tls::start_prepared(&["localhost"], "crl = [\"crl.pem\"]", "", |ca, dir| {
+        std::fs::write(dir.join("crl.pem"), ca.crl(&[REVOKED])).unwrap();
+    });
+    let v13: &[&'static rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
+    let with_serial = |serial: u64| {
+        t.ca.client_with(|p| {
+            p.subject_alt_names = vec![uri(WRITER)];
+            p.serial_number = Some(rcgen::SerialNumber::from(serial));
+        })
+    };
+    // Same CA, same SPIFFE id: only the serial number differs.
+    assert!(
+        t.refused(t.config(Some(&with_serial(REVOKED)), v13)),
+        "revoked"
+    );
+    let good = with_serial(0x600d);
+    assert_eq!(t.request(&good, "GET", "/v1/whoami", None).status, 200);
+}
+
+#[test]
+fn the_poll_alone_follows_a_kubernetes_data_symlink_swap() {
+    use std::os::unix::fs::symlink;
+    let t = Tls::start("", "");
+    let dir = t.broker.dir.path();
+    let old = t.ca.client(WRITER);
+    let new_ca = Ca::new();
+    let fresh = new_ca.client(WRITER);
+    // The kubelet's layout for a mounted Secret: `ca.crt -> ..data/ca.crt`
+    // and `..data -> ..<timestamp>`; an update writes a new timestamped
+    // directory and renames a new `..data` link over the old one.
+    let stamp = |name: &str, pem: &str| {
+        std::fs::create_dir(dir.join(name)).unwrap();
+        std::fs::write(dir.join(name).join("ca.crt"), pem).unwrap();
+    };
+    stamp("..2025_01_01_00_00_00.1", &t.ca.pem());
+    symlink("..2025_01_01_00_00_00.1", dir.join("..data")).unwrap();
+    symlink("..data/ca.crt", dir.join("ca.crt.link")).unwrap();
+    std::fs::rename(dir.join("ca.crt.link"), dir.join("ca.crt")).unwrap();
+    assert_eq!(t.request(&old, "GET", "/v1/whoami", None).status, 200);
+    stamp("..2025_01_01_01_00_00.2", &new_ca.pem());
+    symlink("..2025_01_01_01_00_00.2", dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    // No SIGHUP: the poll (every 10 s) must notice on its own.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = t.broker.stderr_text();
+        let reloaded = text
+            .lines()
+            .filter(|l| l.contains("reloaded the TLS listener"))
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .any(|v| v["fields"]["trigger"] == "poll");
+        if reloaded {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no reload by the poll: {text}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(t.refused(t.config(Some(&old), &[&rustls::version::TLS13])));
+    assert_eq!(t.request(&fresh, "GET", "/v1/whoami", None).status, 200);
+}
+
+#[test]
+fn aes_128_only_clients_are_refused() {
+    use rustls::crypto::ring::cipher_suite as cs;
+    // With 1.2 allowed too, so that the 1.2 AES-128 suite is tried against
+    // a listener that speaks 1.2.
+    let t = Tls::start("min_version = \"1.2\"", "");
+    let writer = t.ca.client(WRITER);
+    assert!(t.refused(t.config_only(&writer, cs::TLS13_AES_128_GCM_SHA256)));
+    assert!(t.refused(t.config_only(&writer, cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256)));
+    // The same clients with the AES-256 suite are served: it is the
+    // suite that was refused.
+    for suite in [
+        cs::TLS13_AES_256_GCM_SHA384,
+        cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+    ] {
+        let (r, _) = t
+            .request_with(t.config_only(&writer, suite), "GET", "/v1/whoami", None)
+            .unwrap();
+        assert_eq!(r.status, 200);
+    }
+}
+
+#[test]
+fn stalled_and_busy_tls_clients_do_not_starve_the_socket() {
+    let t = Tls::start(
+        "\n[limits]\nmax_connections = 16\nheader_timeout = \"60s\"",
+        "",
+    );
+    let writer = t.ca.client(WRITER);
+    let put = t.request(
+        &writer,
+        "PUT",
+        "/v1/secrets/acme/tasks/t-42/x",
+        Some(r#"{"value":"v"}"#),
+    );
+    assert_eq!(put.status, 201);
+    // Four times the TLS connection cap, held open in the handshake: half
+    // silent, half after a partial ClientHello record header.
+    let mut stalled = Vec::new();
+    for i in 0..64 {
+        let mut s = TcpStream::connect(&t.addr).unwrap();
+        if i % 2 == 0 {
+            s.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]).unwrap();
+        }
+        stalled.push(s);
+    }
+    // And busy clients doing full handshakes meanwhile (some are turned
+    // away at the cap; that is the point).
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let t = Arc::new(t);
+    let busy: Vec<_> = (0..4)
+        .map(|_| {
+            let (t, stop, writer) = (Arc::clone(&t), Arc::clone(&stop), t.ca.client(WRITER));
+            std::thread::spawn(move || {
+                let config = t.config(Some(&writer), &[&rustls::version::TLS13]);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = t.request_with(Arc::clone(&config), "GET", "/v1/whoami", None);
+                }
+            })
+        })
+        .collect();
+    for _ in 0..30 {
+        let r = t.broker.get("acme/tasks/t-42/x", TASK_TOKEN);
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for b in busy {
+        b.join().unwrap();
+    }
+    drop(stalled);
 }
