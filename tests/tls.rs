@@ -819,3 +819,68 @@ fn stalled_and_busy_tls_clients_do_not_starve_the_socket() {
     }
     drop(stalled);
 }
+
+/// `deploy/shared-broker` (schema-checked with the other manifests by
+/// tests/inject.rs) holds together: its config is one the broker accepts,
+/// with the TLS listener on the files the cert-manager Secret provides, the
+/// Service's port, and names the Certificate covers.
+#[test]
+fn the_shared_broker_deploy_example_holds_together() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/shared-broker");
+    let yaml = |f: &str| -> Value {
+        serde_yaml_ng::from_str(&std::fs::read_to_string(dir.join(f)).unwrap()).unwrap()
+    };
+    let cm = yaml("config.yaml");
+    let text = cm["data"]["config.toml"].as_str().unwrap();
+    let config =
+        secret_broker::config::Config::from_toml(text, "config.toml", std::path::Path::new("/"))
+            .unwrap();
+    let tls = config.listen.tls.as_ref().expect("a [listen.tls]");
+    assert_eq!(tls.addr.port(), 8443);
+    assert!(config.principals.iter().all(|p| p.cert.is_some()));
+    let cert = yaml("certificate.yaml");
+    let deploy = yaml("deployment.yaml");
+    let pod = &deploy["spec"]["template"]["spec"];
+    let tls_volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "tls")
+        .unwrap();
+    assert_eq!(
+        tls_volume["secret"]["secretName"],
+        cert["spec"]["secretName"]
+    );
+    let mount = pod["containers"][0]["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "tls")
+        .unwrap();
+    // A subPath mount would never see a rotation.
+    assert!(mount.get("subPath").is_none());
+    let at = mount["mountPath"].as_str().unwrap();
+    for f in [&tls.cert, &tls.key, &tls.client_ca] {
+        assert!(
+            f.starts_with(at),
+            "{} is not in the Secret's mount",
+            f.display()
+        );
+    }
+    let svc = yaml("service.yaml");
+    let (name, ns) = (
+        svc["metadata"]["name"].as_str().unwrap(),
+        "secret-broker-shared",
+    );
+    let names: Vec<&str> = cert["spec"]["dnsNames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&format!("{name}.{ns}.svc").as_str()),
+        "{names:?}"
+    );
+    assert_eq!(svc["spec"]["ports"][0]["port"], 8443);
+}
