@@ -112,6 +112,24 @@ pub struct ClientArgs {
     /// $SECRET_BROKER_TOKEN_FILE; without either, the token is $SECRET_BROKER_TOKEN itself]
     #[arg(long, value_name = "F")]
     token_file: Option<PathBuf>,
+    /// Reach the broker's mutual-TLS listener instead of the socket:
+    /// https://HOST:PORT [default: $SECRET_BROKER_URL]
+    #[arg(long, value_name = "URL")]
+    url: Option<String>,
+    /// With --url: the client certificate chain, PEM [default: $SECRET_BROKER_CERT]
+    #[arg(long, value_name = "FILE")]
+    cert: Option<PathBuf>,
+    /// With --url: the client certificate's private key, PEM [default: $SECRET_BROKER_KEY]
+    #[arg(long, value_name = "FILE")]
+    key: Option<PathBuf>,
+    /// With --url: the CA bundle that signed the broker's certificate, PEM
+    /// [default: $SECRET_BROKER_CACERT]
+    #[arg(long, value_name = "FILE")]
+    cacert: Option<PathBuf>,
+    /// With --url: also require the broker's public key to be this one
+    /// (sha256//BASE64 of its SPKI, as curl's --pinnedpubkey)
+    #[arg(long, value_name = "sha256//BASE64")]
+    pin: Option<String>,
     /// Print the API's JSON instead of text for people, one document per line
     /// (errors too: the API's error envelope).
     #[arg(long)]

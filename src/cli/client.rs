@@ -1,5 +1,9 @@
-//! A small HTTP/1.1 client over the broker's Unix socket, for the client
-//! verbs. Bodies that may hold values live in zeroizing buffers.
+//! A small HTTP/1.1 client for the client verbs: over the broker's Unix
+//! socket, or over its mutual-TLS listener with `--url` (see [`tls`]). One
+//! client for every verb. Bodies that may hold values live in zeroizing
+//! buffers.
+
+mod tls;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -30,12 +34,21 @@ pub enum ClientError {
         /// What the CLI knows that the broker could not say.
         hint: Option<&'static str>,
     },
-    /// The socket could not be reached.
-    #[error("cannot reach the broker at `{}`: {why}", .socket.display())]
+    /// The socket (or the TLS listener's address) could not be reached.
+    #[error("cannot reach the broker at `{at}`: {why}")]
     Connect {
-        /// The socket path.
-        socket: PathBuf,
+        /// The socket path or the URL.
+        at: String,
         /// What went wrong and what to do about it.
+        why: String,
+    },
+    /// The TLS handshake with the broker failed: it could not be trusted,
+    /// or it refused the client certificate.
+    #[error("tls with the broker at `{url}` failed: {why}")]
+    Tls {
+        /// The URL.
+        url: String,
+        /// Which side refused, and what to check.
         why: String,
     },
     /// The HTTP exchange failed.
@@ -67,7 +80,7 @@ impl ClientError {
                 _ => Exit::Failure,
             },
             Self::Http(_) => Exit::Failure,
-            Self::Connect { .. } => Exit::Unavailable,
+            Self::Connect { .. } | Self::Tls { .. } => Exit::Unavailable,
             Self::Read { .. } => Exit::Io,
             Self::Usage(_) => Exit::Usage,
         }
@@ -79,6 +92,7 @@ impl ClientError {
         match self {
             Self::Api { code, .. } => code,
             Self::Connect { .. } => "unreachable",
+            Self::Tls { .. } => "tls_failed",
             Self::Http(_) => "bad_response",
             Self::Read { .. } => "io_error",
             Self::Usage(_) => "usage",
@@ -235,10 +249,73 @@ impl Reply {
     }
 }
 
+/// Where the broker is.
+#[derive(Debug)]
+enum Transport {
+    /// Its Unix socket.
+    Unix(PathBuf),
+    /// Its mutual-TLS listener.
+    Tls(tls::Target),
+}
+
+/// The TLS settings: `--url` (else `$SECRET_BROKER_URL`) selects TLS, and
+/// then each file comes from its flag, else its variable. `None` for the
+/// socket; TLS flags without a URL are a usage error.
+fn tls_args(args: &ClientArgs) -> Result<Option<tls::TlsArgs>, ClientError> {
+    let env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    let url = match (&args.url, &args.socket) {
+        (Some(_), Some(_)) => {
+            return Err(ClientError::Usage(
+                "both --url and --socket are given; the broker is reached by one of them".into(),
+            ));
+        }
+        (Some(u), None) => Some(u.clone()),
+        // An explicit --socket wins over the environment's URL.
+        (None, Some(_)) => None,
+        (None, None) => match (
+            env("SECRET_BROKER_URL"),
+            std::env::var_os("SECRET_BROKER_SOCKET").filter(|v| !v.is_empty()),
+        ) {
+            (Some(_), Some(_)) => {
+                return Err(ClientError::Usage(
+                    "both $SECRET_BROKER_URL and $SECRET_BROKER_SOCKET are set; unset one, or pass --url or --socket".into(),
+                ));
+            }
+            (Some(u), None) => Some(u.to_string_lossy().into_owned()),
+            (None, _) => None,
+        },
+    };
+    let Some(url) = url else {
+        if args.cert.is_some() || args.key.is_some() || args.cacert.is_some() || args.pin.is_some()
+        {
+            return Err(ClientError::Usage(
+                "--cert, --key, --cacert and --pin are for the TLS listener: add --url https://HOST:PORT".into(),
+            ));
+        }
+        return Ok(None);
+    };
+    Ok(Some(tls::TlsArgs {
+        url,
+        cert: args
+            .cert
+            .clone()
+            .or_else(|| env("SECRET_BROKER_CERT").map(PathBuf::from)),
+        key: args
+            .key
+            .clone()
+            .or_else(|| env("SECRET_BROKER_KEY").map(PathBuf::from)),
+        cacert: args
+            .cacert
+            .clone()
+            .or_else(|| env("SECRET_BROKER_CACERT").map(PathBuf::from)),
+        pin: args.pin.clone(),
+    }))
+}
+
 /// Connection settings for the client verbs.
 #[derive(Debug)]
 pub struct Client {
-    socket: PathBuf,
+    transport: Transport,
     token: Option<Zeroizing<String>>,
     /// `$SECRET_BROKER_TOKEN` looked like a file path (see [`looks_like_path`]).
     token_looks_like_path: bool,
@@ -252,6 +329,22 @@ impl Client {
     /// else `$SECRET_BROKER_TOKEN` itself; both variables set is an error
     /// (which one was meant?).
     pub fn new(args: &ClientArgs) -> Result<Self, ClientError> {
+        if let Some(tls) = tls_args(args)? {
+            // SECURITY: over TLS only certificate principals match, so a
+            // bearer token would gain nothing and hand the token to a
+            // remote endpoint: none is sent.
+            if args.token_file.is_some() {
+                return Err(ClientError::Usage(
+                    "--token-file is for the socket: over --url the client certificate is the identity".into(),
+                ));
+            }
+            return Ok(Self {
+                transport: Transport::Tls(tls::Target::load(&tls)?),
+                token: None,
+                token_looks_like_path: false,
+                json: args.json,
+            });
+        }
         let socket = args
             .socket
             .clone()
@@ -280,7 +373,7 @@ impl Client {
             (None, None, None) => None,
         };
         Ok(Self {
-            socket,
+            transport: Transport::Unix(socket),
             token,
             token_looks_like_path,
             json: args.json,
@@ -295,20 +388,14 @@ impl Client {
         body: Option<Zeroizing<Vec<u8>>>,
         extra: &[(&str, &str)],
     ) -> Result<Reply, ClientError> {
-        let stream = tokio::net::UnixStream::connect(&self.socket)
-            .await
-            .map_err(|e| ClientError::Connect {
-                why: explain_connect(&self.socket, &e),
-                socket: self.socket.clone(),
-            })?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| ClientError::Http(e.to_string()))?;
-        let driver = tokio::spawn(conn);
+        let host = match &self.transport {
+            Transport::Unix(_) => "secret-broker",
+            Transport::Tls(target) => &target.authority,
+        };
         let mut req = Request::builder()
             .method(method)
             .uri(path)
-            .header("host", "secret-broker");
+            .header("host", host);
         if let Some(t) = &self.token {
             req = req.header("authorization", format!("Bearer {}", t.as_str()));
         }
@@ -327,16 +414,56 @@ impl Client {
         let req = req
             .body(Full::new(body))
             .map_err(|e| ClientError::Http(e.to_string()))?;
-        let resp = sender
-            .send_request(req)
+        match &self.transport {
+            Transport::Unix(socket) => {
+                let stream = tokio::net::UnixStream::connect(socket).await.map_err(|e| {
+                    ClientError::Connect {
+                        why: explain_connect(socket, &e),
+                        at: socket.display().to_string(),
+                    }
+                })?;
+                let http = |e: hyper::Error| ClientError::Http(e.to_string());
+                self.exchange(stream, req, &http).await
+            }
+            Transport::Tls(target) => {
+                let stream = target.connect().await?;
+                // In TLS 1.3 the broker refuses a client certificate after
+                // the client's side of the handshake: that alert arrives
+                // with the first read, and is explained like a handshake's.
+                let http = |e: hyper::Error| {
+                    if tls::find_rustls(&e).is_some() {
+                        target.tls_error(&e)
+                    } else {
+                        ClientError::Http(e.to_string())
+                    }
+                };
+                self.exchange(stream, req, &http).await
+            }
+        }
+    }
+
+    /// One request and its answer on a connected stream; `http` maps the
+    /// transport's failures.
+    async fn exchange<IO>(
+        &self,
+        stream: IO,
+        req: Request<Full<ZeroizingBuf>>,
+        http: &(dyn Fn(hyper::Error) -> ClientError + Sync),
+    ) -> Result<Reply, ClientError>
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| ClientError::Http(e.to_string()))?;
+            .map_err(http)?;
+        let driver = tokio::spawn(conn);
+        let resp = sender.send_request(req).await.map_err(http)?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let mut buf = Zeroizing::new(Vec::new());
         let mut incoming = resp.into_body();
         while let Some(frame) = incoming.frame().await {
-            let frame = frame.map_err(|e| ClientError::Http(e.to_string()))?;
+            let frame = frame.map_err(http)?;
             if let Ok(data) = frame.into_data() {
                 buf.extend_from_slice(&data);
             }

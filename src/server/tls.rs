@@ -43,6 +43,12 @@ const SUITES_12: &[rustls::SupportedCipherSuite] = &[
     ring::cipher_suite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
 ];
 
+/// The suites the CLI's TLS client offers: the listener's own, for either
+/// version (the listener picks by its `min_version`).
+pub(crate) fn client_suites() -> Vec<rustls::SupportedCipherSuite> {
+    [SUITES_13, SUITES_12].concat()
+}
+
 /// Why the TLS listener's files could not be loaded, or it could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
