@@ -809,3 +809,54 @@ fn prove_without_a_solver_says_exactly_what_failed() {
     );
     assert!(r.stderr.contains("apt-get install cvc5"), "{}", r.stderr);
 }
+
+/// A policy over `context.spiffe_id` (a TLS writer's certificate id) is
+/// testable: broker test cases take `spiffe_id`, and `explain` takes
+/// `--spiffe-id` (both with the tls transport only).
+#[test]
+fn tls_writers_spiffe_ids_are_testable_and_explainable() {
+    let dir = fixture("spiffe");
+    let r = policy(&["test", "--policies", &dir, &format!("{dir}/tests/")]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert_eq!(tally(&r.stdout), (3, 0), "{}", r.stdout);
+    let explain = |id: &str| {
+        policy(&[
+            "explain",
+            "--policies",
+            &dir,
+            "--principal",
+            "Component:platform",
+            "--action",
+            "write",
+            "--resource",
+            "acme/x/db",
+            "--transport",
+            "tls",
+            "--spiffe-id",
+            id,
+        ])
+    };
+    let r = explain("spiffe://td/ns/platform/sa/provisioner");
+    assert!(r.stdout.starts_with("decision: allow"), "{}", r.stdout);
+    let r = explain("spiffe://td/ns/platform/sa/other");
+    assert!(r.stdout.starts_with("decision: deny"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("only-the-provisioner-writes-over-tls"),
+        "{}",
+        r.stdout
+    );
+    let r = policy(&[
+        "explain",
+        "--policies",
+        &dir,
+        "--principal",
+        "Component:platform",
+        "--action",
+        "write",
+        "--resource",
+        "acme/x/db",
+        "--spiffe-id",
+        "spiffe://td/x",
+    ]);
+    assert_eq!(r.code, 2, "unix has no spiffe id: {}", r.stderr);
+}

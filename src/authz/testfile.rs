@@ -19,6 +19,7 @@
 //!     labels: {team: db}               # write, or read (the stored labels): what the broker knows
 //!     transport: unix                  # or tls
 //!     peer_uid: 1001                   # unix only; also peer_gid, peer_pid
+//!     spiffe_id: spiffe://td/writer    # tls only: the client certificate's id
 //!     expect: allow
 //!     policies: [platform-provision]   # optional: exactly the policies that decide
 //! ```
@@ -160,6 +161,8 @@ pub struct BrokerCase {
     pub transport: Transport,
     /// Peer uid, gid and pid overrides (unix only).
     pub peer: (Option<u32>, Option<u32>, Option<i32>),
+    /// The client certificate's SPIFFE id (tls only).
+    pub spiffe_id: Option<String>,
     /// The expected decision.
     pub expect: Expect,
     /// If given, exactly the policy ids expected to determine the decision.
@@ -241,6 +244,7 @@ struct RawCase {
     peer_uid: Option<u32>,
     peer_gid: Option<u32>,
     peer_pid: Option<i32>,
+    spiffe_id: Option<String>,
     // A string, read below, so that a wrong value is named as `expect`'s.
     expect: Option<String>,
     policies: Option<Vec<String>>,
@@ -401,6 +405,9 @@ fn broker_case(raw: RawCase) -> Result<BrokerCase, String> {
     if transport == Transport::Tls && peer != (None, None, None) {
         return Err("peer credentials exist only on the unix transport".to_owned());
     }
+    if transport == Transport::Unix && raw.spiffe_id.is_some() {
+        return Err("`spiffe_id` exists only on the tls transport".to_owned());
+    }
     let expect = match raw.expect.as_deref() {
         Some("allow") => Expect::Allow,
         Some("deny") => Expect::Deny,
@@ -414,6 +421,7 @@ fn broker_case(raw: RawCase) -> Result<BrokerCase, String> {
         labels: raw.labels,
         transport,
         peer,
+        spiffe_id: raw.spiffe_id,
         expect,
         policies: raw.policies,
     })
@@ -490,7 +498,7 @@ fn run_broker(authz: &Authorizer, case: &BrokerCase, specs: Option<&[PrincipalSp
         transport: case.transport,
         peer,
         request_id: "policy-test",
-        spiffe_id: None,
+        spiffe_id: case.spiffe_id.as_deref(),
     };
     let d = match (&case.target, case.action, &case.labels) {
         // A read as the broker does it: first without labels (before the

@@ -44,6 +44,10 @@ pub struct ExplainArgs {
     /// How the request arrives: unix or tls.
     #[arg(long, value_name = "T", default_value = "unix")]
     transport: String,
+    /// With `--transport tls`: the client certificate's SPIFFE id, as the
+    /// broker puts it in the context (`context.spiffe_id`).
+    #[arg(long, value_name = "ID")]
+    spiffe_id: Option<String>,
     /// Print the explanation as one JSON document (decision, request,
     /// caller, determined_by, errors) instead of text.
     #[arg(long)]
@@ -157,6 +161,11 @@ fn explain(authz: &Authorizer, args: &ExplainArgs) -> Result<Explanation, Policy
         "tls" => Transport::Tls,
         other => return Err(usage(format!("transport `{other}` is not `unix` or `tls`"))),
     };
+    if transport == Transport::Unix && args.spiffe_id.is_some() {
+        return Err(usage(
+            "`--spiffe-id` exists only with `--transport tls`".to_owned(),
+        ));
+    }
     // The unix socket always reports the peer; a configured principal's
     // uid/gid stand in for it.
     let peer = (transport == Transport::Unix).then(|| PeerCred {
@@ -168,7 +177,7 @@ fn explain(authz: &Authorizer, args: &ExplainArgs) -> Result<Explanation, Policy
         transport,
         peer,
         request_id: "policy-explain",
-        spiffe_id: None,
+        spiffe_id: args.spiffe_id.as_deref(),
     };
     let resource = target.resource(action, None);
     let decision = match &args.entities {
