@@ -261,6 +261,8 @@ struct Trail<'s> {
     path: Option<Cow<'s, str>>,
     decision: Option<&'static str>,
     policies: PolicyIds,
+    /// What a minted upload URL allows, for the audit line (never the URL).
+    upload: Option<Box<upload::UploadTrail>>,
 }
 
 /// Cuts user input to `max` chars and replaces anything unprintable.
@@ -326,6 +328,7 @@ pub async fn handle(state: &AppState, conn: &ConnInfo, mut req: ApiRequest) -> R
         peer: conn.audit_peer(),
         action: trail.action,
         path: Some(trail.path.as_deref().unwrap_or_else(|| bounded_path(&sent))),
+        upload: trail.upload.as_deref().map(upload::UploadTrail::audited),
         decision: trail.decision,
         policies: &trail.policies,
         status,

@@ -289,6 +289,24 @@ fn a_task_mints_a_signed_url_in_its_scope_only_and_it_never_leaks() {
     assert_eq!(minted[0]["path"], "acme/tasks/t-42/out.tar");
     assert_eq!(minted[0]["principal"], "task-42");
     assert_eq!(minted[0]["decision"], "allow");
+    assert_eq!(
+        minted[0]["upload"],
+        serde_json::json!({
+            "object": "tenant-a/acme/tasks/t-42/out.tar",
+            "size": data.len(),
+            "sha256": sum,
+            "expires_at": j["expires_at"],
+        })
+    );
+    assert!(minted[1]["upload"]["sha256"].is_null());
+    // Only a minted upload's line has the field.
+    assert!(
+        lines
+            .iter()
+            .filter(|l| l["status"] != 201)
+            .all(|l| l.get("upload").is_none()),
+        "{lines:?}"
+    );
     assert!(
         lines.iter().any(|l| l["action"] == "upload"
             && l["status"] == 403

@@ -16,6 +16,27 @@ use crate::authz::RequestContext;
 use crate::secret::SecretPath;
 use crate::upload::Constraints;
 
+/// What the audit line records of a minted upload: what the URL allows,
+/// never the URL.
+#[derive(Debug, Default)]
+pub(super) struct UploadTrail {
+    object: String,
+    size: u64,
+    sha256: Option<String>,
+    expires_at: String,
+}
+
+impl UploadTrail {
+    pub(super) fn audited(&self) -> crate::audit::AuditUpload<'_> {
+        crate::audit::AuditUpload {
+            object: &self.object,
+            size: self.size,
+            sha256: self.sha256.as_deref(),
+            expires_at: &self.expires_at,
+        }
+    }
+}
+
 /// Longest `content_type` accepted.
 const MAX_CONTENT_TYPE: usize = 255;
 
@@ -186,6 +207,12 @@ pub(super) async fn mint<'s>(
     let expires_at = jiff::Timestamp::from_second(minted.expires_at)
         .map(|t| t.to_string())
         .unwrap_or_default();
+    trail.upload = Some(Box::new(UploadTrail {
+        object: minted.object.clone(),
+        size: asked.size,
+        sha256: asked.sha256.map(hex::encode),
+        expires_at: expires_at.clone(),
+    }));
     let answer = serde_json::json!({
         "path": path.as_str(),
         "object": minted.object,
