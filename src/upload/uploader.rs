@@ -120,7 +120,17 @@ impl Uploader {
         permit: &Permitted<UploadOutput>,
         c: &Constraints<'_>,
     ) -> Result<Minted, UploadError> {
-        let now = unix_now();
+        self.mint_at(self.object(permit), c, unix_now()).await
+    }
+
+    /// Mints a URL for `object` at `now`: the clock is a parameter so that
+    /// tests can fix it.
+    async fn mint_at(
+        &self,
+        object: String,
+        c: &Constraints<'_>,
+        now: i64,
+    ) -> Result<Minted, UploadError> {
         let (cred, cred_expiry) = self.creds.current(now, self.expiry).await?;
         // A URL signed with temporary credentials dies with them: sign it
         // for no longer than they live, so `expires_at` tells the truth.
@@ -131,7 +141,6 @@ impl Uploader {
             }
             None => self.expiry,
         };
-        let object = self.object(permit);
         let signed = super::s3::sign(&cred, &self.bucket, &object, lifetime, now, c)?;
         Ok(Minted {
             object,
@@ -233,5 +242,110 @@ impl Credentials {
         _lifetime: Duration,
     ) -> Result<(S3Credential, Option<i64>), UploadError> {
         Err(UploadError::NotBuilt)
+    }
+}
+
+#[cfg(all(test, feature = "aws"))]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use aws_credential_types::provider::SharedCredentialsProvider;
+
+    use super::*;
+
+    const NOW: i64 = 1_800_000_000;
+
+    /// An uploader whose chain hands out credentials expiring `ttl` seconds
+    /// after `NOW` (`None`: a long-lived key), counting its calls.
+    fn uploader(ttl: Option<u64>, calls: Arc<AtomicUsize>) -> Uploader {
+        let provider = aws_credential_types::credential_fn::provide_credentials_fn(move || {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            let expiry = ttl.map(|t| UNIX_EPOCH + Duration::from_secs(NOW as u64 + t));
+            async move {
+                Ok(aws_credential_types::Credentials::new(
+                    format!("AKIAEXAMPLE{n}"),
+                    "secret",
+                    ttl.map(|_| "token".to_owned()),
+                    expiry,
+                    "test",
+                ))
+            }
+        });
+        Uploader {
+            bucket: S3Bucket {
+                bucket: "task-output".into(),
+                region: "eu-west-1".into(),
+                endpoint_url: Some("http://127.0.0.1:4568".into()),
+            },
+            prefix: "tenant-a/".into(),
+            expiry: Duration::from_secs(300),
+            max_size: 1 << 20,
+            creds: Credentials {
+                provider: SharedCredentialsProvider::new(provider),
+                last: tokio::sync::Mutex::new(None),
+            },
+        }
+    }
+
+    fn query(m: &Minted, key: &str) -> String {
+        url::Url::parse(m.signed.expose_url())
+            .unwrap()
+            .query_pairs()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
+    }
+
+    const C: Constraints<'static> = Constraints {
+        size: 3,
+        sha256: None,
+        content_type: None,
+    };
+
+    #[tokio::test]
+    async fn a_long_lived_key_is_fetched_once_and_urls_live_the_full_expiry() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let u = uploader(None, Arc::clone(&calls));
+        for i in 0..3 {
+            let m = u.mint_at("tenant-a/a/b".into(), &C, NOW + i).await.unwrap();
+            assert_eq!(m.expires_at, NOW + i + 300);
+            assert_eq!(query(&m, "X-Amz-Expires"), "300");
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_url_signed_with_temporary_credentials_dies_with_them() {
+        // Credentials with 100s left, but every fetch gives the same: the
+        // URL is signed for 100s and `expires_at` says so.
+        let calls = Arc::new(AtomicUsize::new(0));
+        let u = uploader(Some(100), Arc::clone(&calls));
+        let m = u.mint_at("tenant-a/a/b".into(), &C, NOW).await.unwrap();
+        assert_eq!(m.expires_at, NOW + 100);
+        assert_eq!(query(&m, "X-Amz-Expires"), "100");
+        assert_eq!(query(&m, "X-Amz-Security-Token"), "token");
+        // They would expire within a URL's lifetime, so each mint asks the
+        // chain again for fresher ones.
+        u.mint_at("tenant-a/a/b".into(), &C, NOW).await.unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn temporary_credentials_that_outlive_a_url_are_reused() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let u = uploader(Some(3600), Arc::clone(&calls));
+        let m = u.mint_at("tenant-a/a/b".into(), &C, NOW).await.unwrap();
+        assert_eq!(m.expires_at, NOW + 300);
+        u.mint_at("tenant-a/a/b".into(), &C, NOW + 60)
+            .await
+            .unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        // Past the point where a URL would outlive them: fetched again.
+        u.mint_at("tenant-a/a/b".into(), &C, NOW + 3400)
+            .await
+            .unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
 }
