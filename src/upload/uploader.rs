@@ -291,10 +291,12 @@ mod tests {
 
     fn query(m: &Minted, key: &str) -> String {
         url::Url::parse(m.signed.expose_url())
-            .unwrap()
-            .query_pairs()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.into_owned())
+            .ok()
+            .and_then(|u| {
+                u.query_pairs()
+                    .find(|(k, _)| k == key)
+                    .map(|(_, v)| v.into_owned())
+            })
             .unwrap_or_default()
     }
 
