@@ -346,3 +346,35 @@ fn a_broker_without_uploads_answers_not_found() {
     );
     assert!(r.text().contains("[uploads]"), "{}", r.text());
 }
+
+/// `[uploads]` that cannot sign does not start: without a credential from
+/// the AWS chain the broker refuses naming the chain, and without a region
+/// naming the key; neither quotes anything secret.
+#[test]
+fn a_broker_that_cannot_sign_uploads_does_not_start() {
+    let dir = Broker::temp_dir();
+    std::fs::write(dir.path().join("store.key"), [7u8; 32]).unwrap();
+    let store = |uploads: &str| {
+        format!(
+            "backend = \"embedded\"\npath = \"{0}/store.redb\"\nkey_file = \"{0}/store.key\"\n\n[uploads]\nbucket = \"task-output\"\n{uploads}",
+            dir.path().display()
+        )
+    };
+    let no_imds = ("AWS_EC2_METADATA_DISABLED", "true");
+    let err = Broker::start_refused_isolated(&dir, &store("region = \"eu-west-1\""), &[no_imds]);
+    assert!(err.contains("AWS default credential chain"), "{err}");
+    let err = Broker::start_refused_isolated(
+        &dir,
+        &store(""),
+        &[
+            no_imds,
+            ("AWS_ACCESS_KEY_ID", KEY_ID),
+            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
+        ],
+    );
+    assert!(
+        err.contains("no AWS region") && err.contains("[uploads] region"),
+        "{err}"
+    );
+    assert!(!err.contains(SECRET_KEY), "{err}");
+}
