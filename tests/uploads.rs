@@ -8,6 +8,9 @@
 #[path = "common/broker.rs"]
 mod common;
 
+#[path = "common/servers.rs"]
+mod servers;
+
 use common::{Broker, PLATFORM_TOKEN, Resp, TASK_TOKEN, default_principals};
 
 const KEY_ID: &str = "AKIAUPLOADTESTKEY01";
@@ -16,6 +19,22 @@ const SESSION_TOKEN: &str = "FQoGZXIvYXdzUPLOADSESSIONCANARY";
 const ENDPOINT: &str = "http://127.0.0.1:4568";
 
 fn start_with_uploads() -> Broker {
+    start_signing_for(
+        ENDPOINT,
+        "eu-west-1",
+        KEY_ID,
+        SECRET_KEY,
+        Some(SESSION_TOKEN),
+    )
+}
+
+fn start_signing_for(
+    endpoint: &str,
+    region: &str,
+    key_id: &str,
+    secret: &str,
+    token: Option<&str>,
+) -> Broker {
     let dir = Broker::temp_dir();
     let mut key = [0u8; 32];
     getrandom::fill(&mut key).unwrap();
@@ -28,24 +47,27 @@ bucket = "task-output"
 prefix = "tenant-a/"
 expiry = "5m"
 max_size = "1MiB"
-region = "eu-west-1"
-endpoint_url = "{ENDPOINT}"
+region = "{region}"
+endpoint_url = "{endpoint}"
 "#,
         default_principals()
     );
+    let mut env = vec![
+        ("AWS_ACCESS_KEY_ID", key_id),
+        ("AWS_SECRET_ACCESS_KEY", secret),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        ("RUST_LOG", "trace"),
+    ];
+    if let Some(t) = token {
+        env.push(("AWS_SESSION_TOKEN", t));
+    }
     // The broker sees these variables alone: its credential is the one the
     // test checks the signature with, and no machine config interferes.
     Broker::start_isolated(
         dir,
         "backend = \"embedded\"\npath = \"store.redb\"\nkey_file = \"store.key\"",
         &extra,
-        &[
-            ("AWS_ACCESS_KEY_ID", KEY_ID),
-            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
-            ("AWS_SESSION_TOKEN", SESSION_TOKEN),
-            ("AWS_EC2_METADATA_DISABLED", "true"),
-            ("RUST_LOG", "trace"),
-        ],
+        &env,
     )
 }
 
@@ -377,4 +399,173 @@ fn a_broker_that_cannot_sign_uploads_does_not_start() {
         "{err}"
     );
     assert!(!err.contains(SECRET_KEY), "{err}");
+}
+
+/// `@20minutes/s3rver` (4.0.4, from npm), which checks SigV4 query
+/// signatures, their expiry, the method and the signed headers; moto
+/// accepts any presigned URL, even one with a zeroed signature, so it could
+/// not fail this test. Run by node from `.backends/s3rver` (or
+/// `$SB_S3RVER`, the package's directory); a loud skip when missing.
+struct S3rver {
+    child: std::process::Child,
+    url: String,
+    dir: tempfile::TempDir,
+}
+
+impl S3rver {
+    fn start() -> Option<Self> {
+        let pkg = std::env::var("SB_S3RVER").unwrap_or_else(|_| {
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/.backends/s3rver/node_modules/@20minutes/s3rver"
+            )
+            .to_owned()
+        });
+        if !std::path::Path::new(&pkg).join("lib/s3rver.js").exists() {
+            eprintln!(
+                "\n*** SKIPPED uploads through s3rver: `{pkg}` is missing; \
+                 npm install --prefix .backends/s3rver @20minutes/s3rver@4.0.4 ***\n"
+            );
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let port = servers::free_port();
+        const SCRIPT: &str = r#"
+const S3rver = require(process.env.S3RVER_PKG);
+new S3rver({address: "127.0.0.1", port: +process.env.S3RVER_PORT,
+  directory: process.env.S3RVER_DIR, silent: true,
+  configureBuckets: [{name: "task-output"}]}).run();
+"#;
+        let child = std::process::Command::new("node")
+            .args(["-e", SCRIPT])
+            .env("S3RVER_PKG", &pkg)
+            .env("S3RVER_PORT", port.to_string())
+            .env("S3RVER_DIR", dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut s = Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            dir,
+        };
+        for _ in 0..300 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(s);
+            }
+            assert!(s.child.try_wait().unwrap().is_none(), "s3rver exited");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("s3rver did not listen on {port}");
+    }
+
+    /// Whether some stored file holds exactly `data`.
+    fn holds(&self, data: &[u8]) -> bool {
+        fn walk(p: &std::path::Path, data: &[u8]) -> bool {
+            std::fs::read_dir(p).unwrap().any(|e| {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    walk(&p, data)
+                } else {
+                    std::fs::read(&p).is_ok_and(|b| b == data)
+                }
+            })
+        }
+        walk(self.dir.path(), data)
+    }
+}
+
+impl Drop for S3rver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `curl -X method` of `file` to `url` with `headers`; the status.
+fn send(method: &str, url: &str, headers: &[(String, String)], file: &std::path::Path) -> u16 {
+    let mut args: Vec<String> = vec!["-X".into(), method.into()];
+    for (k, v) in headers {
+        args.push("-H".into());
+        args.push(format!("{k}: {v}"));
+    }
+    args.push("--data-binary".into());
+    args.push(format!("@{}", file.display()));
+    args.push(url.into());
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    servers::curl(&refs).0
+}
+
+#[test]
+fn the_minted_url_uploads_to_a_signature_checking_s3_and_nothing_else() {
+    let Some(s3) = S3rver::start() else { return };
+    // s3rver's one account.
+    let b = start_signing_for(&s3.url, "us-east-1", "S3RVER", "S3RVER", None);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("out.tar");
+    let data = b"the output of task 42, uploaded straight to the bucket";
+    std::fs::write(&file, data).unwrap();
+    let r = mint(
+        &b,
+        "acme/tasks/t-42/out.tar",
+        TASK_TOKEN,
+        &format!(
+            r#"{{"size": {}, "content_type": "application/x-tar"}}"#,
+            data.len()
+        ),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let j = r.json();
+    let url = j["url"].as_str().unwrap().to_owned();
+    let headers: Vec<(String, String)> = j["headers"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+        .collect();
+
+    // What the signature pins, each refused by the server: another method,
+    // another object name, a signed header dropped or changed, another size.
+    assert_eq!(send("GET", &url, &[], &file), 403, "GET with the PUT url");
+    let renamed = url.replacen("/out.tar?", "/other.tar?", 1);
+    assert_eq!(
+        send("PUT", &renamed, &headers, &file),
+        403,
+        "edited object name"
+    );
+    let dropped: Vec<_> = headers
+        .iter()
+        .filter(|(k, _)| k != "if-none-match")
+        .cloned()
+        .collect();
+    assert_eq!(
+        send("PUT", &url, &dropped, &file),
+        403,
+        "dropped if-none-match"
+    );
+    let retyped: Vec<_> = headers
+        .iter()
+        .map(|(k, v)| match k.as_str() {
+            "content-type" => (k.clone(), "text/html".to_owned()),
+            _ => (k.clone(), v.clone()),
+        })
+        .collect();
+    assert_eq!(
+        send("PUT", &url, &retyped, &file),
+        403,
+        "changed content-type"
+    );
+    let bigger = dir.path().join("bigger");
+    std::fs::write(&bigger, [data.as_slice(), b"!"].concat()).unwrap();
+    let resized: Vec<_> = headers
+        .iter()
+        .filter(|(k, _)| k != "content-length")
+        .cloned()
+        .collect();
+    assert_eq!(send("PUT", &url, &resized, &bigger), 403, "another size");
+    assert!(!s3.holds(data), "nothing was stored by a refused request");
+
+    // As minted, it uploads, and the bytes arrive.
+    assert_eq!(send("PUT", &url, &headers, &file), 200);
+    assert!(s3.holds(data), "the bytes are in the bucket");
 }
