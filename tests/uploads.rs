@@ -25,6 +25,7 @@ fn start_with_uploads() -> Broker {
         KEY_ID,
         SECRET_KEY,
         Some(SESSION_TOKEN),
+        "5m",
     )
 }
 
@@ -34,6 +35,7 @@ fn start_signing_for(
     key_id: &str,
     secret: &str,
     token: Option<&str>,
+    expiry: &str,
 ) -> Broker {
     let dir = Broker::temp_dir();
     let mut key = [0u8; 32];
@@ -45,7 +47,7 @@ fn start_signing_for(
 backend = "s3"
 bucket = "task-output"
 prefix = "tenant-a/"
-expiry = "5m"
+expiry = "{expiry}"
 max_size = "1MiB"
 region = "{region}"
 endpoint_url = "{endpoint}"
@@ -500,7 +502,7 @@ fn send(method: &str, url: &str, headers: &[(String, String)], file: &std::path:
 fn the_minted_url_uploads_to_a_signature_checking_s3_and_nothing_else() {
     let Some(s3) = S3rver::start() else { return };
     // s3rver's one account.
-    let b = start_signing_for(&s3.url, "us-east-1", "S3RVER", "S3RVER", None);
+    let b = start_signing_for(&s3.url, "us-east-1", "S3RVER", "S3RVER", None, "5m");
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("out.tar");
     let data = b"the output of task 42, uploaded straight to the bucket";
@@ -568,4 +570,39 @@ fn the_minted_url_uploads_to_a_signature_checking_s3_and_nothing_else() {
     // As minted, it uploads, and the bytes arrive.
     assert_eq!(send("PUT", &url, &headers, &file), 200);
     assert!(s3.holds(data), "the bytes are in the bucket");
+}
+
+#[test]
+fn an_expired_url_is_refused() {
+    let Some(s3) = S3rver::start() else { return };
+    let b = start_signing_for(&s3.url, "us-east-1", "S3RVER", "S3RVER", None, "1s");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("late");
+    let data = b"uploaded too late";
+    std::fs::write(&file, data).unwrap();
+    let r = mint(
+        &b,
+        "acme/tasks/t-42/late",
+        TASK_TOKEN,
+        &format!(r#"{{"size": {}}}"#, data.len()),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let j = r.json();
+    let headers: Vec<(String, String)> = j["headers"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+        .collect();
+    // Past `expires_at` (whole seconds; one more for the server's clock
+    // reading), whatever the machine's load: time only moves on.
+    let expires_at: jiff::Timestamp = j["expires_at"].as_str().unwrap().parse().unwrap();
+    while jiff::Timestamp::now() <= expires_at + jiff::SignedDuration::from_secs(1) {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(
+        send("PUT", j["url"].as_str().unwrap(), &headers, &file),
+        403
+    );
+    assert!(!s3.holds(data));
 }
