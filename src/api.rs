@@ -5,6 +5,7 @@ pub mod body;
 pub mod error;
 pub mod request;
 pub mod routes;
+pub mod upload;
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -54,6 +55,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// What a request gets when its audit line cannot be written.
     pub audit_on_failure: AuditOnFailure,
+    /// Mints upload URLs (`[uploads]`); `None` when not configured.
+    pub uploader: Option<Arc<crate::upload::Uploader>>,
     in_flight: InFlight,
     /// Each principal's requests in flight, by its index in the resolver.
     principal_in_flight: Vec<InFlight>,
@@ -75,6 +78,7 @@ impl AppState {
             limits,
             metrics: Arc::new(Metrics::default()),
             audit_on_failure: AuditOnFailure::default(),
+            uploader: None,
             ids: RequestIds::new(),
         }
     }
@@ -82,6 +86,12 @@ impl AppState {
     /// Sets what a request gets when its audit line cannot be written.
     pub fn with_audit_on_failure(mut self, on_failure: AuditOnFailure) -> Self {
         self.audit_on_failure = on_failure;
+        self
+    }
+
+    /// Mints upload URLs with `uploader` (`[uploads]`).
+    pub fn with_uploader(mut self, uploader: Option<Arc<crate::upload::Uploader>>) -> Self {
+        self.uploader = uploader;
         self
     }
 
@@ -251,6 +261,8 @@ struct Trail<'s> {
     path: Option<Cow<'s, str>>,
     decision: Option<&'static str>,
     policies: PolicyIds,
+    /// What a minted upload URL allows, for the audit line (never the URL).
+    upload: Option<Box<upload::UploadTrail>>,
 }
 
 /// Cuts user input to `max` chars and replaces anything unprintable.
@@ -316,6 +328,7 @@ pub async fn handle(state: &AppState, conn: &ConnInfo, mut req: ApiRequest) -> R
         peer: conn.audit_peer(),
         action: trail.action,
         path: Some(trail.path.as_deref().unwrap_or_else(|| bounded_path(&sent))),
+        upload: trail.upload.as_deref().map(upload::UploadTrail::audited),
         decision: trail.decision,
         policies: &trail.policies,
         status,
@@ -413,6 +426,12 @@ async fn dispatch<'s>(
             trail.action = Some("list");
             trail.path = Some(Cow::Owned(scope.key_prefix()));
             Box::pin(list(state, &ctx, req, conn, scope, trail)).await
+        }
+        Route::Upload(path) => {
+            trail.action = Some("upload");
+            // The output path is the sent path's tail, unchanged.
+            trail.path = Some(Cow::Borrowed(routes::upload_part(sent)));
+            Box::pin(upload::mint(state, &ctx, conn, req, path, trail)).await
         }
         Route::Secret(path) => {
             // The secret path is the sent path's tail, unchanged.

@@ -35,11 +35,15 @@ pub struct AuditRecord<'a> {
     pub principal: Option<&'a str>,
     /// Peer credentials, or `null` where unknown.
     pub peer: Option<AuditPeer<'a>>,
-    /// `read`, `write`, `list`, `delete`, `whoami`, `health`, `ready`,
-    /// `reload`, or `null` for a request that was not understood.
+    /// `read`, `write`, `list`, `delete`, `upload`, `whoami`, `health`,
+    /// `ready`, `reload`, or `null` for a request that was not understood.
     pub action: Option<&'a str>,
     /// The requested path (as sent, bounded), or `null`.
     pub path: Option<&'a str>,
+    /// What a minted upload URL allows (never the URL): only on an
+    /// `upload` that minted one, and absent from every other line.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upload: Option<AuditUpload<'a>>,
     /// `allow`, `deny`, or `null` when no decision was reached.
     pub decision: Option<&'static str>,
     /// Ids of the policies that decided.
@@ -48,6 +52,19 @@ pub struct AuditRecord<'a> {
     pub status: u16,
     /// Time from request start to response, in microseconds.
     pub latency_us: u64,
+}
+
+/// A minted upload as audited: what the URL allows, never the URL.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct AuditUpload<'a> {
+    /// The object name in the bucket.
+    pub object: &'a str,
+    /// The exact size the URL is signed for.
+    pub size: u64,
+    /// The SHA-256 (hex) it is signed for, if the task gave one.
+    pub sha256: Option<&'a str>,
+    /// When the URL stops working, RFC 3339.
+    pub expires_at: &'a str,
 }
 
 /// The peer as audited: `{uid, gid, pid}` on the socket, `{addr,
@@ -438,6 +455,7 @@ mod tests {
             peer: None,
             action: None,
             path: None,
+            upload: None,
             decision: None,
             policies: &[],
             status: 200,
@@ -468,6 +486,7 @@ mod tests {
             }),
             action: Some("read"),
             path: Some("acme/x"),
+            upload: None,
             decision: Some("deny"),
             policies: &policies,
             status: 403,
@@ -481,6 +500,7 @@ mod tests {
             peer: None,
             action: None,
             path: None,
+            upload: None,
             decision: None,
             policies: &[],
             status: 400,
@@ -535,6 +555,7 @@ mod tests {
                             peer: None,
                             action: Some("read"),
                             path: Some(&long),
+                            upload: None,
                             decision: Some("allow"),
                             policies: &[],
                             status: 200,
@@ -566,6 +587,7 @@ mod tests {
             peer: None,
             action: Some("read"),
             path: Some("acme/x"),
+            upload: None,
             decision: Some("allow"),
             policies: &[],
             status: 200,
@@ -645,6 +667,7 @@ mod tests {
             peer: None,
             action: None,
             path: None,
+            upload: None,
             decision: None,
             policies: &many,
             status: 200,

@@ -16,6 +16,18 @@ use crate::store::{Labels, PutOutcome, PutRequest, SecretMeta, Store, StoreError
 /// Subject of a permitted read.
 #[derive(Debug)]
 pub struct ReadSecret(SecretPath);
+/// Subject of a permitted upload: the output object's path. Spent only by
+/// [`crate::upload::Uploader::mint`]; no store call is made for it.
+#[derive(Debug)]
+pub struct UploadOutput(SecretPath);
+
+impl UploadOutput {
+    /// The output path the upload was permitted for.
+    pub fn path(&self) -> &SecretPath {
+        &self.0
+    }
+}
+
 /// Subject of a permitted write.
 #[derive(Debug)]
 pub struct WriteSecret(SecretPath);
@@ -103,6 +115,23 @@ impl Broker {
             resource,
             ctx,
             DeleteSecret(path.clone()),
+        )
+    }
+
+    /// Decides an upload of task output to `path` (Cedar action `upload` on
+    /// `SecretBroker::Output::"{path}"`).
+    pub fn authorize_upload(
+        &self,
+        who: &Principal,
+        path: &SecretPath,
+        ctx: &RequestContext<'_>,
+    ) -> Result<Permitted<UploadOutput>, Denied> {
+        self.authz.authorize(
+            who,
+            Action::Upload,
+            Resource::Output(path),
+            ctx,
+            UploadOutput(path.clone()),
         )
     }
 

@@ -249,6 +249,35 @@ pub enum AzureCredentials {
     },
 }
 
+/// `[uploads]`: where task output goes and what a minted URL allows.
+/// Holds names and limits only: the signing key comes from the backend's
+/// credential chain at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadsConfig {
+    /// The bucket the output goes to.
+    pub bucket: String,
+    /// Prepended to every object name: `""` or segments ending in `/`.
+    pub prefix: String,
+    /// How long a minted URL lives (default 5m, at most 1h).
+    pub expiry: Duration,
+    /// The largest upload a URL is minted for, in bytes (default 1 GiB).
+    pub max_size: u64,
+    /// The cloud and its settings.
+    pub backend: UploadBackend,
+}
+
+/// Which cloud `[uploads]` signs for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UploadBackend {
+    /// Amazon S3 or an S3-compatible server; keys from the AWS default chain.
+    S3 {
+        /// The bucket's region; default: the chain's (`$AWS_REGION`, profile).
+        region: Option<String>,
+        /// An S3-compatible endpoint (URLs are then path-style).
+        endpoint_url: Option<String>,
+    },
+}
+
 /// Read cache settings.
 #[derive(Debug, Clone, Copy)]
 pub struct CacheConfig {
@@ -401,6 +430,8 @@ pub struct Config {
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// Who may call, and how they prove it.
     pub principals: Vec<PrincipalSpec>,
+    /// `[uploads]`: signed upload URLs for task output; off when `None`.
+    pub uploads: Option<UploadsConfig>,
 }
 
 impl Config {

@@ -20,8 +20,8 @@ use crate::store::StoreErrorKind;
 use crate::store::cache::CachedStore;
 
 /// Actions as labelled (`none`: the request was not understood).
-const ACTIONS: [&str; 9] = [
-    "read", "write", "list", "delete", "whoami", "health", "ready", "reload", "none",
+const ACTIONS: [&str; 10] = [
+    "read", "write", "list", "delete", "upload", "whoami", "health", "ready", "reload", "none",
 ];
 /// Decisions as labelled.
 const DECISIONS: [&str; 3] = ["allow", "deny", "none"];

@@ -11,6 +11,9 @@
 use std::time::Duration;
 
 pub mod s3;
+pub mod uploader;
+
+pub use uploader::{Minted, UploadError, Uploader};
 
 /// The longest a minted URL may live (the contract's cap; every cloud's own
 /// limit is longer).

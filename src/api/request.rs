@@ -11,8 +11,9 @@
 //! buffer for the whole connection. It also means a bearer token is hashed
 //! at once and never copied.
 //!
-//! A `PUT` keeps its headers and body: its body is read from the same
-//! buffer, and the body reader checks `Content-Type` and `Content-Length`.
+//! A `PUT` or `POST` keeps its headers and body: its body is read from the
+//! same buffer, and the body reader checks `Content-Type` and
+//! `Content-Length`.
 
 use http::header::{ACCEPT, AUTHORIZATION, CACHE_CONTROL, IF_NONE_MATCH};
 use http::{HeaderMap, Method, Request};
@@ -21,7 +22,7 @@ use hyper::body::Incoming;
 use crate::identity::{IdentityError, Resolver, TokenDigest};
 
 /// What the API needs of one request, owning nothing of hyper's buffer
-/// except for a `PUT`'s headers and body.
+/// except for a `PUT`'s or `POST`'s headers and body.
 #[derive(Debug)]
 pub struct ApiRequest {
     /// The request method.
@@ -42,7 +43,7 @@ pub struct ApiRequest {
     pub query: Option<String>,
     /// `Cache-Control: no-cache`: a read past the broker's read cache.
     pub fresh: bool,
-    /// A `PUT`'s headers and body, for the body reader; or the body alone
+    /// A `PUT`'s or `POST`'s headers and body, for the body reader; or the body alone
     /// of any other request that sent one, so that what an early answer
     /// left unread can be drained ([`ApiRequest::drain`]). Boxed: this
     /// struct is moved into every request's future, and a read has no body.
@@ -113,7 +114,7 @@ impl From<Request<Incoming>> for ApiRequest {
         let path = parts.uri.path().to_owned();
         let query = parts.uri.query().map(query_name);
         let method = parts.method;
-        let body = if method == Method::PUT {
+        let body = if method == Method::PUT || method == Method::POST {
             Some(Box::new((parts.headers, incoming)))
         } else if hyper::body::Body::is_end_stream(&incoming) {
             None

@@ -19,9 +19,18 @@ pub enum Route {
     Secret(SecretPath),
     /// `/v1/secrets/{scope}/` or `/v1/secrets/`.
     List(ScopePath),
+    /// `POST /v1/uploads/{path}`: mint a signed upload URL for task output.
+    Upload(SecretPath),
 }
 
 const SECRETS: &str = "/v1/secrets/";
+const UPLOADS: &str = "/v1/uploads/";
+
+/// The output path of a `/v1/uploads/…` request path: exactly the text a
+/// [`Route::Upload`] was parsed from. Any other path is returned whole.
+pub fn upload_part(path: &str) -> &str {
+    path.strip_prefix(UPLOADS).unwrap_or(path)
+}
 
 /// The part of a `/v1/secrets/…` request path after the prefix: exactly the
 /// text a [`Route::Secret`] or [`Route::List`] was parsed from (parsing
@@ -39,6 +48,16 @@ impl Route {
             "/readyz" => return Ok(Self::Readyz),
             "/v1/whoami" => return Ok(Self::Whoami),
             _ => {}
+        }
+        if let Some(rest) = path.strip_prefix(UPLOADS) {
+            // Checked exactly as a secret path: no percent-decoding, no
+            // empty, `.` or `..` segment, no trailing `/`.
+            if rest.contains('%') {
+                return Err(ApiError::InvalidPath(
+                    "percent-encoded bytes are not allowed in a path".into(),
+                ));
+            }
+            return Ok(Self::Upload(SecretPath::parse(rest)?));
         }
         let Some(rest) = path.strip_prefix(SECRETS) else {
             return Err(ApiError::NotFound(format!(
@@ -68,6 +87,11 @@ impl Route {
     /// `405`; any other method a route does not answer is `405`.
     pub fn check_method(&self, method: &Method) -> Result<(), ApiError> {
         match (self, method) {
+            (Self::Upload(_), &Method::POST) => Ok(()),
+            (Self::Upload(_), _) => Err(ApiError::MethodNotAllowed {
+                method: super::printable(method.as_str(), 16),
+                allow: self.allow(),
+            }),
             (Self::Secret(_), &Method::GET | &Method::PUT | &Method::DELETE) | (_, &Method::GET) => {
                 Ok(())
             }
@@ -85,6 +109,7 @@ impl Route {
     pub fn allow(&self) -> &'static str {
         match self {
             Self::Secret(_) => "GET, PUT, DELETE",
+            Self::Upload(_) => "POST",
             _ => "GET",
         }
     }
@@ -126,6 +151,45 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn upload_paths_are_checked_as_secret_paths_and_take_post_only() {
+        let route = Route::parse("/v1/uploads/acme/t-42/out.tar").unwrap();
+        assert_eq!(
+            route,
+            Route::Upload(SecretPath::parse("acme/t-42/out.tar").unwrap())
+        );
+        assert_eq!(
+            upload_part("/v1/uploads/acme/t-42/out.tar"),
+            "acme/t-42/out.tar"
+        );
+        assert!(route.check_method(&Method::POST).is_ok());
+        for m in [Method::GET, Method::PUT, Method::DELETE] {
+            let e = route.check_method(&m).unwrap_err();
+            assert_eq!(e.code(), "method_not_allowed", "{m}");
+        }
+        assert_eq!(route.allow(), "POST");
+        for bad in [
+            "/v1/uploads/",
+            "/v1/uploads/a",
+            "/v1/uploads/a/",
+            "/v1/uploads/a//b",
+            "/v1/uploads/a/../b",
+            "/v1/uploads/a/%2e%2e/b",
+            "/v1/uploads/a%2Fb/c",
+            "/v1/uploads/./a/b",
+        ] {
+            assert_eq!(
+                Route::parse(bad).unwrap_err().code(),
+                "invalid_path",
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            Route::parse("/v1/upload/a/b").unwrap_err().code(),
+            "not_found"
+        );
     }
 
     #[test]

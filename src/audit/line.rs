@@ -23,6 +23,17 @@ pub(super) fn write_line(rec: &AuditRecord<'_>, out: &mut Vec<u8>) {
     opt_string(out, rec.action);
     out.extend_from_slice(b",\"path\":");
     opt_string(out, rec.path);
+    if let Some(u) = &rec.upload {
+        out.extend_from_slice(b",\"upload\":{\"object\":");
+        string(out, u.object);
+        out.extend_from_slice(b",\"size\":");
+        number(out, u.size);
+        out.extend_from_slice(b",\"sha256\":");
+        opt_string(out, u.sha256);
+        out.extend_from_slice(b",\"expires_at\":");
+        string(out, u.expires_at);
+        out.push(b'}');
+    }
     out.extend_from_slice(b",\"decision\":");
     opt_string(out, rec.decision);
     out.extend_from_slice(b",\"policies\":[");
@@ -93,7 +104,7 @@ fn string(out: &mut Vec<u8>, s: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::now_rfc3339;
+    use crate::audit::{AuditUpload, now_rfc3339};
     use proptest::prelude::*;
 
     fn text() -> impl Strategy<Value = String> {
@@ -119,6 +130,7 @@ mod tests {
             policies in proptest::collection::vec(text(), 0..4),
             status in any::<u16>(),
             latency_us in any::<u64>(),
+            upload in proptest::option::of((text(), any::<u64>(), proptest::option::of(text()), text())),
         ) {
             let rec = AuditRecord {
                 ts: now_rfc3339(),
@@ -134,6 +146,12 @@ mod tests {
                 },
                 action: action.as_deref(),
                 path: path.as_deref(),
+                upload: upload.as_ref().map(|(object, size, sha256, expires_at)| AuditUpload {
+                    object,
+                    size: *size,
+                    sha256: sha256.as_deref(),
+                    expires_at,
+                }),
                 decision,
                 policies: &policies,
                 status,

@@ -77,6 +77,9 @@ pub enum StartError {
     /// The TLS listener's files or address are unusable.
     #[error(transparent)]
     Tls(#[from] server::tls::TlsError),
+    /// `[uploads]` could not start (no region, no credential, bad bucket).
+    #[error(transparent)]
+    Uploads(#[from] crate::upload::UploadError),
 }
 
 impl StartError {
@@ -84,6 +87,8 @@ impl StartError {
         match self {
             Self::Config(_) | Self::Policy(_) | Self::Tls(_) => Exit::Config,
             Self::Store(_) => Exit::Unavailable,
+            Self::Uploads(crate::upload::UploadError::Credentials(_)) => Exit::Unavailable,
+            Self::Uploads(_) => Exit::Config,
             Self::Audit(_) | Self::Dev(_) => Exit::Io,
             Self::MemoryLock(_) => Exit::OsErr,
             Self::Server(_) | Self::Hardening(_) | Self::Metrics(_) | Self::Runtime(_) => {
@@ -253,6 +258,10 @@ async fn start(config: Config, dev: Option<&super::dev::DevEnv>) -> Result<(), S
     // Lines of requests whose connection moved thread or was cut before
     // writing its answer wait at most this long in the spool.
     let _audit_flusher = audit.spawn_flusher(AUDIT_FLUSH_PERIOD);
+    let uploader = match &config.uploads {
+        Some(u) => Some(Arc::new(crate::upload::Uploader::start(u).await?)),
+        None => None,
+    };
     let state = Arc::new(
         AppState::new(
             Broker::new(authz, cache),
@@ -261,7 +270,8 @@ async fn start(config: Config, dev: Option<&super::dev::DevEnv>) -> Result<(), S
             config.limits,
         )
         .with_metrics(Arc::clone(&metrics))
-        .with_audit_on_failure(config.audit_on_failure),
+        .with_audit_on_failure(config.audit_on_failure)
+        .with_uploader(uploader),
     );
     let _metrics_listener = match config.metrics_addr {
         Some(addr) => Some(serve_metrics(addr, metrics).await?),

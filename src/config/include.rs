@@ -155,6 +155,7 @@ fn take_tables(config: &mut Config, part: Config, keys: &[String]) {
         memory_lock,
         metrics_addr,
         principals,
+        uploads,
     } = part;
     let has = |k: &str| keys.iter().any(|key| key == k);
     if has("listen") {
@@ -191,6 +192,9 @@ fn take_tables(config: &mut Config, part: Config, keys: &[String]) {
     }
     if has("principal") {
         config.principals = principals;
+    }
+    if has("uploads") {
+        config.uploads = uploads;
     }
 }
 

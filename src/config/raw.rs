@@ -16,6 +16,10 @@ use super::{
 use crate::identity::{Principal, PrincipalKind, PrincipalSpec};
 
 mod cloud;
+mod uploads;
+
+#[cfg(test)]
+pub(super) use uploads::parse_size;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -45,6 +49,7 @@ pub(super) struct RawConfig {
     memory: RawMemory,
     #[serde(default, rename = "principal")]
     principals: Vec<RawPrincipal>,
+    uploads: Option<uploads::RawUploads>,
 }
 
 /// The runtime `serve` uses unless `[runtime] flavor` says otherwise
@@ -310,6 +315,7 @@ impl RawConfig {
             })
             .transpose()?;
         let principals = validate_principals(self.principals)?;
+        let uploads = self.uploads.map(|u| u.validate()).transpose()?;
         Ok(Config {
             listen,
             store,
@@ -333,6 +339,7 @@ impl RawConfig {
             memory_lock: self.memory.lock.unwrap_or(false),
             metrics_addr,
             principals,
+            uploads,
         })
     }
 }
@@ -596,7 +603,7 @@ impl RawStore {
             return Err(invalid("store.timeout", "must be more than 0"));
         }
         Ok(RemoteConfig {
-            prefix: prefix(self.prefix.as_deref().unwrap_or(""))?,
+            prefix: prefix("store.prefix", self.prefix.as_deref().unwrap_or(""))?,
             timeout,
         })
     }
@@ -697,12 +704,12 @@ impl RawStore {
 
 /// Normalises a store prefix to `""` or `seg/…/seg/`; segments follow the
 /// path grammar so that a prefixed path is still a valid store name.
-fn prefix(raw: &str) -> Result<String, ConfigError> {
+fn prefix(key: &str, raw: &str) -> Result<String, ConfigError> {
     let trimmed = raw.trim_end_matches('/');
     if trimmed.is_empty() {
         return Ok(String::new());
     }
-    scope("store.prefix", trimmed)?;
+    scope(key, trimmed)?;
     Ok(format!("{trimmed}/"))
 }
 

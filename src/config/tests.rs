@@ -528,3 +528,167 @@ fn tls_listener_and_certificate_principals() {
         assert!(err.contains(needle), "{text:?} -> {err}");
     }
 }
+
+#[test]
+fn uploads_default_and_s3_keys() {
+    let c = parse("").unwrap();
+    assert!(c.uploads.is_none());
+    let c = parse(
+        r#"
+[uploads]
+bucket = "task-output"
+"#,
+    )
+    .unwrap();
+    let u = c.uploads.unwrap();
+    assert_eq!(u.bucket, "task-output");
+    assert_eq!(u.prefix, "");
+    assert_eq!(u.expiry, Duration::from_secs(300));
+    assert_eq!(u.max_size, 1 << 30);
+    assert_eq!(
+        u.backend,
+        UploadBackend::S3 {
+            region: None,
+            endpoint_url: None
+        }
+    );
+    let c = parse(
+        r#"
+[uploads]
+backend = "s3"
+bucket = "task-output"
+prefix = "tenant-a/out/"
+expiry = "1h"
+max_size = "512MiB"
+region = "eu-west-1"
+endpoint_url = "http://127.0.0.1:4568/"
+"#,
+    )
+    .unwrap();
+    let u = c.uploads.unwrap();
+    assert_eq!(u.prefix, "tenant-a/out/");
+    assert_eq!(u.expiry, Duration::from_secs(3600));
+    assert_eq!(u.max_size, 512 << 20);
+    assert_eq!(
+        u.backend,
+        UploadBackend::S3 {
+            region: Some("eu-west-1".into()),
+            endpoint_url: Some("http://127.0.0.1:4568".into())
+        }
+    );
+    // A prefix without its final `/` still joins cleanly.
+    let c = parse("[uploads]\nbucket = \"b-1\"\nprefix = \"out\"\nmax_size = 1000").unwrap();
+    let u = c.uploads.unwrap();
+    assert_eq!((u.prefix.as_str(), u.max_size), ("out/", 1000));
+}
+
+#[test]
+fn uploads_bad_values_are_refused_naming_the_key() {
+    let cases = [
+        (
+            "backend = \"gcs\"",
+            "uploads.backend",
+            "not available in this build",
+        ),
+        (
+            "backend = \"azure\"",
+            "uploads.backend",
+            "not available in this build",
+        ),
+        ("backend = \"ftp\"", "uploads.backend", "not one of"),
+        ("expiry = \"2h\"", "uploads.expiry", "between 1s and 1h"),
+        ("expiry = \"0s\"", "uploads.expiry", "between 1s and 1h"),
+        ("expiry = \"1500ms\"", "uploads.expiry", "whole seconds"),
+        ("max_size = \"1XB\"", "uploads.max_size", "unknown unit"),
+        ("max_size = \"lots\"", "uploads.max_size", "not a size"),
+        ("max_size = \"6GiB\"", "uploads.max_size", "at most 5GiB"),
+        ("max_size = 0", "uploads.max_size", "at least 1"),
+        ("max_size = -5", "uploads.max_size", "at least 1"),
+        (
+            "max_size = \"99999999999999999TiB\"",
+            "uploads.max_size",
+            "too large",
+        ),
+        ("prefix = \"a//b/\"", "uploads.prefix", "not a valid scope"),
+        ("prefix = \"../x/\"", "uploads.prefix", "not a valid scope"),
+        ("prefix = \"a b/\"", "uploads.prefix", "not a valid scope"),
+        (
+            "encrypt_to = \"age1xyz\"",
+            "uploads.encrypt_to",
+            "not available",
+        ),
+        ("region = \"eu west\"", "uploads.region", "AWS region"),
+        (
+            "endpoint_url = \"http://s3.example.com\"",
+            "uploads.endpoint_url",
+            "plain http",
+        ),
+        (
+            "endpoint_url = \"ftp://x\"",
+            "uploads.endpoint_url",
+            "http(s)",
+        ),
+        (
+            "account_key_file = \"k\"",
+            "uploads.account_key_file",
+            "does not apply",
+        ),
+    ];
+    for (line, key, needle) in cases {
+        let text = format!("[uploads]\nbucket = \"task-output\"\n{line}\n");
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.contains(key) && e.contains(needle), "{line}: {e}");
+    }
+    for bucket in ["ab", "Task-Output", "-x-", "a..b", "a_b", ""] {
+        let e = parse(&format!("[uploads]\nbucket = \"{bucket}\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("uploads.bucket"), "{bucket}: {e}");
+    }
+    let e = parse("[uploads]\nprefix = \"x/\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("uploads.bucket") && e.contains("required"),
+        "{e}"
+    );
+    let e = parse("[uploads]\nbucket = \"b-1\"\nkey = 1\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("unknown field"), "{e}");
+}
+
+#[test]
+fn uploads_inline_credentials_are_refused_without_quoting_them() {
+    for key in [
+        "access_key_id",
+        "secret_access_key",
+        "session_token",
+        "account_key",
+        "private_key",
+    ] {
+        let e = parse(&format!(
+            "[uploads]\nbucket = \"b-1\"\n{key} = \"CANARY-credential-123\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains(&format!("uploads.{key}")), "{e}");
+        assert!(e.contains("never inline"), "{e}");
+        assert!(!e.contains("CANARY"), "{e}");
+    }
+}
+
+#[test]
+fn sizes_parse_in_binary_and_decimal_units() {
+    use super::raw::parse_size;
+    assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+    assert_eq!(parse_size("512MiB"), Ok(512 << 20));
+    assert_eq!(parse_size("64KiB"), Ok(64 << 10));
+    assert_eq!(parse_size("2TiB"), Ok(2 << 40));
+    assert_eq!(parse_size("10MB"), Ok(10_000_000));
+    assert_eq!(parse_size("7"), Ok(7));
+    assert_eq!(parse_size("7B"), Ok(7));
+    assert!(parse_size("GiB").is_err());
+    assert!(parse_size("1.5GiB").is_err());
+    assert!(parse_size("1gib").is_err());
+}

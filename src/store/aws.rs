@@ -118,31 +118,12 @@ impl AwsStore {
     /// refused credentials are.
     pub async fn connect(config: &AwsConfig) -> Result<Self, StoreError> {
         let timeout = config.remote.timeout;
-        let http = aws_smithy_http_client::Builder::new()
-            .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
-            .build_https();
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .http_client(http)
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(timeout)
-                    .operation_attempt_timeout(timeout)
-                    .operation_timeout(timeout)
-                    .build(),
-            )
-            .retry_config(
-                RetryConfig::standard()
-                    .with_max_attempts(3)
-                    .with_initial_backoff(Duration::from_millis(100))
-                    .with_max_backoff(Duration::from_secs(1)),
-            );
-        if let Some(r) = &config.region {
-            loader = loader.region(aws_config::Region::new(r.clone()));
-        }
-        if let Some(e) = &config.endpoint_url {
-            loader = loader.endpoint_url(e.clone());
-        }
-        let sdk = loader.load().await;
+        let sdk = sdk_config(
+            config.region.as_deref(),
+            config.endpoint_url.as_deref(),
+            timeout,
+        )
+        .await;
         if sdk.region().is_none() {
             return Err(StoreError::Invalid {
                 store: STORE,
@@ -306,6 +287,41 @@ impl AwsStore {
             seal,
         ))
     }
+}
+
+/// The AWS SDK config from the default chain (credentials, and the region
+/// unless `region` names it), with the broker's TLS, timeouts and retries;
+/// shared by the `aws` store and `[uploads]` S3 signing.
+pub(crate) async fn sdk_config(
+    region: Option<&str>,
+    endpoint_url: Option<&str>,
+    timeout: Duration,
+) -> aws_config::SdkConfig {
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
+        .build_https();
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .http_client(http)
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(timeout)
+                .operation_attempt_timeout(timeout)
+                .operation_timeout(timeout)
+                .build(),
+        )
+        .retry_config(
+            RetryConfig::standard()
+                .with_max_attempts(3)
+                .with_initial_backoff(Duration::from_millis(100))
+                .with_max_backoff(Duration::from_secs(1)),
+        );
+    if let Some(r) = region {
+        loader = loader.region(aws_config::Region::new(r.to_owned()));
+    }
+    if let Some(e) = endpoint_url {
+        loader = loader.endpoint_url(e.to_owned());
+    }
+    loader.load().await
 }
 
 fn seal_of(tags: &[Tag]) -> Option<&str> {

@@ -155,3 +155,16 @@ fn include_must_be_a_list_of_file_names() {
         .to_string();
     assert!(e.contains("is not valid"), "{e}");
 }
+
+#[test]
+fn an_included_uploads_table_joins_and_a_second_one_is_refused() {
+    let store = format!("{STORE}\n[uploads]\nbucket = \"task-output\"\nmax_size = \"2MiB\"\n");
+    let c = load(MAIN, Some(&store)).unwrap();
+    let u = c.uploads.expect("the included [uploads] is kept");
+    assert_eq!((u.bucket.as_str(), u.max_size), ("task-output", 2 << 20));
+    // Not set anywhere: off.
+    assert!(load(MAIN, Some(STORE)).unwrap().uploads.is_none());
+    let main = format!("{MAIN}\n[uploads]\nbucket = \"other\"\n");
+    let e = load(&main, Some(&store)).unwrap_err().to_string();
+    assert!(e.contains("`uploads`") && e.contains("set in both"), "{e}");
+}
