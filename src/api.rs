@@ -585,19 +585,7 @@ async fn write<'s>(
 ) -> Result<Response<Body>, ApiError> {
     let who = identify(state, conn, req, trail)?;
     let create_only = req.create_only;
-    // INVARIANT: `ApiRequest` keeps the headers and body of every `PUT`,
-    // and only a `PUT` is routed here. The body stays in the request, so
-    // what an error left unread is drained before the answer.
-    let Some((headers, incoming)) = req.body.as_deref_mut() else {
-        return Err(ApiError::LengthRequired);
-    };
-    let raw = body::read_body(
-        incoming,
-        headers,
-        state.limits.max_body_bytes,
-        state.limits.body_timeout,
-    )
-    .await?;
+    let raw = read_request_body(state, req).await?;
     let put = body::parse_put(&raw, state.limits.max_value_bytes)?;
     drop(raw);
     let permit = decided(
@@ -631,6 +619,26 @@ async fn write<'s>(
         }),
         ctx.request_id,
     ))
+}
+
+/// Reads the body of a `PUT` or `POST` within the body limits. It stays in
+/// the request, so what an error left unread is drained before the answer.
+pub(crate) async fn read_request_body(
+    state: &AppState,
+    req: &mut ApiRequest,
+) -> Result<zeroize::Zeroizing<Vec<u8>>, ApiError> {
+    // INVARIANT: `ApiRequest` keeps the headers and body of every `PUT` and
+    // `POST`, and only those are routed to the handlers that call this.
+    let Some((headers, incoming)) = req.body.as_deref_mut() else {
+        return Err(ApiError::LengthRequired);
+    };
+    body::read_body(
+        incoming,
+        headers,
+        state.limits.max_body_bytes,
+        state.limits.body_timeout,
+    )
+    .await
 }
 
 async fn delete<'s>(

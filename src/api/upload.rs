@@ -11,7 +11,7 @@ use http::{Response, StatusCode};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use super::{ApiError, ApiRequest, Body, ConnInfo, Trail, ZeroizingBuf, body, decided, identify};
+use super::{ApiError, ApiRequest, Body, ConnInfo, Trail, ZeroizingBuf, decided, identify};
 use crate::authz::RequestContext;
 use crate::secret::SecretPath;
 use crate::upload::Constraints;
@@ -158,17 +158,7 @@ pub(super) async fn mint<'s>(
             "uploads are not configured on this broker (no [uploads] table in its config)".into(),
         ));
     };
-    // INVARIANT: `ApiRequest` keeps the headers and body of every `POST`.
-    let Some((headers, incoming)) = req.body.as_deref_mut() else {
-        return Err(ApiError::LengthRequired);
-    };
-    let raw = body::read_body(
-        incoming,
-        headers,
-        state.limits.max_body_bytes,
-        state.limits.body_timeout,
-    )
-    .await?;
+    let raw = super::read_request_body(state, req).await?;
     let asked = parse_upload(&raw)?;
     drop(raw);
     let permit = decided(

@@ -428,24 +428,34 @@ fn add_broker(spec: &mut Map<String, Value>, s: &Settings) -> Result<(), InjectE
         "env": [{ "name": SOCKET_ENV, "value": BROKER_SOCKET_PATH }],
         "startupProbe": health_probe(1, 30),
         "livenessProbe": health_probe(10, 3),
-        "resources": {
-            "requests": { "cpu": s.requests.0, "memory": s.requests.1 },
-            "limits": { "cpu": s.limits.0, "memory": s.limits.1 },
-        },
-        "securityContext": {
-            "runAsUser": BROKER_UID,
-            "runAsGroup": BROKER_GID,
-            "runAsNonRoot": true,
-            "readOnlyRootFilesystem": true,
-            "allowPrivilegeEscalation": false,
-            "privileged": false,
-            "capabilities": { "drop": ["ALL"] },
-            "seccompProfile": { "type": "RuntimeDefault" },
-        },
+        "resources": broker_resources(s),
+        "securityContext": broker_security_context(),
         "volumeMounts": broker_mounts(&s.store),
     });
     array(spec, "initContainers")?.insert(0, broker);
     Ok(())
+}
+
+/// The resources of the broker's containers.
+fn broker_resources(s: &Settings) -> Value {
+    json!({
+        "requests": { "cpu": s.requests.0, "memory": s.requests.1 },
+        "limits": { "cpu": s.limits.0, "memory": s.limits.1 },
+    })
+}
+
+/// The locked-down security context of the broker's containers.
+fn broker_security_context() -> Value {
+    json!({
+        "runAsUser": BROKER_UID,
+        "runAsGroup": BROKER_GID,
+        "runAsNonRoot": true,
+        "readOnlyRootFilesystem": true,
+        "allowPrivilegeEscalation": false,
+        "privileged": false,
+        "capabilities": { "drop": ["ALL"] },
+        "seccompProfile": { "type": "RuntimeDefault" },
+    })
 }
 
 /// Adds, first of all, the init container that copies the broker's static
@@ -457,20 +467,8 @@ fn add_install(spec: &mut Map<String, Value>, s: &Settings) -> Result<(), Inject
         "image": s.image,
         "imagePullPolicy": "IfNotPresent",
         "command": [BINARY, "install-self", RUN_BINARY],
-        "resources": {
-            "requests": { "cpu": s.requests.0, "memory": s.requests.1 },
-            "limits": { "cpu": s.limits.0, "memory": s.limits.1 },
-        },
-        "securityContext": {
-            "runAsUser": BROKER_UID,
-            "runAsGroup": BROKER_GID,
-            "runAsNonRoot": true,
-            "readOnlyRootFilesystem": true,
-            "allowPrivilegeEscalation": false,
-            "privileged": false,
-            "capabilities": { "drop": ["ALL"] },
-            "seccompProfile": { "type": "RuntimeDefault" },
-        },
+        "resources": broker_resources(s),
+        "securityContext": broker_security_context(),
         "volumeMounts": [{ "name": VOL_BIN, "mountPath": RUN_BIN_DIR }],
     });
     array(spec, "initContainers")?.insert(0, install);
