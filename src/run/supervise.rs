@@ -101,7 +101,9 @@ pub async fn supervise<S: Source>(
                 let next = match gather(plan, src, true).await {
                     Ok(g) => g,
                     Err(e) => {
-                        eprintln!("warning: {e}; COMMAND keeps running on the values it has");
+                        eprintln!(
+                            "warning: {e}; COMMAND keeps running as it is, and the read is retried"
+                        );
                         continue;
                     }
                 };
@@ -110,7 +112,9 @@ pub async fn supervise<S: Source>(
                 }
                 // Files first, so that whatever COMMAND does next sees them.
                 if let Err(e) = write_files(&next) {
-                    eprintln!("warning: {e}; COMMAND keeps running on the values it has");
+                    eprintln!(
+                        "warning: {e}; COMMAND keeps running as it is, and the read is retried"
+                    );
                     continue;
                 }
                 match watch.on_change {
