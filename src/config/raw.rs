@@ -466,15 +466,7 @@ impl RawStore {
                     .map(|u| url("store.endpoint_url", u))
                     .transpose()?;
                 if let Some(r) = &self.region {
-                    let ok = !r.is_empty()
-                        && r.len() <= 64
-                        && r.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
-                    if !ok {
-                        return Err(invalid(
-                            "store.region",
-                            format!("`{r}` is not an AWS region such as \"eu-west-1\""),
-                        ));
-                    }
+                    aws_region("store.region", r)?;
                 }
                 Ok(StoreConfig::Aws(AwsConfig {
                     region: self.region,
@@ -714,6 +706,20 @@ fn prefix(key: &str, raw: &str) -> Result<String, ConfigError> {
 }
 
 /// Checks an `http(s)` URL. Plain `http` is allowed only to loopback.
+/// Checks that `r` can be an AWS region name (`eu-west-1`).
+fn aws_region(key: &str, r: &str) -> Result<(), ConfigError> {
+    let ok =
+        !r.is_empty() && r.len() <= 64 && r.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            key,
+            format!("`{r}` is not an AWS region such as \"eu-west-1\""),
+        ))
+    }
+}
+
 fn url(key: &str, raw: String) -> Result<String, ConfigError> {
     let raw = raw.trim_end_matches('/').to_owned();
     let rest = if let Some(r) = raw.strip_prefix("https://") {

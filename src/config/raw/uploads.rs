@@ -3,7 +3,7 @@
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
-use super::{duration, prefix, url};
+use super::{aws_region, duration, prefix, url};
 use crate::config::{ConfigError, UploadBackend, UploadsConfig, invalid};
 
 /// The longest a URL may live (the contract's cap).
@@ -139,15 +139,7 @@ impl RawUploads {
             ));
         }
         if let Some(r) = &self.region {
-            let ok = !r.is_empty()
-                && r.len() <= 64
-                && r.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
-            if !ok {
-                return Err(invalid(
-                    "uploads.region",
-                    format!("`{r}` is not an AWS region such as \"eu-west-1\""),
-                ));
-            }
+            aws_region("uploads.region", r)?;
         }
         let endpoint_url = self
             .endpoint_url
