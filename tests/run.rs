@@ -786,3 +786,61 @@ fn templates_render_secrets_and_cannot_escape() {
     assert!(!b.stderr_text().contains(CANARY));
     assert!(!b.audit_text().contains(CANARY));
 }
+
+/// On a terminal, `run --watch` hands COMMAND (in its own process group)
+/// the foreground, so COMMAND can read the terminal: a background group
+/// that reads it is stopped by `SIGTTIN`, which would hang here. `script`
+/// gives `run` a pseudo-terminal with `run` as its foreground job.
+#[test]
+fn watch_on_a_terminal_gives_command_the_foreground() {
+    use std::io::{Read as _, Write as _};
+    let b = Broker::start(&default_principals());
+    put(&b, "acme/tasks/t-42/v", b"canary-run-5b1e");
+    let inner = format!(
+        "exec {BIN} run --watch 1h --env V=acme/tasks/t-42/v -- sh -c 'read line; echo \"got:$line\"'"
+    );
+    let mut child = Command::new("script")
+        .args(["-qec", &inner, "/dev/null"])
+        .env("SECRET_BROKER_SOCKET", &b.socket)
+        .env("SECRET_BROKER_TOKEN", T)
+        .env("SHELL", "/bin/sh")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"hello\n").unwrap();
+    // Hang guard (not a timing assertion): a stopped COMMAND never ends.
+    let pid = child.id();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let guard = std::thread::spawn(move || {
+        if done_rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .is_err()
+        {
+            let _ = Command::new("pkill")
+                .args(["-KILL", "-s", &pid.to_string()])
+                .status();
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+    });
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    let status = child.wait().unwrap();
+    drop(stdin);
+    let _ = done_tx.send(());
+    guard.join().unwrap();
+    assert!(
+        out.contains("got:hello"),
+        "COMMAND could not read the terminal: {out:?}"
+    );
+    assert_eq!(status.code(), Some(0), "{out:?}");
+}

@@ -79,7 +79,8 @@ pub async fn supervise<S: Source>(
         });
     }
     let mut current = first;
-    let mut child = spawn(command, &current.env)?;
+    let foreground = in_foreground();
+    let mut child = spawn(command, &current.env, foreground)?;
     let mut tick = tokio::time::interval(watch.every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await; // the first tick is now: the values were just read
@@ -126,7 +127,7 @@ pub async fn supervise<S: Source>(
                         // Its exit status now is the restart's doing, not
                         // an end of the run.
                         stop(child, watch.stop_timeout, &mut child_exit).await;
-                        child = spawn(command, &next.env)?;
+                        child = spawn(command, &next.env, foreground)?;
                     }
                 }
                 current = next;
@@ -145,9 +146,46 @@ enum Event {
     Tick,
 }
 
+/// Whether `run` is the foreground job of the terminal on its stdin: then
+/// COMMAND, in a group of its own, must be handed the foreground, or its
+/// first read of the terminal stops it (`SIGTTIN`), as `tini` does.
+fn in_foreground() -> bool {
+    let stdin = std::io::stdin();
+    rustix::termios::isatty(&stdin)
+        && rustix::termios::tcgetpgrp(&stdin).ok() == Some(rustix::process::getpgrp())
+}
+
+/// In the forked child, before `exec`: makes its own process group the
+/// terminal's foreground. `SIGTTOU` is blocked around the call (a
+/// background group may then set the foreground; the kernel sends nothing)
+/// and unblocked before `exec`, so COMMAND starts with the mask it had.
+#[allow(unsafe_code)]
+fn take_foreground() -> std::io::Result<()> {
+    // SAFETY: async-signal-safe calls only (sigemptyset, sigaddset,
+    // sigprocmask on stack-local sets; tcsetpgrp and getpgrp are raw
+    // syscalls), between fork and exec.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTTOU);
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigprocmask(libc::SIG_BLOCK, &set, &mut old);
+        // A terminal gone meanwhile (ENOTTY, ENXIO) is not an error: there
+        // is no foreground to take.
+        let _ = rustix::termios::tcsetpgrp(rustix::stdio::stdin(), rustix::process::getpgrp());
+        libc::sigprocmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+    }
+    Ok(())
+}
+
 /// Starts COMMAND in a process group of its own, stdin, stdout and stderr
-/// inherited.
-fn spawn(command: &[OsString], env: &[(String, SecretBytes)]) -> Result<Pid, SuperviseError> {
+/// inherited; with `foreground`, its group becomes the terminal's
+/// foreground job.
+fn spawn(
+    command: &[OsString],
+    env: &[(String, SecretBytes)],
+    foreground: bool,
+) -> Result<Pid, SuperviseError> {
     let Some((program, rest)) = command.split_first() else {
         return Err(SuperviseError::Spawn {
             program: String::new(),
@@ -156,6 +194,13 @@ fn spawn(command: &[OsString], env: &[(String, SecretBytes)]) -> Result<Pid, Sup
     };
     let mut cmd = std::process::Command::new(program);
     cmd.args(rest).process_group(0);
+    if foreground {
+        // SAFETY: `take_foreground` makes only async-signal-safe calls.
+        #[allow(unsafe_code)]
+        unsafe {
+            cmd.pre_exec(take_foreground)
+        };
+    }
     for (name, value) in env {
         // INVARIANT: `env::build` let through only UTF-8 without NUL.
         cmd.env(name, OsStr::from_bytes(value.expose_secret()));
