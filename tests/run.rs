@@ -844,3 +844,82 @@ fn watch_on_a_terminal_gives_command_the_foreground() {
     );
     assert_eq!(status.code(), Some(0), "{out:?}");
 }
+
+/// `Ctrl-Z` on the terminal stops COMMAND; `run` then takes the terminal
+/// back and stops too (so a shell sees its job stopped), and when it is
+/// continued (`fg`) it gives COMMAND the terminal again and continues it.
+/// `script` itself stops when its child (`run`) stops and continues it
+/// when continued, as a shell's `fg` would.
+#[test]
+fn watch_on_a_terminal_follows_job_control() {
+    use std::io::{Read as _, Write as _};
+    let b = Broker::start(&default_principals());
+    put(&b, "acme/tasks/t-42/v", b"canary-run-5b1e");
+    let inner = format!(
+        "exec {BIN} run --watch 1h --env V=acme/tasks/t-42/v -- sh -c 'read a; echo \"first:$a\"; read b; echo \"second:$b\"'"
+    );
+    let mut child = Command::new("script")
+        .args(["-qec", &inner, "/dev/null"])
+        .env("SECRET_BROKER_SOCKET", &b.socket)
+        .env("SECRET_BROKER_TOKEN", T)
+        .env("SHELL", "/bin/sh")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let script_pid = child.id();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let guard = std::thread::spawn(move || {
+        if done_rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .is_err()
+        {
+            let _ = Command::new("pkill")
+                .args(["-KILL", "-s", &script_pid.to_string()])
+                .status();
+        }
+    });
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut out = String::new();
+        let _ = stdout.read_to_string(&mut out);
+        out
+    });
+    let state = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| s.rsplit_once(") ").map(|(_, r)| r.chars().next()))
+            .flatten()
+    };
+    let children = |pid: u32| -> Vec<u32> {
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect()
+    };
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"one\n").unwrap();
+    // `run` is the child of `script`, COMMAND (`sh`) the child of `run`.
+    let mut run_pid = 0;
+    wait_for("run and COMMAND to start", || {
+        run_pid = children(script_pid).first().copied().unwrap_or(0);
+        run_pid != 0 && !children(run_pid).is_empty()
+    });
+    let command_pid = children(run_pid)[0];
+    stdin.write_all(&[0x1a]).unwrap(); // Ctrl-Z
+    wait_for("COMMAND and run stopped", || {
+        state(command_pid) == Some('T') && state(run_pid) == Some('T')
+    });
+    kill(script_pid, "CONT"); // `fg`: script continues `run`
+    stdin.write_all(b"two\n").unwrap();
+    let status = child.wait().unwrap();
+    drop(stdin);
+    let _ = done_tx.send(());
+    guard.join().unwrap();
+    let out = reader.join().unwrap();
+    assert!(out.contains("first:one"), "{out:?}");
+    assert!(out.contains("second:two"), "{out:?}");
+    assert_eq!(status.code(), Some(0), "{out:?}");
+}

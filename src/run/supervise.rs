@@ -3,6 +3,8 @@
 //! PID 1), re-reads the secrets every D past the broker's cache, and on a
 //! changed version rewrites the files first, then restarts, signals or does
 //! nothing. Exits with COMMAND's code (128+N when killed by signal N).
+//! On a terminal where `run` is the foreground job, COMMAND's group gets
+//! the foreground, and `Ctrl-Z` stops `run` with it (job control).
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt as _;
@@ -90,8 +92,10 @@ pub async fn supervise<S: Source>(
             Some(sig) = signals.recv() => Event::Signal(sig),
             _ = tick.tick() => Event::Tick,
         };
-        if let Some(code) = reap(child) {
-            return Ok(code);
+        match reap(child) {
+            Reaped::Exited(code) => return Ok(code),
+            Reaped::Stopped if foreground => suspend_with(child),
+            Reaped::Stopped | Reaped::Running => {}
         }
         match event {
             Event::Child => {}
@@ -155,27 +159,52 @@ fn in_foreground() -> bool {
         && rustix::termios::tcgetpgrp(&stdin).ok() == Some(rustix::process::getpgrp())
 }
 
-/// In the forked child, before `exec`: makes its own process group the
-/// terminal's foreground. `SIGTTOU` is blocked around the call (a
-/// background group may then set the foreground; the kernel sends nothing)
-/// and unblocked before `exec`, so COMMAND starts with the mask it had.
+/// Runs `f` with `SIGTTOU` blocked in the calling thread: a process in a
+/// background group may then set the terminal's foreground (the kernel
+/// sends it nothing), and the mask is restored after.
 #[allow(unsafe_code)]
-fn take_foreground() -> std::io::Result<()> {
+fn with_sigttou_blocked(f: impl FnOnce()) {
     // SAFETY: async-signal-safe calls only (sigemptyset, sigaddset,
-    // sigprocmask on stack-local sets; tcsetpgrp and getpgrp are raw
-    // syscalls), between fork and exec.
+    // pthread_sigmask) on stack-local sets; fit for the forked child too.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGTTOU);
         let mut old: libc::sigset_t = std::mem::zeroed();
-        libc::sigprocmask(libc::SIG_BLOCK, &set, &mut old);
-        // A terminal gone meanwhile (ENOTTY, ENXIO) is not an error: there
-        // is no foreground to take.
-        let _ = rustix::termios::tcsetpgrp(rustix::stdio::stdin(), rustix::process::getpgrp());
-        libc::sigprocmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
+        f();
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
     }
+}
+
+/// Makes `group` the foreground job of the terminal on stdin. A terminal
+/// gone meanwhile (ENOTTY, ENXIO) is not an error: there is no foreground
+/// to give.
+fn give_foreground(group: Pid) {
+    with_sigttou_blocked(|| {
+        let _ = rustix::termios::tcsetpgrp(std::io::stdin(), group);
+    });
+}
+
+/// In the forked child, before `exec`: its own group (set just before by
+/// `process_group(0)`) takes the terminal's foreground. Raw syscalls only.
+fn take_foreground() -> std::io::Result<()> {
+    give_foreground(rustix::process::getpgrp());
     Ok(())
+}
+
+/// COMMAND was stopped from the terminal (`Ctrl-Z`): take the terminal
+/// back, stop `run` too so that the shell sees its job stopped, and once
+/// the shell continues `run` (`fg`, `bg`), continue COMMAND, in the
+/// foreground again only if `run` was given it.
+fn suspend_with(child: Pid) {
+    give_foreground(rustix::process::getpgrp());
+    // A self-sent SIGSTOP stops this process before the call returns.
+    let _ = rustix::process::kill_process(rustix::process::getpid(), Signal::STOP);
+    if in_foreground() {
+        give_foreground(child);
+    }
+    let _ = rustix::process::kill_process_group(child, Signal::CONT);
 }
 
 /// Starts COMMAND in a process group of its own, stdin, stdout and stderr
@@ -213,16 +242,33 @@ fn spawn(
     Ok(Pid::from_child(&child))
 }
 
+/// What became of COMMAND in one `reap`.
+enum Reaped {
+    /// It exited, with this code for `run` to exit with.
+    Exited(i32),
+    /// It was stopped (`SIGTSTP`, `SIGSTOP`, `SIGTTIN`, `SIGTTOU`).
+    Stopped,
+    /// Still running.
+    Running,
+}
+
 /// Reaps every exited child (COMMAND, and orphans re-parented to `run`
-/// when it is PID 1); returns COMMAND's exit code if it was among them.
-fn reap(child: Pid) -> Option<i32> {
-    let mut code = None;
-    while let Ok(Some((pid, status))) = rustix::process::wait(WaitOptions::NOHANG) {
-        if pid == child {
-            code = Some(exit_code(status));
+/// when it is PID 1) and sees whether COMMAND exited or was stopped.
+fn reap(child: Pid) -> Reaped {
+    let mut seen = Reaped::Running;
+    while let Ok(Some((pid, status))) =
+        rustix::process::wait(WaitOptions::NOHANG | WaitOptions::UNTRACED)
+    {
+        if pid != child {
+            continue;
+        }
+        if !status.stopped() {
+            seen = Reaped::Exited(exit_code(status));
+        } else if !matches!(seen, Reaped::Exited(_)) {
+            seen = Reaped::Stopped;
         }
     }
-    code
+    seen
 }
 
 /// COMMAND's exit code, 128+N when killed by signal N (as shells report it).
@@ -244,7 +290,7 @@ async fn stop(
     let _ = rustix::process::kill_process_group(child, Signal::TERM);
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        if let Some(code) = reap(child) {
+        if let Reaped::Exited(code) = reap(child) {
             return Some(code);
         }
         tokio::select! {
@@ -254,7 +300,7 @@ async fn stop(
     }
     let _ = rustix::process::kill_process_group(child, Signal::KILL);
     loop {
-        if let Some(code) = reap(child) {
+        if let Reaped::Exited(code) = reap(child) {
             return Some(code);
         }
         // Bounded by the kernel: a KILLed process exits.
