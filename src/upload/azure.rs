@@ -130,6 +130,8 @@ pub fn valid_container(c: &str) -> bool {
 /// bytes, no empty, `.` or `..` segment (HTTP clients rewrite those, and
 /// the signed name would no longer be the one asked for), no control
 /// character.
+// SECURITY: the name goes into a `\n`-joined string-to-sign; a newline in
+// it could shift the fields after it, so control characters are refused.
 fn valid_blob(blob: &str) -> bool {
     (1..=1024).contains(&blob.len())
         && !blob.chars().any(char::is_control)
