@@ -251,7 +251,7 @@ pub enum AzureCredentials {
 
 /// `[uploads]`: where task output goes and what a minted URL allows.
 /// Holds names and limits only: the signing key comes from the backend's
-/// credential chain at start.
+/// credential chain (s3) or key file (azure) at start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UploadsConfig {
     /// The bucket the output goes to.
@@ -275,6 +275,17 @@ pub enum UploadBackend {
         region: Option<String>,
         /// An S3-compatible endpoint (URLs are then path-style).
         endpoint_url: Option<String>,
+    },
+    /// Azure Blob Storage; URLs are service SAS signed with the account key.
+    Azure {
+        /// The storage account's name.
+        account: String,
+        /// The file holding the account key (base64), read at start.
+        account_key_file: PathBuf,
+        /// The blob service URL (e.g. Azurite's
+        /// `http://127.0.0.1:10000/devstoreaccount1`); default
+        /// `https://{account}.blob.core.windows.net`.
+        endpoint: Option<String>,
     },
 }
 

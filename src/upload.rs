@@ -10,6 +10,7 @@
 
 use std::time::Duration;
 
+pub mod azure;
 pub mod s3;
 pub mod uploader;
 
@@ -33,8 +34,10 @@ pub struct Constraints<'a> {
 /// A minted upload: the URL and exactly the headers to send with the `PUT`.
 pub struct SignedUpload {
     url: String,
-    /// Header names (lowercase) and values the `PUT` must carry: each is
-    /// part of the signature, so dropping or changing one is refused.
+    /// Header names (lowercase) and values the `PUT` must carry. On S3
+    /// each is part of the signature, so dropping or changing one is
+    /// refused; an Azure SAS signs no header (`x-ms-blob-type` is required
+    /// by the service, `content-type` is stored as sent).
     pub headers: Vec<(String, String)>,
 }
 
@@ -59,11 +62,20 @@ impl std::fmt::Debug for SignedUpload {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SignError {
     /// The endpoint is not an absolute `http`/`https` URL.
-    #[error("endpoint `{0}` is not an http(s) url such as \"https://s3.eu-west-1.amazonaws.com\"")]
+    #[error("endpoint `{0}` is not an https url (plain http only to a loopback address)")]
     Endpoint(String),
     /// The bucket name cannot be used in a URL.
     #[error("bucket `{0}` is not a valid bucket name")]
     Bucket(String),
+    /// The storage account name cannot be used (Azure).
+    #[error("account `{0}` is not an Azure storage account name (3 to 24 of a-z and 0-9)")]
+    Account(String),
+    /// The object name cannot be signed as it is (empty, over 1024 bytes,
+    /// an empty, `.` or `..` segment, or a control character).
+    #[error(
+        "the object name cannot be signed: it is empty, too long, or has an empty, `.` or `..` segment"
+    )]
+    Object,
     /// The expiry is zero or over [`MAX_EXPIRY`].
     #[error("an upload url lives between 1s and 1h; set [uploads] expiry within that")]
     Expiry,

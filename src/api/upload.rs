@@ -197,6 +197,14 @@ pub(super) async fn mint<'s>(
     let expires_at = jiff::Timestamp::from_second(minted.expires_at)
         .map(|t| t.to_string())
         .unwrap_or_default();
+    // SECURITY: what the URL allows, never the URL (a credential).
+    tracing::debug!(
+        path = path.as_str(),
+        object = %minted.object,
+        size = asked.size,
+        expires_at = %expires_at,
+        "minted an upload url"
+    );
     trail.upload = Some(Box::new(UploadTrail {
         object: minted.object.clone(),
         size: asked.size,

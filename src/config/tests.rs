@@ -590,11 +590,6 @@ fn uploads_bad_values_are_refused_naming_the_key() {
             "uploads.backend",
             "not available in this build",
         ),
-        (
-            "backend = \"azure\"",
-            "uploads.backend",
-            "not available in this build",
-        ),
         ("backend = \"ftp\"", "uploads.backend", "not one of"),
         ("expiry = \"2h\"", "uploads.expiry", "between 1s and 1h"),
         ("expiry = \"0s\"", "uploads.expiry", "between 1s and 1h"),
@@ -656,6 +651,110 @@ fn uploads_bad_values_are_refused_naming_the_key() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("unknown field"), "{e}");
+}
+
+#[test]
+fn uploads_azure_keys() {
+    let c = parse(
+        r#"
+[uploads]
+backend = "azure"
+bucket = "task-output"
+account = "devstoreaccount1"
+account_key_file = "azure.key"
+endpoint = "http://127.0.0.1:10000/devstoreaccount1/"
+max_size = "5000MiB"
+"#,
+    )
+    .unwrap();
+    let u = c.uploads.unwrap();
+    assert_eq!(u.max_size, 5000 << 20);
+    assert_eq!(
+        u.backend,
+        UploadBackend::Azure {
+            account: "devstoreaccount1".into(),
+            // Relative to the config file's directory, like every path.
+            account_key_file: PathBuf::from("/etc/sb/azure.key"),
+            endpoint: Some("http://127.0.0.1:10000/devstoreaccount1".into()),
+        }
+    );
+    let c = parse(
+        "[uploads]\nbackend = \"azure\"\nbucket = \"out\"\naccount = \"acme1\"\naccount_key_file = \"/k\"\n",
+    )
+    .unwrap();
+    assert_eq!(
+        c.uploads.unwrap().backend,
+        UploadBackend::Azure {
+            account: "acme1".into(),
+            account_key_file: PathBuf::from("/k"),
+            endpoint: None,
+        }
+    );
+}
+
+#[test]
+fn uploads_azure_bad_values_are_refused_naming_the_key() {
+    let ok_key = "account = \"acme1\"\naccount_key_file = \"/k\"";
+    let cases = [
+        (
+            "bucket = \"task-output\"\naccount_key_file = \"/k\"".to_owned(),
+            "uploads.account",
+            "required",
+        ),
+        (
+            "bucket = \"task-output\"\naccount = \"acme1\"".to_owned(),
+            "uploads.account_key_file",
+            "required",
+        ),
+        (
+            "bucket = \"task-output\"\naccount = \"Acme\"\naccount_key_file = \"/k\"".to_owned(),
+            "uploads.account",
+            "storage account name",
+        ),
+        (
+            format!("bucket = \"a--b\"\n{ok_key}"),
+            "uploads.bucket",
+            "Azure container name",
+        ),
+        (
+            format!("bucket = \"a.b.c\"\n{ok_key}"),
+            "uploads.bucket",
+            "Azure container name",
+        ),
+        (
+            format!("bucket = \"out\"\n{ok_key}\nmax_size = \"5GiB\""),
+            "uploads.max_size",
+            "at most 5000MiB",
+        ),
+        (
+            format!("bucket = \"out\"\n{ok_key}\nendpoint = \"http://blob.example.com\""),
+            "uploads.endpoint",
+            "plain http",
+        ),
+        (
+            format!("bucket = \"out\"\n{ok_key}\nregion = \"eu-west-1\""),
+            "uploads.region",
+            "does not apply to backend `azure`",
+        ),
+        (
+            format!("bucket = \"out\"\n{ok_key}\nendpoint_url = \"https://x\""),
+            "uploads.endpoint_url",
+            "azure takes account, account_key_file, endpoint",
+        ),
+    ];
+    for (lines, key, needle) in cases {
+        let text = format!("[uploads]\nbackend = \"azure\"\n{lines}\n");
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.contains(key) && e.contains(needle), "{lines}: {e}");
+    }
+    // An s3 config refuses azure's keys.
+    let e = parse("[uploads]\nbucket = \"out-1\"\nendpoint = \"https://x\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("uploads.endpoint") && e.contains("does not apply to backend `s3`"),
+        "{e}"
+    );
 }
 
 #[test]

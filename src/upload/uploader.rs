@@ -1,14 +1,18 @@
 //! The broker's side of uploads: `[uploads]`, the signing credential and
 //! the clock, joined so that a URL is minted only for a permitted upload.
 //!
-//! The signing key comes from the AWS default credential chain once at
+//! S3: the signing key comes from the AWS default credential chain once at
 //! start and again whenever it would expire within a URL's lifetime; a
 //! mint itself makes no network call. With temporary credentials (a role,
 //! IMDS, web identity) the session token is part of the URL, and the URL
 //! dies with them: `expires_at` then says the earlier of the two.
+//!
+//! Azure: the account key is read from `account_key_file` once at start
+//! (a rotated key takes a restart).
 
 use std::time::Duration;
 
+use super::azure::{AzureContainer, AzureKey, KeyFileError};
 use super::s3::{S3Bucket, S3Credential};
 use super::{Constraints, SignError, SignedUpload};
 use crate::authz::Permitted;
@@ -28,6 +32,9 @@ pub enum UploadError {
     /// The signer refused the configured bucket or endpoint.
     #[error("cannot sign upload urls: {0}")]
     Sign(#[from] SignError),
+    /// The Azure account key file is missing, unreadable or not a key.
+    #[error(transparent)]
+    AzureKey(#[from] KeyFileError),
     /// This build has no S3 support (the `aws` feature is off).
     #[error("s3 uploads are not available in this build (built without the `aws` feature)")]
     NotBuilt,
@@ -46,18 +53,38 @@ pub struct Minted {
 
 /// Mints signed upload URLs for `[uploads]`.
 pub struct Uploader {
-    bucket: S3Bucket,
+    signer: Signer,
     prefix: String,
     expiry: Duration,
     max_size: u64,
-    creds: Credentials,
+}
+
+/// The cloud a URL is signed for, with what signs it.
+enum Signer {
+    S3 {
+        bucket: S3Bucket,
+        creds: Credentials,
+    },
+    Azure {
+        at: AzureContainer,
+        key: AzureKey,
+    },
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // SECURITY: where it signs for, never the credential or key.
+        match self {
+            Self::S3 { bucket, .. } => f.debug_tuple("S3").field(bucket).finish(),
+            Self::Azure { at, .. } => f.debug_tuple("Azure").field(at).finish(),
+        }
+    }
 }
 
 impl std::fmt::Debug for Uploader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // SECURITY: the credential cache is not printed.
         f.debug_struct("Uploader")
-            .field("bucket", &self.bucket)
+            .field("signer", &self.signer)
             .field("prefix", &self.prefix)
             .field("expiry", &self.expiry)
             .field("max_size", &self.max_size)
@@ -66,39 +93,61 @@ impl std::fmt::Debug for Uploader {
 }
 
 impl Uploader {
-    /// Builds the uploader: resolves the region and a first credential
-    /// from the AWS default chain, and signs a probe URL so that a bad
-    /// bucket or endpoint stops the broker at start, not at a task's mint.
+    /// Builds the uploader: resolves the signing credential (S3: the
+    /// region and a first credential from the AWS default chain; Azure: the
+    /// account key file), and signs a probe URL so that a bad bucket or
+    /// endpoint stops the broker at start, not at a task's mint.
     pub async fn start(config: &UploadsConfig) -> Result<Self, UploadError> {
-        let UploadBackend::S3 {
-            region,
-            endpoint_url,
-        } = &config.backend;
-        let (creds, region) = Credentials::start(region.as_deref()).await?;
-        let uploader = Self {
-            bucket: S3Bucket {
-                bucket: config.bucket.clone(),
+        let signer = match &config.backend {
+            UploadBackend::S3 {
                 region,
-                endpoint_url: endpoint_url.clone(),
+                endpoint_url,
+            } => {
+                let (creds, region) = Credentials::start(region.as_deref()).await?;
+                Signer::S3 {
+                    bucket: S3Bucket {
+                        bucket: config.bucket.clone(),
+                        region,
+                        endpoint_url: endpoint_url.clone(),
+                    },
+                    creds,
+                }
+            }
+            UploadBackend::Azure {
+                account,
+                account_key_file,
+                endpoint,
+            } => Signer::Azure {
+                at: AzureContainer {
+                    account: account.clone(),
+                    container: config.bucket.clone(),
+                    endpoint: endpoint.clone(),
+                },
+                key: AzureKey::read(account_key_file)?,
             },
+        };
+        let uploader = Self {
+            signer,
             prefix: config.prefix.clone(),
             expiry: config.expiry,
             max_size: config.max_size,
-            creds,
         };
-        let probe = S3Credential::new("probe".into(), "probe".into(), None);
-        super::s3::sign(
-            &probe,
-            &uploader.bucket,
-            &format!("{}probe", uploader.prefix),
-            uploader.expiry,
-            unix_now(),
-            &Constraints {
-                size: 1,
-                sha256: None,
-                content_type: None,
-            },
-        )?;
+        let object = format!("{}probe", uploader.prefix);
+        let c = Constraints {
+            size: 1,
+            sha256: None,
+            content_type: None,
+        };
+        let now = unix_now();
+        match &uploader.signer {
+            Signer::S3 { bucket, .. } => {
+                let probe = S3Credential::new("probe".into(), "probe".into(), None);
+                super::s3::sign(&probe, bucket, &object, uploader.expiry, now, &c)?;
+            }
+            Signer::Azure { at, key } => {
+                super::azure::sign(key, at, &object, uploader.expiry, now, &c)?;
+            }
+        }
         Ok(uploader)
     }
 
@@ -131,17 +180,27 @@ impl Uploader {
         c: &Constraints<'_>,
         now: i64,
     ) -> Result<Minted, UploadError> {
-        let (cred, cred_expiry) = self.creds.current(now, self.expiry).await?;
-        // A URL signed with temporary credentials dies with them: sign it
-        // for no longer than they live, so `expires_at` tells the truth.
-        let lifetime = match cred_expiry {
-            Some(t) => {
-                let left = u64::try_from(t.saturating_sub(now)).unwrap_or(0);
-                self.expiry.min(Duration::from_secs(left.max(1)))
+        let (signed, lifetime) = match &self.signer {
+            Signer::S3 { bucket, creds } => {
+                let (cred, cred_expiry) = creds.current(now, self.expiry).await?;
+                // A URL signed with temporary credentials dies with them:
+                // sign it for no longer than they live, so `expires_at`
+                // tells the truth.
+                let lifetime = match cred_expiry {
+                    Some(t) => {
+                        let left = u64::try_from(t.saturating_sub(now)).unwrap_or(0);
+                        self.expiry.min(Duration::from_secs(left.max(1)))
+                    }
+                    None => self.expiry,
+                };
+                let signed = super::s3::sign(&cred, bucket, &object, lifetime, now, c)?;
+                (signed, lifetime)
             }
-            None => self.expiry,
+            Signer::Azure { at, key } => {
+                let signed = super::azure::sign(key, at, &object, self.expiry, now, c)?;
+                (signed, self.expiry)
+            }
         };
-        let signed = super::s3::sign(&cred, &self.bucket, &object, lifetime, now, c)?;
         Ok(Minted {
             object,
             signed,
@@ -274,18 +333,20 @@ mod tests {
             }
         });
         Uploader {
-            bucket: S3Bucket {
-                bucket: "task-output".into(),
-                region: "eu-west-1".into(),
-                endpoint_url: Some("http://127.0.0.1:4568".into()),
+            signer: Signer::S3 {
+                bucket: S3Bucket {
+                    bucket: "task-output".into(),
+                    region: "eu-west-1".into(),
+                    endpoint_url: Some("http://127.0.0.1:4568".into()),
+                },
+                creds: Credentials {
+                    provider: SharedCredentialsProvider::new(provider),
+                    last: tokio::sync::Mutex::new(None),
+                },
             },
             prefix: "tenant-a/".into(),
             expiry: Duration::from_secs(300),
             max_size: 1 << 20,
-            creds: Credentials {
-                provider: SharedCredentialsProvider::new(provider),
-                last: tokio::sync::Mutex::new(None),
-            },
         }
     }
 

@@ -1,16 +1,21 @@
 //! Validation of `[uploads]` (DESIGN.md, "Task output uploads").
 
+use std::path::Path;
+
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
 use super::{aws_region, duration, prefix, url};
-use crate::config::{ConfigError, UploadBackend, UploadsConfig, invalid};
+use crate::config::{ConfigError, UploadBackend, UploadsConfig, invalid, resolve};
 
 /// The longest a URL may live (the contract's cap).
 const MAX_EXPIRY: std::time::Duration = crate::upload::MAX_EXPIRY;
 /// S3's largest single `PUT` (5 GiB): a bigger object needs a multipart
 /// upload, which one signed URL cannot do.
 const S3_MAX_PUT: u64 = 5 * 1024 * 1024 * 1024;
+/// Azure's largest single Put Blob (5000 MiB, service versions 2019-12-12
+/// and later).
+const AZURE_MAX_PUT: u64 = 5000 * 1024 * 1024;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -24,12 +29,13 @@ pub(super) struct RawUploads {
     // s3
     region: Option<String>,
     endpoint_url: Option<String>,
-    // gcs and azure: named so that their configs are refused as a backend
-    // this build lacks, not as unknown keys.
+    // azure
+    account: Option<String>,
+    account_key_file: Option<String>,
+    endpoint: Option<String>,
+    // gcs: named so that its config is refused as a backend this build
+    // lacks, not as unknown keys.
     service_account_file: Option<IgnoredAny>,
-    endpoint: Option<IgnoredAny>,
-    account: Option<IgnoredAny>,
-    account_key_file: Option<IgnoredAny>,
     // SECURITY: inline credentials are named only to be refused without
     // quoting them (see `RawStore`).
     access_key_id: Option<IgnoredAny>,
@@ -40,7 +46,7 @@ pub(super) struct RawUploads {
 }
 
 impl RawUploads {
-    pub(super) fn validate(self) -> Result<UploadsConfig, ConfigError> {
+    pub(super) fn validate(self, base: &Path) -> Result<UploadsConfig, ConfigError> {
         let inline = [
             ("access_key_id", self.access_key_id.is_some()),
             ("secret_access_key", self.secret_access_key.is_some()),
@@ -51,16 +57,20 @@ impl RawUploads {
         if let Some((key, _)) = inline.iter().find(|(_, set)| *set) {
             return Err(invalid(
                 format!("uploads.{key}"),
-                "upload credentials are never inline in the config; s3 keys come from the AWS default credential chain",
+                "upload credentials are never inline in the config; s3 keys come from the AWS default credential chain, azure's account key from account_key_file",
             ));
         }
         let backend = self.backend.as_deref().unwrap_or("s3");
-        match backend {
-            "s3" => {}
-            "gcs" | "azure" => {
+        // The keys each backend takes; any other backend's key is refused.
+        let (takes, max_put): (&[&str], u64) = match backend {
+            "s3" => (&["region", "endpoint_url"], S3_MAX_PUT),
+            "azure" => (&["account", "account_key_file", "endpoint"], AZURE_MAX_PUT),
+            "gcs" => {
                 return Err(invalid(
                     "uploads.backend",
-                    format!("`{backend}` uploads are not available in this build; use \"s3\""),
+                    format!(
+                        "`{backend}` uploads are not available in this build; use \"s3\" or \"azure\""
+                    ),
                 ));
             }
             other => {
@@ -69,17 +79,22 @@ impl RawUploads {
                     format!("`{other}` is not one of s3, gcs, azure"),
                 ));
             }
-        }
-        let foreign = [
+        };
+        let set = [
+            ("region", self.region.is_some()),
+            ("endpoint_url", self.endpoint_url.is_some()),
             ("service_account_file", self.service_account_file.is_some()),
             ("endpoint", self.endpoint.is_some()),
             ("account", self.account.is_some()),
             ("account_key_file", self.account_key_file.is_some()),
         ];
-        if let Some((key, _)) = foreign.iter().find(|(_, set)| *set) {
+        if let Some((key, _)) = set.iter().find(|(k, s)| *s && !takes.contains(k)) {
             return Err(invalid(
                 format!("uploads.{key}"),
-                "does not apply to backend `s3`; remove it (s3 takes region and endpoint_url)",
+                format!(
+                    "does not apply to backend `{backend}`; remove it ({backend} takes {})",
+                    takes.join(", ")
+                ),
             ));
         }
         if self.encrypt_to.is_some() {
@@ -94,7 +109,15 @@ impl RawUploads {
                 "is required: the bucket task output goes to, e.g. \"task-output\"",
             )
         })?;
-        if !s3_bucket_name(&bucket) {
+        if backend == "azure" && !crate::upload::azure::valid_container(&bucket) {
+            return Err(invalid(
+                "uploads.bucket",
+                format!(
+                    "`{bucket}` is not an Azure container name (3 to 63 of a-z, 0-9 and `-`, starting and ending with a letter or digit, no `--`)"
+                ),
+            ));
+        }
+        if backend == "s3" && !s3_bucket_name(&bucket) {
             return Err(invalid(
                 "uploads.bucket",
                 format!(
@@ -132,30 +155,74 @@ impl RawUploads {
         if max_size == 0 {
             return Err(invalid("uploads.max_size", "must be at least 1 byte"));
         }
-        if max_size > S3_MAX_PUT {
+        if max_size > max_put {
             return Err(invalid(
                 "uploads.max_size",
-                "must be at most 5GiB: S3's largest single PUT",
+                match backend {
+                    "azure" => "must be at most 5000MiB: Azure's largest single Put Blob",
+                    _ => "must be at most 5GiB: S3's largest single PUT",
+                },
             ));
         }
-        if let Some(r) = &self.region {
-            aws_region("uploads.region", r)?;
-        }
-        let endpoint_url = self
-            .endpoint_url
-            .map(|u| url("uploads.endpoint_url", u))
-            .transpose()?;
+        let backend = match backend {
+            "azure" => azure(base, self.account, self.account_key_file, self.endpoint)?,
+            _ => s3(self.region, self.endpoint_url)?,
+        };
         Ok(UploadsConfig {
             bucket,
             prefix,
             expiry,
             max_size,
-            backend: UploadBackend::S3 {
-                region: self.region,
-                endpoint_url,
-            },
+            backend,
         })
     }
+}
+
+fn s3(region: Option<String>, endpoint_url: Option<String>) -> Result<UploadBackend, ConfigError> {
+    if let Some(r) = &region {
+        aws_region("uploads.region", r)?;
+    }
+    let endpoint_url = endpoint_url
+        .map(|u| url("uploads.endpoint_url", u))
+        .transpose()?;
+    Ok(UploadBackend::S3 {
+        region,
+        endpoint_url,
+    })
+}
+
+fn azure(
+    base: &Path,
+    account: Option<String>,
+    account_key_file: Option<String>,
+    endpoint: Option<String>,
+) -> Result<UploadBackend, ConfigError> {
+    let account = account.ok_or_else(|| {
+        invalid(
+            "uploads.account",
+            "is required for backend `azure`: the storage account's name, e.g. \"taskoutput\"",
+        )
+    })?;
+    if !crate::upload::azure::valid_account(&account) {
+        return Err(invalid(
+            "uploads.account",
+            format!("`{account}` is not an Azure storage account name (3 to 24 of a-z and 0-9)"),
+        ));
+    }
+    // SECURITY: the key is read from this file when the broker starts,
+    // never taken inline.
+    let account_key_file = account_key_file.map(|p| resolve(base, &p)).ok_or_else(|| {
+            invalid(
+                "uploads.account_key_file",
+                "is required for backend `azure`: a file holding the storage account's key (base64, as `az storage account keys list` shows it)",
+            )
+        })?;
+    let endpoint = endpoint.map(|u| url("uploads.endpoint", u)).transpose()?;
+    Ok(UploadBackend::Azure {
+        account,
+        account_key_file,
+        endpoint,
+    })
 }
 
 /// S3's bucket naming rules (the general-purpose bucket ones).
