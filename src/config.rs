@@ -250,8 +250,8 @@ pub enum AzureCredentials {
 }
 
 /// `[uploads]`: where task output goes and what a minted URL allows.
-/// Holds names and limits only: the signing key comes from the backend's
-/// credential chain at start.
+/// Holds names, file paths and limits only: the signing key comes from the
+/// backend's credential chain or key file at start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UploadsConfig {
     /// The bucket the output goes to.
@@ -275,6 +275,14 @@ pub enum UploadBackend {
         region: Option<String>,
         /// An S3-compatible endpoint (URLs are then path-style).
         endpoint_url: Option<String>,
+    },
+    /// Google Cloud Storage; URLs signed with a service account's key.
+    Gcs {
+        /// The service account's JSON key file (read at start; never
+        /// inline in the config).
+        service_account_file: PathBuf,
+        /// Another endpoint than `https://storage.googleapis.com`.
+        endpoint: Option<String>,
     },
 }
 

@@ -10,6 +10,7 @@
 
 use std::time::Duration;
 
+pub mod gcs;
 pub mod s3;
 pub mod uploader;
 
@@ -67,4 +68,7 @@ pub enum SignError {
     /// The expiry is zero or over [`MAX_EXPIRY`].
     #[error("an upload url lives between 1s and 1h; set [uploads] expiry within that")]
     Expiry,
+    /// The signing key refused to sign (it never should once loaded).
+    #[error("the upload signing key cannot sign")]
+    Signing,
 }

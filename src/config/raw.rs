@@ -315,7 +315,7 @@ impl RawConfig {
             })
             .transpose()?;
         let principals = validate_principals(self.principals)?;
-        let uploads = self.uploads.map(|u| u.validate()).transpose()?;
+        let uploads = self.uploads.map(|u| u.validate(base)).transpose()?;
         Ok(Config {
             listen,
             store,

@@ -1,14 +1,19 @@
 //! The broker's side of uploads: `[uploads]`, the signing credential and
 //! the clock, joined so that a URL is minted only for a permitted upload.
 //!
-//! The signing key comes from the AWS default credential chain once at
+//! S3: the signing key comes from the AWS default credential chain once at
 //! start and again whenever it would expire within a URL's lifetime; a
 //! mint itself makes no network call. With temporary credentials (a role,
 //! IMDS, web identity) the session token is part of the URL, and the URL
 //! dies with them: `expires_at` then says the earlier of the two.
+//!
+//! GCS: the service account's key file is read once at start.
 
 use std::time::Duration;
 
+use zeroize::Zeroizing;
+
+use super::gcs::{GcsBucket, GcsKey};
 use super::s3::{S3Bucket, S3Credential};
 use super::{Constraints, SignError, SignedUpload};
 use crate::authz::Permitted;
@@ -31,6 +36,22 @@ pub enum UploadError {
     /// This build has no S3 support (the `aws` feature is off).
     #[error("s3 uploads are not available in this build (built without the `aws` feature)")]
     NotBuilt,
+    /// The GCS service account key file cannot be read.
+    #[error("cannot read [uploads] service_account_file `{path}`: {source}")]
+    KeyFileRead {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The OS's reason (`No such file or directory`, …).
+        source: std::io::Error,
+    },
+    /// The GCS service account key file is not a usable key.
+    #[error("[uploads] service_account_file `{path}` {reason}")]
+    KeyFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it (never a part of it).
+        reason: super::gcs::KeyError,
+    },
 }
 
 /// A minted upload, ready for the one response that carries it.
@@ -46,18 +67,33 @@ pub struct Minted {
 
 /// Mints signed upload URLs for `[uploads]`.
 pub struct Uploader {
-    bucket: S3Bucket,
     prefix: String,
     expiry: Duration,
     max_size: u64,
-    creds: Credentials,
+    signer: Signer,
+}
+
+/// The cloud, where its bucket is, and what signs for it.
+enum Signer {
+    S3 {
+        bucket: S3Bucket,
+        creds: Credentials,
+    },
+    Gcs {
+        bucket: GcsBucket,
+        key: GcsKey,
+    },
 }
 
 impl std::fmt::Debug for Uploader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // SECURITY: the credential cache is not printed.
+        // SECURITY: the credential cache and keys are not printed.
+        let bucket: &dyn std::fmt::Debug = match &self.signer {
+            Signer::S3 { bucket, .. } => bucket,
+            Signer::Gcs { bucket, .. } => bucket,
+        };
         f.debug_struct("Uploader")
-            .field("bucket", &self.bucket)
+            .field("bucket", bucket)
             .field("prefix", &self.prefix)
             .field("expiry", &self.expiry)
             .field("max_size", &self.max_size)
@@ -66,40 +102,53 @@ impl std::fmt::Debug for Uploader {
 }
 
 impl Uploader {
-    /// Builds the uploader: resolves the region and a first credential
-    /// from the AWS default chain, and signs a probe URL so that a bad
-    /// bucket or endpoint stops the broker at start, not at a task's mint.
+    /// Builds the uploader: S3 resolves the region and a first credential
+    /// from the AWS default chain; GCS reads its key file. Then it signs a
+    /// probe URL so that a bad bucket, endpoint or key stops the broker at
+    /// start, not at a task's mint.
     pub async fn start(config: &UploadsConfig) -> Result<Self, UploadError> {
-        let UploadBackend::S3 {
-            region,
-            endpoint_url,
-        } = &config.backend;
-        let (creds, region) = Credentials::start(region.as_deref()).await?;
-        let uploader = Self {
-            bucket: S3Bucket {
-                bucket: config.bucket.clone(),
+        let probe_object = format!("{}probe", config.prefix);
+        let probe = Constraints {
+            size: 1,
+            sha256: None,
+            content_type: None,
+        };
+        let signer = match &config.backend {
+            UploadBackend::S3 {
                 region,
-                endpoint_url: endpoint_url.clone(),
-            },
+                endpoint_url,
+            } => {
+                let (creds, region) = Credentials::start(region.as_deref()).await?;
+                let bucket = S3Bucket {
+                    bucket: config.bucket.clone(),
+                    region,
+                    endpoint_url: endpoint_url.clone(),
+                };
+                let key = S3Credential::new("probe".into(), "probe".into(), None);
+                let now = unix_now();
+                super::s3::sign(&key, &bucket, &probe_object, config.expiry, now, &probe)?;
+                Signer::S3 { bucket, creds }
+            }
+            UploadBackend::Gcs {
+                service_account_file,
+                endpoint,
+            } => {
+                let key = read_gcs_key(service_account_file)?;
+                let bucket = GcsBucket {
+                    bucket: config.bucket.clone(),
+                    endpoint: endpoint.clone(),
+                };
+                let now = unix_now();
+                super::gcs::sign(&key, &bucket, &probe_object, config.expiry, now, &probe)?;
+                Signer::Gcs { bucket, key }
+            }
+        };
+        Ok(Self {
             prefix: config.prefix.clone(),
             expiry: config.expiry,
             max_size: config.max_size,
-            creds,
-        };
-        let probe = S3Credential::new("probe".into(), "probe".into(), None);
-        super::s3::sign(
-            &probe,
-            &uploader.bucket,
-            &format!("{}probe", uploader.prefix),
-            uploader.expiry,
-            unix_now(),
-            &Constraints {
-                size: 1,
-                sha256: None,
-                content_type: None,
-            },
-        )?;
-        Ok(uploader)
+            signer,
+        })
     }
 
     /// The largest size a URL is minted for.
@@ -131,23 +180,50 @@ impl Uploader {
         c: &Constraints<'_>,
         now: i64,
     ) -> Result<Minted, UploadError> {
-        let (cred, cred_expiry) = self.creds.current(now, self.expiry).await?;
-        // A URL signed with temporary credentials dies with them: sign it
-        // for no longer than they live, so `expires_at` tells the truth.
-        let lifetime = match cred_expiry {
-            Some(t) => {
-                let left = u64::try_from(t.saturating_sub(now)).unwrap_or(0);
-                self.expiry.min(Duration::from_secs(left.max(1)))
+        let (signed, lifetime) = match &self.signer {
+            Signer::S3 { bucket, creds } => {
+                let (cred, cred_expiry) = creds.current(now, self.expiry).await?;
+                // A URL signed with temporary credentials dies with them:
+                // sign it for no longer than they live, so `expires_at`
+                // tells the truth.
+                let lifetime = match cred_expiry {
+                    Some(t) => {
+                        let left = u64::try_from(t.saturating_sub(now)).unwrap_or(0);
+                        self.expiry.min(Duration::from_secs(left.max(1)))
+                    }
+                    None => self.expiry,
+                };
+                let signed = super::s3::sign(&cred, bucket, &object, lifetime, now, c)?;
+                (signed, lifetime)
             }
-            None => self.expiry,
+            Signer::Gcs { bucket, key } => {
+                let signed = super::gcs::sign(key, bucket, &object, self.expiry, now, c)?;
+                (signed, self.expiry)
+            }
         };
-        let signed = super::s3::sign(&cred, &self.bucket, &object, lifetime, now, c)?;
         Ok(Minted {
             object,
             signed,
             expires_at: now.saturating_add(i64::try_from(lifetime.as_secs()).unwrap_or(0)),
         })
     }
+}
+
+/// Reads and parses a GCS service account key file. SECURITY: the file's
+/// bytes are zeroized once parsed, and errors name the file and the fault,
+/// never a part of it.
+fn read_gcs_key(path: &std::path::Path) -> Result<GcsKey, UploadError> {
+    let bytes =
+        std::fs::read(path)
+            .map(Zeroizing::new)
+            .map_err(|source| UploadError::KeyFileRead {
+                path: path.to_owned(),
+                source,
+            })?;
+    GcsKey::from_json(&bytes).map_err(|reason| UploadError::KeyFile {
+        path: path.to_owned(),
+        reason,
+    })
 }
 
 /// Seconds since the epoch (a clock before 1970 reads as 0).
@@ -274,17 +350,19 @@ mod tests {
             }
         });
         Uploader {
-            bucket: S3Bucket {
-                bucket: "task-output".into(),
-                region: "eu-west-1".into(),
-                endpoint_url: Some("http://127.0.0.1:4568".into()),
-            },
             prefix: "tenant-a/".into(),
             expiry: Duration::from_secs(300),
             max_size: 1 << 20,
-            creds: Credentials {
-                provider: SharedCredentialsProvider::new(provider),
-                last: tokio::sync::Mutex::new(None),
+            signer: Signer::S3 {
+                bucket: S3Bucket {
+                    bucket: "task-output".into(),
+                    region: "eu-west-1".into(),
+                    endpoint_url: Some("http://127.0.0.1:4568".into()),
+                },
+                creds: Credentials {
+                    provider: SharedCredentialsProvider::new(provider),
+                    last: tokio::sync::Mutex::new(None),
+                },
             },
         }
     }

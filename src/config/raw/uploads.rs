@@ -4,13 +4,15 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 
 use super::{aws_region, duration, prefix, url};
-use crate::config::{ConfigError, UploadBackend, UploadsConfig, invalid};
+use crate::config::{ConfigError, UploadBackend, UploadsConfig, invalid, resolve};
 
 /// The longest a URL may live (the contract's cap).
 const MAX_EXPIRY: std::time::Duration = crate::upload::MAX_EXPIRY;
 /// S3's largest single `PUT` (5 GiB): a bigger object needs a multipart
 /// upload, which one signed URL cannot do.
 const S3_MAX_PUT: u64 = 5 * 1024 * 1024 * 1024;
+/// GCS's largest object (5 TiB), which one `PUT` may upload.
+const GCS_MAX_PUT: u64 = 5 * 1024 * 1024 * 1024 * 1024;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -24,10 +26,11 @@ pub(super) struct RawUploads {
     // s3
     region: Option<String>,
     endpoint_url: Option<String>,
-    // gcs and azure: named so that their configs are refused as a backend
-    // this build lacks, not as unknown keys.
-    service_account_file: Option<IgnoredAny>,
-    endpoint: Option<IgnoredAny>,
+    // gcs
+    service_account_file: Option<String>,
+    endpoint: Option<String>,
+    // azure: named so that its config is refused as a backend this build
+    // lacks, not as unknown keys.
     account: Option<IgnoredAny>,
     account_key_file: Option<IgnoredAny>,
     // SECURITY: inline credentials are named only to be refused without
@@ -40,7 +43,7 @@ pub(super) struct RawUploads {
 }
 
 impl RawUploads {
-    pub(super) fn validate(self) -> Result<UploadsConfig, ConfigError> {
+    pub(super) fn validate(self, base: &std::path::Path) -> Result<UploadsConfig, ConfigError> {
         let inline = [
             ("access_key_id", self.access_key_id.is_some()),
             ("secret_access_key", self.secret_access_key.is_some()),
@@ -51,16 +54,35 @@ impl RawUploads {
         if let Some((key, _)) = inline.iter().find(|(_, set)| *set) {
             return Err(invalid(
                 format!("uploads.{key}"),
-                "upload credentials are never inline in the config; s3 keys come from the AWS default credential chain",
+                "upload credentials are never inline in the config; s3 keys come from the AWS default credential chain, a gcs key from service_account_file",
             ));
         }
         let backend = self.backend.as_deref().unwrap_or("s3");
-        match backend {
-            "s3" => {}
-            "gcs" | "azure" => {
+        let (foreign, takes) = match backend {
+            "s3" => (
+                [
+                    ("service_account_file", self.service_account_file.is_some()),
+                    ("endpoint", self.endpoint.is_some()),
+                    ("account", self.account.is_some()),
+                    ("account_key_file", self.account_key_file.is_some()),
+                ],
+                "s3 takes region and endpoint_url",
+            ),
+            "gcs" => (
+                [
+                    ("region", self.region.is_some()),
+                    ("endpoint_url", self.endpoint_url.is_some()),
+                    ("account", self.account.is_some()),
+                    ("account_key_file", self.account_key_file.is_some()),
+                ],
+                "gcs takes service_account_file and endpoint",
+            ),
+            "azure" => {
                 return Err(invalid(
                     "uploads.backend",
-                    format!("`{backend}` uploads are not available in this build; use \"s3\""),
+                    format!(
+                        "`{backend}` uploads are not available in this build; use \"s3\" or \"gcs\""
+                    ),
                 ));
             }
             other => {
@@ -69,17 +91,11 @@ impl RawUploads {
                     format!("`{other}` is not one of s3, gcs, azure"),
                 ));
             }
-        }
-        let foreign = [
-            ("service_account_file", self.service_account_file.is_some()),
-            ("endpoint", self.endpoint.is_some()),
-            ("account", self.account.is_some()),
-            ("account_key_file", self.account_key_file.is_some()),
-        ];
+        };
         if let Some((key, _)) = foreign.iter().find(|(_, set)| *set) {
             return Err(invalid(
                 format!("uploads.{key}"),
-                "does not apply to backend `s3`; remove it (s3 takes region and endpoint_url)",
+                format!("does not apply to backend `{backend}`; remove it ({takes})"),
             ));
         }
         if self.encrypt_to.is_some() {
@@ -94,7 +110,16 @@ impl RawUploads {
                 "is required: the bucket task output goes to, e.g. \"task-output\"",
             )
         })?;
-        if !s3_bucket_name(&bucket) {
+        if backend == "gcs" {
+            if !crate::upload::gcs::valid_bucket(&bucket) {
+                return Err(invalid(
+                    "uploads.bucket",
+                    format!(
+                        "`{bucket}` is not a GCS bucket name (3 to 63 of a-z, 0-9, `-`, `_` and `.`, starting and ending with a letter or digit)"
+                    ),
+                ));
+            }
+        } else if !s3_bucket_name(&bucket) {
             return Err(invalid(
                 "uploads.bucket",
                 format!(
@@ -132,28 +157,52 @@ impl RawUploads {
         if max_size == 0 {
             return Err(invalid("uploads.max_size", "must be at least 1 byte"));
         }
-        if max_size > S3_MAX_PUT {
-            return Err(invalid(
-                "uploads.max_size",
-                "must be at most 5GiB: S3's largest single PUT",
-            ));
-        }
-        if let Some(r) = &self.region {
-            aws_region("uploads.region", r)?;
-        }
-        let endpoint_url = self
-            .endpoint_url
-            .map(|u| url("uploads.endpoint_url", u))
-            .transpose()?;
+        let backend = if backend == "gcs" {
+            if max_size > GCS_MAX_PUT {
+                return Err(invalid(
+                    "uploads.max_size",
+                    "must be at most 5TiB: GCS's largest object",
+                ));
+            }
+            let service_account_file = self.service_account_file.ok_or_else(|| {
+                invalid(
+                    "uploads.service_account_file",
+                    "is required with backend `gcs`: the service account's JSON key file that signs upload URLs",
+                )
+            })?;
+            let endpoint = self
+                .endpoint
+                .map(|u| url("uploads.endpoint", u))
+                .transpose()?;
+            UploadBackend::Gcs {
+                service_account_file: resolve(base, &service_account_file),
+                endpoint,
+            }
+        } else {
+            if max_size > S3_MAX_PUT {
+                return Err(invalid(
+                    "uploads.max_size",
+                    "must be at most 5GiB: S3's largest single PUT",
+                ));
+            }
+            if let Some(r) = &self.region {
+                aws_region("uploads.region", r)?;
+            }
+            let endpoint_url = self
+                .endpoint_url
+                .map(|u| url("uploads.endpoint_url", u))
+                .transpose()?;
+            UploadBackend::S3 {
+                region: self.region,
+                endpoint_url,
+            }
+        };
         Ok(UploadsConfig {
             bucket,
             prefix,
             expiry,
             max_size,
-            backend: UploadBackend::S3 {
-                region: self.region,
-                endpoint_url,
-            },
+            backend,
         })
     }
 }
