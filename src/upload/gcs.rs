@@ -83,7 +83,7 @@ pub enum KeyError {
     Email,
     /// `private_key` is not a PEM PKCS#8 RSA key *ring* accepts.
     #[error(
-        "has a `private_key` that is not a PEM PKCS#8 RSA private key (\"-----BEGIN PRIVATE KEY-----\") of 2048 to 8192 bits"
+        "has a `private_key` that is not a PEM PKCS#8 RSA private key (\"-----BEGIN PRIVATE KEY-----\") of 2048 to 4096 bits"
     )]
     PrivateKey,
 }
@@ -119,10 +119,10 @@ impl GcsKey {
             return Err(KeyError::Email);
         }
         let pem = Zeroizing::new(field("private_key")?.as_bytes().to_vec());
-        // `PrivatePkcs8KeyDer` zeroizes its bytes on drop.
-        let der = PrivatePkcs8KeyDer::from_pem_slice(&pem).map_err(|_| KeyError::PrivateKey)?;
-        let key =
-            RsaKeyPair::from_pkcs8(der.secret_pkcs8_der()).map_err(|_| KeyError::PrivateKey)?;
+        let mut der = PrivatePkcs8KeyDer::from_pem_slice(&pem).map_err(|_| KeyError::PrivateKey)?;
+        let key = RsaKeyPair::from_pkcs8(der.secret_pkcs8_der());
+        zeroize::Zeroize::zeroize(&mut der);
+        let key = key.map_err(|_| KeyError::PrivateKey)?;
         let client_email = client_email.to_owned();
         // The parsed JSON holds the PEM too: dropped here, and its blocks
         // zeroed on free by the global allocator.
