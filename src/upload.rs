@@ -60,7 +60,9 @@ impl std::fmt::Debug for SignedUpload {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SignError {
     /// The endpoint is not an absolute `http`/`https` URL.
-    #[error("endpoint `{0}` is not an http(s) url such as \"https://s3.eu-west-1.amazonaws.com\"")]
+    #[error(
+        "endpoint `{0}` is not an http(s) url this backend can sign for, such as \"https://host:port\""
+    )]
     Endpoint(String),
     /// The bucket name cannot be used in a URL.
     #[error("bucket `{0}` is not a valid bucket name")]

@@ -705,6 +705,16 @@ max_size = "2TiB"
             "plain http",
         ),
         ("endpoint = \"ftp://x\"", "uploads.endpoint", "http(s)"),
+        (
+            "endpoint = \"https://x/storage\"",
+            "uploads.endpoint",
+            "and nothing more",
+        ),
+        (
+            "endpoint = \"https://u@x\"",
+            "uploads.endpoint",
+            "and nothing more",
+        ),
         ("max_size = \"6TiB\"", "uploads.max_size", "at most 5TiB"),
     ];
     for (line, key, needle) in cases {

@@ -174,6 +174,17 @@ impl RawUploads {
                 .endpoint
                 .map(|u| url("uploads.endpoint", u))
                 .transpose()?;
+            if let Some(e) = &endpoint {
+                let rest = e.split_once("://").map_or("", |(_, r)| r);
+                if rest.contains(['/', '?', '#', '@']) {
+                    return Err(invalid(
+                        "uploads.endpoint",
+                        format!(
+                            "`{e}` must be scheme://host[:port] and nothing more (URLs are {{endpoint}}/{{bucket}}/{{object}})"
+                        ),
+                    ));
+                }
+            }
             UploadBackend::Gcs {
                 service_account_file: resolve(base, &service_account_file),
                 endpoint,
