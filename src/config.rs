@@ -250,8 +250,8 @@ pub enum AzureCredentials {
 }
 
 /// `[uploads]`: where task output goes and what a minted URL allows.
-/// Holds names and limits only: the signing key comes from the backend's
-/// credential chain (s3) or key file (azure) at start.
+/// Holds names, file paths and limits only: the signing key comes from the
+/// backend's credential chain (s3) or key file (gcs, azure) at start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UploadsConfig {
     /// The bucket the output goes to.
@@ -285,6 +285,14 @@ pub enum UploadBackend {
         /// The blob service URL (e.g. Azurite's
         /// `http://127.0.0.1:10000/devstoreaccount1`); default
         /// `https://{account}.blob.core.windows.net`.
+        endpoint: Option<String>,
+    },
+    /// Google Cloud Storage; URLs signed with a service account's key.
+    Gcs {
+        /// The service account's JSON key file (read at start; never
+        /// inline in the config).
+        service_account_file: PathBuf,
+        /// Another endpoint than `https://storage.googleapis.com`.
         endpoint: Option<String>,
     },
 }

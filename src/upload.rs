@@ -11,6 +11,7 @@
 use std::time::Duration;
 
 pub mod azure;
+pub mod gcs;
 pub mod s3;
 pub mod uploader;
 
@@ -62,7 +63,9 @@ impl std::fmt::Debug for SignedUpload {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SignError {
     /// The endpoint is not an absolute `http`/`https` URL.
-    #[error("endpoint `{0}` is not an https url (plain http only to a loopback address)")]
+    #[error(
+        "endpoint `{0}` is not an https url this backend can sign for (plain http only to a loopback address)"
+    )]
     Endpoint(String),
     /// The bucket name cannot be used in a URL.
     #[error("bucket `{0}` is not a valid bucket name")]
@@ -79,4 +82,7 @@ pub enum SignError {
     /// The expiry is zero or over [`MAX_EXPIRY`].
     #[error("an upload url lives between 1s and 1h; set [uploads] expiry within that")]
     Expiry,
+    /// The signing key refused to sign (it never should once loaded).
+    #[error("the upload signing key cannot sign")]
+    Signing,
 }

@@ -585,11 +585,6 @@ endpoint_url = "http://127.0.0.1:4568/"
 #[test]
 fn uploads_bad_values_are_refused_naming_the_key() {
     let cases = [
-        (
-            "backend = \"gcs\"",
-            "uploads.backend",
-            "not available in this build",
-        ),
         ("backend = \"ftp\"", "uploads.backend", "not one of"),
         ("expiry = \"2h\"", "uploads.expiry", "between 1s and 1h"),
         ("expiry = \"0s\"", "uploads.expiry", "between 1s and 1h"),
@@ -753,6 +748,101 @@ fn uploads_azure_bad_values_are_refused_naming_the_key() {
         .to_string();
     assert!(
         e.contains("uploads.endpoint") && e.contains("does not apply to backend `s3`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn uploads_gcs_keys() {
+    let c = parse(
+        r#"
+[uploads]
+backend = "gcs"
+bucket = "task_output.example"
+service_account_file = "keys/sa.json"
+max_size = "2TiB"
+"#,
+    )
+    .unwrap();
+    let u = c.uploads.unwrap();
+    assert_eq!(u.max_size, 2 << 40);
+    assert_eq!(
+        u.backend,
+        UploadBackend::Gcs {
+            // Relative to the config file's directory, like every file.
+            service_account_file: Path::new("/etc/sb/keys/sa.json").to_owned(),
+            endpoint: None,
+        }
+    );
+    let c = parse(
+        "[uploads]\nbackend = \"gcs\"\nbucket = \"b-1\"\nservice_account_file = \"/k.json\"\nendpoint = \"http://127.0.0.1:4443/\"\n",
+    )
+    .unwrap();
+    assert_eq!(
+        c.uploads.unwrap().backend,
+        UploadBackend::Gcs {
+            service_account_file: Path::new("/k.json").to_owned(),
+            endpoint: Some("http://127.0.0.1:4443".into()),
+        }
+    );
+    let gcs = "backend = \"gcs\"\nservice_account_file = \"k.json\"";
+    let cases = [
+        (
+            "region = \"eu-west-1\"",
+            "uploads.region",
+            "does not apply to backend `gcs`",
+        ),
+        (
+            "endpoint_url = \"https://x\"",
+            "uploads.endpoint_url",
+            "gcs takes service_account_file and endpoint",
+        ),
+        ("account = \"a\"", "uploads.account", "does not apply"),
+        (
+            "endpoint = \"http://storage.example\"",
+            "uploads.endpoint",
+            "plain http",
+        ),
+        ("endpoint = \"ftp://x\"", "uploads.endpoint", "http(s)"),
+        (
+            "endpoint = \"https://x/storage\"",
+            "uploads.endpoint",
+            "and nothing more",
+        ),
+        (
+            "endpoint = \"https://u@x\"",
+            "uploads.endpoint",
+            "and nothing more",
+        ),
+        ("max_size = \"6TiB\"", "uploads.max_size", "at most 5TiB"),
+    ];
+    for (line, key, needle) in cases {
+        let text = format!("[uploads]\nbucket = \"task-output\"\n{gcs}\n{line}\n");
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.contains(key) && e.contains(needle), "{line}: {e}");
+    }
+    let e = parse("[uploads]\nbucket = \"task-output\"\nbackend = \"gcs\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("uploads.service_account_file") && e.contains("is required"),
+        "{e}"
+    );
+    for bucket in ["Upper", "ab", "-x-", "a..b"] {
+        let e = parse(&format!("[uploads]\n{gcs}\nbucket = \"{bucket}\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("uploads.bucket") && e.contains("GCS bucket"),
+            "{bucket}: {e}"
+        );
+    }
+    // s3 refuses the gcs keys.
+    let e = parse("[uploads]\nbucket = \"b-1\"\nservice_account_file = \"k.json\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("uploads.service_account_file") && e.contains("backend `s3`"),
         "{e}"
     );
 }

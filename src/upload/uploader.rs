@@ -8,11 +8,15 @@
 //! dies with them: `expires_at` then says the earlier of the two.
 //!
 //! Azure: the account key is read from `account_key_file` once at start
-//! (a rotated key takes a restart).
+//! (a rotated key takes a restart). GCS: the service account's key file is
+//! read once at start.
 
 use std::time::Duration;
 
+use zeroize::Zeroizing;
+
 use super::azure::{AzureContainer, AzureKey, KeyFileError};
+use super::gcs::{GcsBucket, GcsKey};
 use super::s3::{S3Bucket, S3Credential};
 use super::{Constraints, SignError, SignedUpload};
 use crate::authz::Permitted;
@@ -38,6 +42,22 @@ pub enum UploadError {
     /// This build has no S3 support (the `aws` feature is off).
     #[error("s3 uploads are not available in this build (built without the `aws` feature)")]
     NotBuilt,
+    /// The GCS service account key file cannot be read.
+    #[error("cannot read [uploads] service_account_file `{path}`: {source}")]
+    KeyFileRead {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The OS's reason (`No such file or directory`, …).
+        source: std::io::Error,
+    },
+    /// The GCS service account key file is not a usable key.
+    #[error("[uploads] service_account_file `{path}` {reason}")]
+    KeyFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it (never a part of it).
+        reason: super::gcs::KeyError,
+    },
 }
 
 /// A minted upload, ready for the one response that carries it.
@@ -69,6 +89,10 @@ enum Signer {
         at: AzureContainer,
         key: AzureKey,
     },
+    Gcs {
+        bucket: GcsBucket,
+        key: GcsKey,
+    },
 }
 
 impl std::fmt::Debug for Signer {
@@ -77,6 +101,7 @@ impl std::fmt::Debug for Signer {
         match self {
             Self::S3 { bucket, .. } => f.debug_tuple("S3").field(bucket).finish(),
             Self::Azure { at, .. } => f.debug_tuple("Azure").field(at).finish(),
+            Self::Gcs { bucket, .. } => f.debug_tuple("Gcs").field(bucket).finish(),
         }
     }
 }
@@ -95,7 +120,7 @@ impl std::fmt::Debug for Uploader {
 impl Uploader {
     /// Builds the uploader: resolves the signing credential (S3: the
     /// region and a first credential from the AWS default chain; Azure: the
-    /// account key file), and signs a probe URL so that a bad bucket or
+    /// account key file; GCS: the service account key file), and signs a probe URL so that a bad bucket or
     /// endpoint stops the broker at start, not at a task's mint.
     pub async fn start(config: &UploadsConfig) -> Result<Self, UploadError> {
         let signer = match &config.backend {
@@ -125,6 +150,16 @@ impl Uploader {
                 },
                 key: AzureKey::read(account_key_file)?,
             },
+            UploadBackend::Gcs {
+                service_account_file,
+                endpoint,
+            } => Signer::Gcs {
+                bucket: GcsBucket {
+                    bucket: config.bucket.clone(),
+                    endpoint: endpoint.clone(),
+                },
+                key: read_gcs_key(service_account_file)?,
+            },
         };
         let uploader = Self {
             signer,
@@ -146,6 +181,9 @@ impl Uploader {
             }
             Signer::Azure { at, key } => {
                 super::azure::sign(key, at, &object, uploader.expiry, now, &c)?;
+            }
+            Signer::Gcs { bucket, key } => {
+                super::gcs::sign(key, bucket, &object, uploader.expiry, now, &c)?;
             }
         }
         Ok(uploader)
@@ -200,6 +238,10 @@ impl Uploader {
                 let signed = super::azure::sign(key, at, &object, self.expiry, now, c)?;
                 (signed, self.expiry)
             }
+            Signer::Gcs { bucket, key } => {
+                let signed = super::gcs::sign(key, bucket, &object, self.expiry, now, c)?;
+                (signed, self.expiry)
+            }
         };
         Ok(Minted {
             object,
@@ -207,6 +249,23 @@ impl Uploader {
             expires_at: now.saturating_add(i64::try_from(lifetime.as_secs()).unwrap_or(0)),
         })
     }
+}
+
+/// Reads and parses a GCS service account key file. SECURITY: the file's
+/// bytes are zeroized once parsed, and errors name the file and the fault,
+/// never a part of it.
+fn read_gcs_key(path: &std::path::Path) -> Result<GcsKey, UploadError> {
+    let bytes =
+        std::fs::read(path)
+            .map(Zeroizing::new)
+            .map_err(|source| UploadError::KeyFileRead {
+                path: path.to_owned(),
+                source,
+            })?;
+    GcsKey::from_json(&bytes).map_err(|reason| UploadError::KeyFile {
+        path: path.to_owned(),
+        reason,
+    })
 }
 
 /// Seconds since the epoch (a clock before 1970 reads as 0).

@@ -16,6 +16,8 @@ const S3_MAX_PUT: u64 = 5 * 1024 * 1024 * 1024;
 /// Azure's largest single Put Blob (5000 MiB, service versions 2019-12-12
 /// and later).
 const AZURE_MAX_PUT: u64 = 5000 * 1024 * 1024;
+/// GCS's largest object (5 TiB), which one `PUT` may upload.
+const GCS_MAX_PUT: u64 = 5 * 1024 * 1024 * 1024 * 1024;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -32,10 +34,10 @@ pub(super) struct RawUploads {
     // azure
     account: Option<String>,
     account_key_file: Option<String>,
+    // gcs
+    service_account_file: Option<String>,
+    // azure and gcs
     endpoint: Option<String>,
-    // gcs: named so that its config is refused as a backend this build
-    // lacks, not as unknown keys.
-    service_account_file: Option<IgnoredAny>,
     // SECURITY: inline credentials are named only to be refused without
     // quoting them (see `RawStore`).
     access_key_id: Option<IgnoredAny>,
@@ -57,7 +59,7 @@ impl RawUploads {
         if let Some((key, _)) = inline.iter().find(|(_, set)| *set) {
             return Err(invalid(
                 format!("uploads.{key}"),
-                "upload credentials are never inline in the config; s3 keys come from the AWS default credential chain, azure's account key from account_key_file",
+                "upload credentials are never inline in the config; s3 keys come from the AWS default credential chain, a gcs key from service_account_file, azure's account key from account_key_file",
             ));
         }
         let backend = self.backend.as_deref().unwrap_or("s3");
@@ -65,14 +67,7 @@ impl RawUploads {
         let (takes, max_put): (&[&str], u64) = match backend {
             "s3" => (&["region", "endpoint_url"], S3_MAX_PUT),
             "azure" => (&["account", "account_key_file", "endpoint"], AZURE_MAX_PUT),
-            "gcs" => {
-                return Err(invalid(
-                    "uploads.backend",
-                    format!(
-                        "`{backend}` uploads are not available in this build; use \"s3\" or \"azure\""
-                    ),
-                ));
-            }
+            "gcs" => (&["service_account_file", "endpoint"], GCS_MAX_PUT),
             other => {
                 return Err(invalid(
                     "uploads.backend",
@@ -114,6 +109,14 @@ impl RawUploads {
                 "uploads.bucket",
                 format!(
                     "`{bucket}` is not an Azure container name (3 to 63 of a-z, 0-9 and `-`, starting and ending with a letter or digit, no `--`)"
+                ),
+            ));
+        }
+        if backend == "gcs" && !crate::upload::gcs::valid_bucket(&bucket) {
+            return Err(invalid(
+                "uploads.bucket",
+                format!(
+                    "`{bucket}` is not a GCS bucket name (3 to 63 of a-z, 0-9, `-`, `_` and `.`, starting and ending with a letter or digit)"
                 ),
             ));
         }
@@ -160,12 +163,14 @@ impl RawUploads {
                 "uploads.max_size",
                 match backend {
                     "azure" => "must be at most 5000MiB: Azure's largest single Put Blob",
+                    "gcs" => "must be at most 5TiB: GCS's largest object",
                     _ => "must be at most 5GiB: S3's largest single PUT",
                 },
             ));
         }
         let backend = match backend {
             "azure" => azure(base, self.account, self.account_key_file, self.endpoint)?,
+            "gcs" => gcs(base, self.service_account_file, self.endpoint)?,
             _ => s3(self.region, self.endpoint_url)?,
         };
         Ok(UploadsConfig {
@@ -188,6 +193,37 @@ fn s3(region: Option<String>, endpoint_url: Option<String>) -> Result<UploadBack
     Ok(UploadBackend::S3 {
         region,
         endpoint_url,
+    })
+}
+
+fn gcs(
+    base: &Path,
+    service_account_file: Option<String>,
+    endpoint: Option<String>,
+) -> Result<UploadBackend, ConfigError> {
+    // SECURITY: the key is read from this file when the broker starts,
+    // never taken inline.
+    let service_account_file = service_account_file.ok_or_else(|| {
+        invalid(
+            "uploads.service_account_file",
+            "is required with backend `gcs`: the service account's JSON key file that signs upload URLs",
+        )
+    })?;
+    let endpoint = endpoint.map(|u| url("uploads.endpoint", u)).transpose()?;
+    if let Some(e) = &endpoint {
+        let rest = e.split_once("://").map_or("", |(_, r)| r);
+        if rest.contains(['/', '?', '#', '@']) {
+            return Err(invalid(
+                "uploads.endpoint",
+                format!(
+                    "`{e}` must be scheme://host[:port] and nothing more (URLs are {{endpoint}}/{{bucket}}/{{object}})"
+                ),
+            ));
+        }
+    }
+    Ok(UploadBackend::Gcs {
+        service_account_file: resolve(base, &service_account_file),
+        endpoint,
     })
 }
 
