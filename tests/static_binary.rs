@@ -1,0 +1,269 @@
+//! The binary injection copies into app containers needs nothing of the
+//! app's image. The static build (`scripts/static-build`, whose path
+//! `scripts/test` passes as `$SB_STATIC_BIN`) is installed by
+//! `install-self`, as the init container does, into a root that holds only
+//! what an injected pod mounts (the binary, the broker's socket, the
+//! secrets volume): no libc, no shell, no `/etc`, not even `/proc`. There,
+//! chrooted to the app's uid, `run` reads secrets from a real broker and
+//! hands them to a program; the ordinary (dynamic) test binary in the same
+//! root cannot even start, which is what shows the root is really empty.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "common/broker.rs"]
+mod common;
+
+use std::io::Write as _;
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use common::{BIN, Broker, PLATFORM_TOKEN as P, TASK_TOKEN, default_principals};
+
+/// The app's uid and gid: the principal `task-uid` (scope `acme/tasks/t-42`).
+const APP_UID: u32 = 2000;
+/// Where injection puts the binary, the socket and the secrets volume.
+const RUN_BINARY: &str = "/run/secret-broker-bin/secret-broker";
+const SOCKET: &str = "/run/secret-broker/api.sock";
+const SECRETS: &str = "/run/secrets/secret-broker";
+/// The dynamic test binary's copy, beside the static one.
+const DYNAMIC: &str = "/run/secret-broker-bin/dynamic";
+
+/// Skips loudly, or fails when CI is set.
+fn skip(why: &str) {
+    if std::env::var_os("CI").is_some() {
+        panic!("{why} (CI is set, so this is a failure)");
+    }
+    // Past the test harness's capture: a skip is loud.
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n*** SKIPPED (static binary): {why} ***\n"
+    );
+}
+
+/// `$SB_STATIC_BIN`, which `scripts/test` sets; else a skip.
+fn static_bin() -> Option<PathBuf> {
+    let Some(bin) = std::env::var_os("SB_STATIC_BIN").map(PathBuf::from) else {
+        skip("$SB_STATIC_BIN is not set: scripts/test sets it to what scripts/static-build prints");
+        return None;
+    };
+    assert!(
+        bin.is_file(),
+        "$SB_STATIC_BIN `{}` is missing",
+        bin.display()
+    );
+    Some(bin)
+}
+
+/// Whether this process may chroot and change uid (root, or the capabilities).
+fn can_chroot() -> bool {
+    let ok = Command::new("chroot")
+        .args([&format!("--userspec={APP_UID}:{APP_UID}"), "/", "true"])
+        .stdin(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        skip("`chroot --userspec` does not work here (run the tests as root)");
+    }
+    ok
+}
+
+/// The app container's root: exactly what an injected pod gives it.
+fn app_root(b: &Broker, bin: &Path) -> PathBuf {
+    let root = b.dir.path().join("app-root");
+    for (dir, mode, owner) in [
+        ("", 0o755, 0),
+        ("run", 0o755, 0),
+        ("run/secret-broker-bin", 0o755, 0),
+        ("run/secret-broker", 0o755, 0),
+        ("run/secrets", 0o755, 0),
+        ("run/secrets/secret-broker", 0o700, APP_UID),
+    ] {
+        let d = root.join(dir);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode)).unwrap();
+        let id = Some(rustix::process::Uid::from_raw(owner));
+        let gid = Some(rustix::process::Gid::from_raw(owner));
+        rustix::fs::chown(&d, id, gid).unwrap();
+    }
+    // The init container's step: the binary copies itself.
+    let out = Command::new(bin)
+        .arg("install-self")
+        .arg(root.join(&RUN_BINARY[1..]))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The pod's shared socket volume: a hard link to the broker's socket
+    // (a socket is found by its inode, so this is the broker's listener).
+    std::fs::hard_link(&b.socket, root.join(&SOCKET[1..])).unwrap();
+    assert_eq!(
+        tree(&root),
+        [
+            "run",
+            "run/secret-broker",
+            "run/secret-broker-bin",
+            "run/secret-broker-bin/secret-broker",
+            "run/secret-broker/api.sock",
+            "run/secrets",
+            "run/secrets/secret-broker",
+        ],
+        "the app root holds something else"
+    );
+    root
+}
+
+/// Every path under `root`, relative, sorted.
+fn tree(root: &Path) -> Vec<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            out.push(p.strip_prefix(root).unwrap().display().to_string());
+            if std::fs::symlink_metadata(&p).unwrap().is_dir() {
+                walk(root, &p, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, root, &mut out);
+    out.sort();
+    out
+}
+
+/// `args` in `root` as the app's uid, with the environment injection gives
+/// an app container (the socket) and nothing else.
+fn in_root(root: &Path, args: &[&str]) -> Output {
+    // Found on the test's PATH: the program's environment has none.
+    let chroot = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|d| d.join("chroot"))
+        .find(|p| p.is_file())
+        .expect("chroot is on PATH");
+    Command::new(chroot)
+        .arg(format!("--userspec={APP_UID}:{APP_UID}"))
+        .arg(root)
+        .args(args)
+        .env_clear()
+        .env("SECRET_BROKER_SOCKET", SOCKET)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn static_run_works_in_an_empty_root_and_the_dynamic_binary_cannot() {
+    let Some(bin) = static_bin() else { return };
+    if !can_chroot() {
+        return;
+    }
+    let b = Broker::start(&default_principals());
+    // A bearer token as the secret: `whoami` as the program shows whether
+    // it reached the program (as `task-42`) or not (the peer uid's own
+    // principal, `task-uid`).
+    for path in [
+        "acme/tasks/t-42/chroot/token",
+        "acme/tasks/t-42/chroot/file",
+    ] {
+        let r = b.put(path, P, TASK_TOKEN);
+        assert!(r.status == 200 || r.status == 201, "{}", r.text());
+    }
+    let root = app_root(&b, &bin);
+    let whoami = [RUN_BINARY, "whoami"];
+
+    // Without `run`, the program is the uid's principal.
+    let out = in_root(&root, &whoami);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.starts_with("principal: task-uid\n"), "{stdout}");
+
+    // --env: `run` execs the program with the variable set.
+    let env = "SECRET_BROKER_TOKEN=acme/tasks/t-42/chroot/token";
+    let out = in_root(
+        &root,
+        &[&[RUN_BINARY, "run", "--env", env, "--"], &whoami[..]].concat(),
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.starts_with("principal: task-42\n"), "{stdout}");
+
+    // The same under --watch: `run` stays as the supervisor and exits
+    // with the program's code.
+    let out = in_root(
+        &root,
+        &[
+            &[RUN_BINARY, "run", "--watch", "1h", "--env", env, "--"],
+            &whoami[..],
+        ]
+        .concat(),
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.starts_with("principal: task-42\n"), "{stdout}");
+
+    // --file: written in the secrets volume, then read by the program.
+    let dest = format!("{SECRETS}/token");
+    let file = format!("{dest}=acme/tasks/t-42/chroot/file");
+    let out = in_root(
+        &root,
+        &[
+            &[RUN_BINARY, "run", "--file", &file, "--"],
+            &whoami[..],
+            &["--token-file", &dest],
+        ]
+        .concat(),
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.starts_with("principal: task-42\n"), "{stdout}");
+    let written = root.join(&dest[1..]);
+    assert_eq!(std::fs::read_to_string(&written).unwrap(), TASK_TOKEN);
+    let md = std::fs::metadata(&written).unwrap();
+    assert_eq!((md.mode() & 0o7777, md.uid()), (0o400, APP_UID));
+
+    // A failed read: the program never starts, and the documented code.
+    let out = in_root(
+        &root,
+        &[
+            &[
+                RUN_BINARY,
+                "run",
+                "--env",
+                "X=acme/tasks/t-42/chroot/none",
+                "--",
+            ],
+            &whoami[..],
+        ]
+        .concat(),
+    );
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert!(stdout.is_empty() && stderr.contains("COMMAND was not started"));
+
+    // Every read was the app's own, by its uid.
+    let reads: Vec<_> = b
+        .audit_lines()
+        .into_iter()
+        .filter(|l| l["action"] == "read")
+        .collect();
+    assert_eq!(reads.len(), 4, "{reads:?}");
+    assert!(
+        reads.iter().all(|l| l["principal"] == "task-uid"),
+        "{reads:?}"
+    );
+
+    // The ordinary test binary (dynamically linked) in the same root: the
+    // kernel finds no ELF interpreter, so chroot cannot run it (127).
+    std::fs::copy(BIN, root.join(&DYNAMIC[1..])).unwrap();
+    let out = in_root(&root, &[DYNAMIC, "whoami"]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(127), "{stdout} {stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+}
