@@ -1,12 +1,18 @@
-//! The binary injection copies into app containers needs nothing of the
-//! app's image. The static build (`scripts/static-build`, whose path
-//! `scripts/test` passes as `$SB_STATIC_BIN`) is installed by
-//! `install-self`, as the init container does, into a root that holds only
-//! what an injected pod mounts (the binary, the broker's socket, the
-//! secrets volume): no libc, no shell, no `/etc`, not even `/proc`. There,
-//! chrooted to the app's uid, `run` reads secrets from a real broker and
-//! hands them to a program; the ordinary (dynamic) test binary in the same
-//! root cannot even start, which is what shows the root is really empty.
+//! The static build (`scripts/static-build`, whose path `scripts/test`
+//! passes as `$SB_STATIC_BIN`) is the image's binary and the one injection
+//! copies into app containers; it needs nothing of either image. Here it
+//! runs in two roots that hold only what a pod gives each container:
+//!
+//! - the broker's: the `FROM scratch` image (the binary, the policies) and
+//!   the pod's mounts (config, store key, data and socket volumes, and
+//!   `/proc`, which every container has). No libc, no shell, no `/dev`.
+//! - an app's: the binary, installed by `install-self` as the init
+//!   container does, the broker's socket and the secrets volume. Nothing
+//!   else, not even `/proc`.
+//!
+//! Chrooted to the app's uid, `run` reads secrets from that broker and
+//! hands them to a program. The ordinary (dynamic) test binary in the same
+//! app root cannot even start, which shows the root is really empty.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "common/broker.rs"]
@@ -27,6 +33,12 @@ const SOCKET: &str = "/run/secret-broker/api.sock";
 const SECRETS: &str = "/run/secrets/secret-broker";
 /// The dynamic test binary's copy, beside the static one.
 const DYNAMIC: &str = "/run/secret-broker-bin/dynamic";
+/// The broker's uid and gid in an injected pod (`inject::BROKER_UID`).
+const BROKER_UID: u32 = 65532;
+/// The broker's paths in its image and pod (`src/inject.rs`).
+const BROKER_BINARY: &str = "/usr/local/bin/secret-broker";
+const BROKER_SOCKET: &str = "/run/secret-broker-volume/socket/api.sock";
+const BROKER_CONFIG: &str = "/etc/secret-broker/config/config.toml";
 
 /// Skips loudly, or fails when CI is set.
 fn skip(why: &str) {
@@ -54,37 +66,153 @@ fn static_bin() -> Option<PathBuf> {
     Some(bin)
 }
 
-/// Whether this process may chroot and change uid (root, or the capabilities).
+/// Whether this process may chroot, change uid and make a mount namespace
+/// (root, or the capabilities).
 fn can_chroot() -> bool {
-    let ok = Command::new("chroot")
-        .args([&format!("--userspec={APP_UID}:{APP_UID}"), "/", "true"])
-        .stdin(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
+    let works = |cmd: &mut Command| cmd.stdin(Stdio::null()).status().is_ok_and(|s| s.success());
+    let ok = works(Command::new("chroot").args([
+        &format!("--userspec={APP_UID}:{APP_UID}"),
+        "/",
+        "true",
+    ])) && works(Command::new("unshare").args(["--mount", "true"]));
     if !ok {
-        skip("`chroot --userspec` does not work here (run the tests as root)");
+        skip("`chroot --userspec` or `unshare --mount` does not work here (run the tests as root)");
     }
     ok
+}
+
+/// `chroot`, found on the test's PATH (the commands run with no PATH).
+fn chroot_bin() -> PathBuf {
+    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|d| d.join("chroot"))
+        .find(|p| p.is_file())
+        .expect("chroot is on PATH")
+}
+
+/// Makes each `(dir, mode, owner)` under `root`; the owner is uid and gid.
+fn make_dirs(root: &Path, dirs: &[(&str, u32, u32)]) {
+    for &(dir, mode, owner) in dirs {
+        let d = root.join(dir);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode)).unwrap();
+        chown(&d, owner);
+    }
+}
+
+fn chown(p: &Path, owner: u32) {
+    let uid = Some(rustix::process::Uid::from_raw(owner));
+    let gid = Some(rustix::process::Gid::from_raw(owner));
+    rustix::fs::chown(p, uid, gid).unwrap();
+}
+
+/// A broker from the static binary in a root laid out as its image and
+/// pod give it, as the broker's uid, with `/proc` mounted in a mount
+/// namespace of its own, and nothing else.
+fn image_broker(bin: &Path) -> Broker {
+    let dir = Broker::temp_dir();
+    let root = dir.path().join("broker-root");
+    make_dirs(
+        &root,
+        &[
+            ("", 0o755, 0),
+            ("usr/local/bin", 0o755, 0),
+            ("etc/secret-broker/policies", 0o755, 0),
+            ("etc/secret-broker/config", 0o755, 0),
+            ("etc/secret-broker/store", 0o755, 0),
+            ("var/lib/secret-broker", 0o700, BROKER_UID),
+            ("run/secret-broker-volume/socket", 0o755, BROKER_UID),
+            ("proc", 0o555, 0),
+        ],
+    );
+    std::fs::copy(bin, root.join(&BROKER_BINARY[1..])).unwrap();
+    let policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    for e in std::fs::read_dir(policies).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_file() {
+            let to = root.join("etc/secret-broker/policies").join(e.file_name());
+            std::fs::copy(e.path(), to).unwrap();
+        }
+    }
+    let key = root.join("etc/secret-broker/store/store.key");
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).unwrap();
+    std::fs::write(&key, bytes).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o400)).unwrap();
+    chown(&key, BROKER_UID);
+    // As injection writes it: the socket's group a number (the image has
+    // no /etc/group). The audit goes to the data volume, for the test.
+    let config = root.join(&BROKER_CONFIG[1..]);
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[listen]
+socket = "{BROKER_SOCKET}"
+mode = "0660"
+group = {APP_UID}
+
+[store]
+backend = "embedded"
+path = "/var/lib/secret-broker/store.redb"
+key_file = "/etc/secret-broker/store/store.key"
+
+[policy]
+dir = "/etc/secret-broker/policies"
+
+[audit]
+sink = "file:/var/lib/secret-broker/audit.log"
+
+[log]
+format = "json"
+level = "debug"
+{}"#,
+            default_principals()
+        ),
+    )
+    .unwrap();
+    let stderr = dir.path().join("broker-stderr.log");
+    // unshare execs chroot, which execs the broker: one process, which
+    // `Broker` kills when dropped.
+    let child = Command::new("unshare")
+        .arg(format!("--mount-proc={}", root.join("proc").display()))
+        .arg(chroot_bin())
+        .arg(format!("--userspec={BROKER_UID}:{BROKER_UID}"))
+        // The pod's shared group, which the socket gets.
+        .arg(format!("--groups={APP_UID}"))
+        .arg(&root)
+        .args([BROKER_BINARY, "serve", "--config", BROKER_CONFIG])
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let mut b = Broker {
+        child: Some(child),
+        socket: root.join(&BROKER_SOCKET[1..]),
+        audit: root.join("var/lib/secret-broker/audit.log"),
+        stderr,
+        config,
+        env: Vec::new(),
+        isolated: true,
+        dir,
+    };
+    b.wait_ready();
+    b
 }
 
 /// The app container's root: exactly what an injected pod gives it.
 fn app_root(b: &Broker, bin: &Path) -> PathBuf {
     let root = b.dir.path().join("app-root");
-    for (dir, mode, owner) in [
-        ("", 0o755, 0),
-        ("run", 0o755, 0),
-        ("run/secret-broker-bin", 0o755, 0),
-        ("run/secret-broker", 0o755, 0),
-        ("run/secrets", 0o755, 0),
-        ("run/secrets/secret-broker", 0o700, APP_UID),
-    ] {
-        let d = root.join(dir);
-        std::fs::create_dir_all(&d).unwrap();
-        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode)).unwrap();
-        let id = Some(rustix::process::Uid::from_raw(owner));
-        let gid = Some(rustix::process::Gid::from_raw(owner));
-        rustix::fs::chown(&d, id, gid).unwrap();
-    }
+    make_dirs(
+        &root,
+        &[
+            ("", 0o755, 0),
+            ("run/secret-broker-bin", 0o755, 0),
+            ("run/secret-broker", 0o755, 0),
+            ("run/secrets/secret-broker", 0o700, APP_UID),
+        ],
+    );
     // The init container's step: the binary copies itself.
     let out = Command::new(bin)
         .arg("install-self")
@@ -135,12 +263,7 @@ fn tree(root: &Path) -> Vec<String> {
 /// `args` in `root` as the app's uid, with the environment injection gives
 /// an app container (the socket) and nothing else.
 fn in_root(root: &Path, args: &[&str]) -> Output {
-    // Found on the test's PATH: the program's environment has none.
-    let chroot = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-        .map(|d| d.join("chroot"))
-        .find(|p| p.is_file())
-        .expect("chroot is on PATH");
-    Command::new(chroot)
+    Command::new(chroot_bin())
         .arg(format!("--userspec={APP_UID}:{APP_UID}"))
         .arg(root)
         .args(args)
@@ -164,7 +287,7 @@ fn static_run_works_in_an_empty_root_and_the_dynamic_binary_cannot() {
     if !can_chroot() {
         return;
     }
-    let b = Broker::start(&default_principals());
+    let b = image_broker(&bin);
     // A bearer token as the secret: `whoami` as the program shows whether
     // it reached the program (as `task-42`) or not (the peer uid's own
     // principal, `task-uid`).
