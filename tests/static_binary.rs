@@ -282,7 +282,7 @@ fn text(out: &Output) -> (String, String) {
 }
 
 #[test]
-fn static_run_works_in_an_empty_root_and_the_dynamic_binary_cannot() {
+fn static_broker_and_run_work_in_empty_roots_and_the_dynamic_binary_cannot() {
     let Some(bin) = static_bin() else { return };
     if !can_chroot() {
         return;
