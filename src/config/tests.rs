@@ -795,7 +795,7 @@ max_size = "2TiB"
         (
             "endpoint_url = \"https://x\"",
             "uploads.endpoint_url",
-            "gcs takes service_account_file and endpoint",
+            "gcs takes service_account_file, endpoint",
         ),
         ("account = \"a\"", "uploads.account", "does not apply"),
         (
