@@ -10,6 +10,7 @@
 
 use std::time::Duration;
 
+pub mod encrypt;
 pub mod s3;
 pub mod uploader;
 
