@@ -424,6 +424,79 @@ fn a_second_upload_to_the_same_object_is_refused_by_the_bucket() {
     assert_no_url("the broker's stderr", &b.stderr_text(), &moto.url);
 }
 
+/// A CA and a server certificate for 127.0.0.1, as PEM files in `dir`.
+fn tls_files(dir: &std::path::Path) -> buckets::TlsFiles {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "upload test ca");
+    let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let files = buckets::TlsFiles {
+        cert: dir.join("server.crt"),
+        key: dir.join("server.key"),
+        ca: dir.join("ca.crt"),
+    };
+    std::fs::write(&files.cert, cert.pem()).unwrap();
+    std::fs::write(&files.key, key.serialize_pem()).unwrap();
+    std::fs::write(&files.ca, ca.pem()).unwrap();
+    files
+}
+
+/// An `https` bucket: verified against the machine's CA store, which
+/// `$SSL_CERT_FILE` replaces; without the bucket's CA there, the handshake
+/// fails with a clear error (exit 69) and nothing is stored.
+#[test]
+fn an_https_bucket_is_verified_against_the_ca_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = tls_files(dir.path());
+    let Some(moto) = Moto::start_tls("upload_cli::https", &tls) else {
+        return;
+    };
+    let b = uploads_broker(
+        &moto.url,
+        "us-east-1",
+        ("AKIAMOTOUPLOADTEST01", "moto-secret", None),
+        "5m",
+        "",
+    );
+    let file = dir.path().join("out");
+    std::fs::write(&file, b"output over https").unwrap();
+    let f = file.to_str().unwrap();
+    let ca = tls.ca.to_str().unwrap();
+
+    // Not trusted (the machine's own roots only): refused, saying why.
+    let o = b.cli(
+        &["upload", "acme/tasks/t-42/tls", "--from-file", f, "--json"],
+        &[TASK, TRACE],
+        None,
+    );
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(69), "{out}{err}");
+    assert!(out.contains("\"bucket_tls_failed\""), "{out}");
+    assert!(err.contains("tls with the bucket at `127.0.0.1:"), "{err}");
+    assert_no_url("the CLI's stderr", &err, &moto.url);
+    assert_eq!(moto.object("tenant-a/acme/tasks/t-42/tls"), None);
+
+    // Trusted through $SSL_CERT_FILE: uploaded.
+    let o = b.cli(
+        &["upload", "acme/tasks/t-42/tls", "--from-file", f],
+        &[TASK, TRACE, ("SSL_CERT_FILE", ca)],
+        None,
+    );
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert_eq!(
+        moto.object("tenant-a/acme/tasks/t-42/tls").as_deref(),
+        Some(&b"output over https"[..])
+    );
+}
+
 /// The bucket's refusals, each with its exit code and `--json` code, and
 /// none quoting the URL: an expired URL (s3rver checks the expiry; a proxy
 /// holds the request until the URL has expired), another `403`, another

@@ -166,19 +166,48 @@ impl Drop for S3rver {
 /// made; a loud skip when missing, a failure under CI.
 pub struct Moto {
     _server: Server,
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT`, or `https://` with TLS.
     pub url: String,
+    /// With TLS: the CA file that signed its certificate.
+    ca: Option<std::path::PathBuf>,
+}
+
+/// A server's TLS files: certificate chain, key, and the CA that signed it.
+pub struct TlsFiles {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+    pub ca: std::path::PathBuf,
 }
 
 impl Moto {
     pub fn start(test: &str) -> Option<Self> {
+        Self::start_with(test, None)
+    }
+
+    /// Serving `https://` with `tls`'s certificate.
+    pub fn start_tls(test: &str, tls: &TlsFiles) -> Option<Self> {
+        Self::start_with(test, Some(tls))
+    }
+
+    fn start_with(test: &str, tls: Option<&TlsFiles>) -> Option<Self> {
         let bin = server_bin("SB_MOTO_BIN", "moto_server", test)?;
         let port = servers::free_port();
-        let url = format!("http://127.0.0.1:{port}");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://127.0.0.1:{port}");
+        let mut args = vec![
+            "-H".to_owned(),
+            "127.0.0.1".to_owned(),
+            "-p".to_owned(),
+            port.to_string(),
+        ];
+        if let Some(t) = tls {
+            args.extend(["-c".to_owned(), t.cert.display().to_string()]);
+            args.extend(["-k".to_owned(), t.key.display().to_string()]);
+        }
         let server = Server::launch(
             Box::new(move || {
                 Command::new(&bin)
-                    .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                    .args(&args)
                     .stdin(Stdio::null())
                     .stdout(Stdio::null())
                     .stderr(Stdio::null())
@@ -187,26 +216,37 @@ impl Moto {
             }),
             format!("{url}/moto-api/"),
         );
-        let (status, body) = servers::curl(&["-X", "PUT", &format!("{url}/{BUCKET}")]);
-        assert_eq!(status, 200, "moto did not make the bucket: {body}");
-        Some(Self {
+        let moto = Self {
             _server: server,
             url,
-        })
+            ca: tls.map(|t| t.ca.clone()),
+        };
+        let mut args: Vec<String> = Vec::new();
+        if let Some(ca) = &moto.ca {
+            args.extend(["--cacert".to_owned(), ca.display().to_string()]);
+        }
+        args.extend([
+            "-X".to_owned(),
+            "PUT".to_owned(),
+            format!("{}/{BUCKET}", moto.url),
+        ]);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (status, body) = servers::curl(&refs);
+        assert_eq!(status, 200, "moto did not make the bucket: {body}");
+        Some(moto)
     }
 
     /// The object's bytes.
     pub fn object(&self, object: &str) -> Option<Vec<u8>> {
         // moto answers an anonymous GET 403, and checks no signature.
         let auth = "Authorization: AWS4-HMAC-SHA256 Credential=AKIAMOTOREADER000001/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=00";
-        let out = Command::new("curl")
-            .args([
-                "-s",
-                "-f",
-                "-H",
-                auth,
-                &format!("{}/{BUCKET}/{object}", self.url),
-            ])
+        let mut cmd = Command::new("curl");
+        cmd.args(["-s", "-f", "-H", auth]);
+        if let Some(ca) = &self.ca {
+            cmd.arg("--cacert").arg(ca);
+        }
+        let out = cmd
+            .arg(format!("{}/{BUCKET}/{object}", self.url))
             .output()
             .unwrap();
         out.status.success().then_some(out.stdout)
