@@ -169,6 +169,41 @@ fn uploads_from_a_file_and_stdin_arrive_byte_exact_and_nothing_of_the_url_leaks(
     assert_no_url("the audit file", &b.audit_text(), &s3.url);
 }
 
+/// On a terminal (a pty from util-linux's `script`), a progress bar is
+/// drawn on stderr; it never shows the URL. (Piped, nothing is drawn: the
+/// first test asserts an empty stderr.)
+#[test]
+fn a_terminal_gets_a_progress_bar() {
+    let Some(s3) = S3rver::start() else { return };
+    let b = uploads_broker(&s3.url, "us-east-1", S3rver::CREDENTIAL, "5m", "");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("big");
+    let data = output_bytes(4 << 20, 6);
+    std::fs::write(&file, &data).unwrap();
+    let command = format!(
+        "{} upload acme/tasks/t-42/tty --from-file {}",
+        common::BIN,
+        file.display()
+    );
+    let o = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("SECRET_BROKER_SOCKET", &b.socket)
+        .env("SECRET_BROKER_TOKEN", TASK_TOKEN)
+        .env("TERM", "xterm")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    assert!(
+        out.contains("uploading"),
+        "no progress bar on a terminal: {out:?}"
+    );
+    assert!(out.contains("uploaded acme/tasks/t-42/tty to "), "{out:?}");
+    assert_no_url("the terminal", &out, &s3.url);
+    assert!(s3.holds(&data));
+}
+
 /// A process's peak resident set (`VmHWM`), in KiB.
 fn peak_rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
