@@ -174,17 +174,43 @@ fn prepare(args: &UploadArgs) -> Result<Prepared, ClientError> {
     Ok(Prepared { file, size, sha256 })
 }
 
+/// A reader that remembers whether it failed: an error out of the
+/// encryptor is then told apart as the input's or the temp file's.
+struct Watched<R> {
+    inner: R,
+    failed: bool,
+}
+
+impl<R: Read> Read for Watched<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.inner.read(buf).inspect_err(|_| self.failed = true)
+    }
+}
+
 /// Encrypts `plain` to `recipient` into an anonymous `0600` temp file.
-fn encrypt_file(plain: Prepared, recipient: &Recipient) -> Result<Prepared, ClientError> {
+fn encrypt_file(
+    plain: Prepared,
+    recipient: &Recipient,
+    source: &str,
+) -> Result<Prepared, ClientError> {
     let tmp = tempfile::tempfile().map_err(spool_error)?;
     let progress = bar(Some(plain.size), "encrypting");
     let reader = BufReader::with_capacity(64 * 1024, plain.file);
+    let mut input = Watched {
+        inner: match &progress {
+            Some(b) => Box::new(b.wrap_read(reader)) as Box<dyn Read>,
+            None => Box::new(reader),
+        },
+        failed: false,
+    };
     let out = BufWriter::with_capacity(64 * 1024, tmp);
-    let (w, size, sha256) = match &progress {
-        Some(b) => encrypt::encrypt(recipient, b.wrap_read(reader), out),
-        None => encrypt::encrypt(recipient, reader, out),
-    }
-    .map_err(spool_error)?;
+    let (w, size, sha256) = encrypt::encrypt(recipient, &mut input, out).map_err(|e| {
+        if input.failed {
+            io_error(source, e)
+        } else {
+            spool_error(e)
+        }
+    })?;
     if let Some(b) = progress {
         b.finish_and_clear();
     }
@@ -258,7 +284,11 @@ pub async fn run(args: UploadArgs) -> Result<(), ClientError> {
         Some(r) => {
             let recipient = Recipient::parse(&r)
                 .map_err(|e| ClientError::Http(format!("the broker's upload `recipient` {e}")))?;
-            let cipher = encrypt_file(plain, &recipient)?;
+            let source = args
+                .from_file
+                .as_ref()
+                .map_or_else(|| "stdin".to_owned(), |f| f.display().to_string());
+            let cipher = encrypt_file(plain, &recipient, &source)?;
             // The first URL was for the plaintext's size: dropped unused.
             minted = mint(&client, &api_path, &cipher, content_type).await?;
             if minted.recipient.as_deref() != Some(r.as_str()) {
