@@ -412,6 +412,37 @@ mod tests {
         }
     }
 
+    /// Exactly `len` bytes are sent, in frames of at most 64 KiB; a file
+    /// shorter than that is an error, never a short or padded body.
+    #[tokio::test]
+    async fn a_file_body_sends_exactly_its_length_or_fails() {
+        use std::io::Write as _;
+        let mut f = tempfile::tempfile().unwrap();
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+        f.write_all(&data).unwrap();
+        let read = |len: u64| {
+            let mut f = f.try_clone().unwrap();
+            async move {
+                use std::io::Seek as _;
+                f.seek(std::io::SeekFrom::Start(0)).unwrap();
+                let mut body = FileBody::new(f, len, None);
+                assert_eq!(hyper::body::Body::size_hint(&body).exact(), Some(len));
+                let mut got = Vec::new();
+                while let Some(frame) = body.frame().await {
+                    let data = frame?.into_data().unwrap();
+                    assert!(data.len() <= CHUNK);
+                    got.extend_from_slice(&data);
+                }
+                Ok::<_, io::Error>(got)
+            }
+        };
+        assert_eq!(read(200_000).await.unwrap(), data);
+        assert_eq!(read(70_000).await.unwrap(), &data[..70_000]);
+        assert_eq!(read(0).await.unwrap(), b"");
+        let e = read(200_001).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+    }
+
     #[test]
     fn only_a_plain_error_code_is_taken_from_an_answer() {
         let xml = "<?xml version=\"1.0\"?><Error><Code>AccessDenied</Code><Message>Request has expired</Message><X-Amz-Expires>1</X-Amz-Expires></Error>";
