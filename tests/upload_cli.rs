@@ -540,11 +540,14 @@ fn an_https_bucket_is_verified_against_the_ca_store() {
 fn bucket_refusals_are_clear_errors_with_their_exit_codes() {
     let Some(s3) = S3rver::start() else { return };
     let front = proxy::Proxy::start(&s3.url);
-    let b = uploads_broker(&front.url, "us-east-1", S3rver::CREDENTIAL, "1s", "");
+    // URLs that live 1s, for the expiry; 5m for the rest, so that a slow
+    // machine cannot turn their refusals into expiries.
+    let short = uploads_broker(&front.url, "us-east-1", S3rver::CREDENTIAL, "1s", "");
+    let long = uploads_broker(&front.url, "us-east-1", S3rver::CREDENTIAL, "5m", "");
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("late");
     std::fs::write(&file, b"uploaded too late").unwrap();
-    let upload = |path: &str| {
+    let upload = |b: &Broker, path: &str| {
         b.cli(
             &[
                 "upload",
@@ -596,13 +599,13 @@ fn bucket_refusals_are_clear_errors_with_their_exit_codes() {
         }
         proxy::Answer::Forward
     });
-    let o = upload("acme/tasks/t-42/late");
+    let o = upload(&short, "acme/tasks/t-42/late");
     check(&o, 7, "url_expired", "the upload url expired");
     assert!(!s3.holds(b"uploaded too late"));
 
     // Another 403 (the proxy's own), another status, no bucket at all.
     front.set(|_| proxy::Answer::Refuse(403));
-    let o = upload("acme/tasks/t-42/denied");
+    let o = upload(&long, "acme/tasks/t-42/denied");
     check(
         &o,
         7,
@@ -610,7 +613,7 @@ fn bucket_refusals_are_clear_errors_with_their_exit_codes() {
         "the bucket refused the upload (403)",
     );
     front.set(|_| proxy::Answer::Refuse(503));
-    let o = upload("acme/tasks/t-42/down");
+    let o = upload(&long, "acme/tasks/t-42/down");
     check(&o, 1, "bucket_error", "the bucket answered 503");
     drop(front);
     let nobody = format!("http://127.0.0.1:{}", servers::free_port());
