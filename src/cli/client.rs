@@ -72,7 +72,7 @@ pub enum ClientError {
     Spool(std::io::Error),
     /// `upload`: the bucket did not take the upload.
     #[error(transparent)]
-    Bucket(#[from] super::upload::BucketError),
+    Bucket(#[from] BucketError),
 }
 
 impl ClientError {

@@ -60,7 +60,9 @@ impl Recipient {
     /// Parses and checks a recipient: bech32 with the `age` prefix, a
     /// 32-byte key, and not a low-order point.
     pub fn parse(s: &str) -> Result<Self, RecipientError> {
-        if s.len() >= 15 && s[..15].eq_ignore_ascii_case("AGE-SECRET-KEY-") {
+        if s.get(..15)
+            .is_some_and(|p| p.eq_ignore_ascii_case("AGE-SECRET-KEY-"))
+        {
             return Err(RecipientError::SecretKey);
         }
         let (hrp, data, variant) = bech32::decode(s).map_err(|_| RecipientError::NotX25519)?;
@@ -182,6 +184,9 @@ mod tests {
             typo.as_str(),
             "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHsKLqeplhpW+uObz5dvMgjz1OxfM/XXUB+VHtZ6isGN",
             "age1yubikey1qwt50d05nh5vutpdzmlg5wn80xq5negm4uj9ghv0snvdd3yysf5yw3rhl3t",
+            // Not ASCII, with a character across byte 15.
+            "age1aaaaaaaaaa\u{e9}\u{e9}\u{e9}\u{e9}",
+            "\u{1f511}\u{1f511}\u{1f511}\u{1f511}",
         ] {
             let e = Recipient::parse(bad).unwrap_err();
             assert_eq!(e, RecipientError::NotX25519, "{bad}");
