@@ -14,6 +14,7 @@ mod put;
 mod rm;
 mod run;
 mod serve;
+mod upload;
 mod webhook;
 mod whoami;
 
@@ -39,8 +40,12 @@ pub enum Exit {
     Forbidden = 4,
     /// No such secret (`404 not_found`).
     NotFound = 5,
-    /// `put --create-only` and the secret exists (`412 precondition_failed`).
+    /// `put --create-only` and the secret exists (`412 precondition_failed`),
+    /// or `upload` and the object exists (the bucket's `412`).
     Exists = 6,
+    /// `upload`: the bucket refused the signed request (`403`): the URL
+    /// expired, or the request differs from what the broker signed.
+    UploadRefused = 7,
     /// The config is invalid (EX_CONFIG).
     Config = 64,
     /// The broker could not be reached (EX_UNAVAILABLE).
@@ -97,6 +102,8 @@ enum Command {
     Man(completions::ManArgs),
     /// Start a program with secrets as environment variables and files.
     Run(run::RunArgs),
+    /// Upload task output straight to the bucket through a signed, create-only URL (task).
+    Upload(upload::UploadArgs),
     /// Copy this binary to DEST, mode 0555 (injection's init container).
     #[command(hide = true)]
     InstallSelf(install_self::InstallSelfArgs),
@@ -152,6 +159,7 @@ impl Cli {
             Command::Rm(a) => client_verb(a.client.json, rm::run(a)),
             Command::Whoami(a) => client_verb(a.client.json, whoami::run(a)),
             Command::Health(a) => client_verb(a.client.json, health::run(a)),
+            Command::Upload(a) => client_verb(a.client.json, upload::run(a)),
             Command::Policy(a) => block_on(false, policy::run(a)),
             Command::Completions(a) => completions::completions(&a),
             Command::Man(a) => completions::man(&a),

@@ -262,6 +262,9 @@ pub struct UploadsConfig {
     pub expiry: Duration,
     /// The largest upload a URL is minted for, in bytes (default 1 GiB).
     pub max_size: u64,
+    /// The tenant's age X25519 recipient (canonical `age1…`): `upload`
+    /// encrypts to it before uploading. Checked at load.
+    pub encrypt_to: Option<String>,
     /// The cloud and its settings.
     pub backend: UploadBackend,
 }

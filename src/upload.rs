@@ -11,6 +11,7 @@
 use std::time::Duration;
 
 pub mod azure;
+pub mod encrypt;
 pub mod gcs;
 pub mod s3;
 pub mod uploader;

@@ -11,6 +11,14 @@ mod common;
 #[path = "common/servers.rs"]
 mod servers;
 
+/// `@20minutes/s3rver` (4.0.4, from npm), which checks SigV4 query
+/// signatures, their expiry, the method and the signed headers; moto
+/// accepts any presigned URL, even one with a zeroed signature, so it could
+/// not fail these tests.
+#[path = "common/buckets.rs"]
+mod buckets;
+
+use buckets::S3rver;
 use common::{Broker, PLATFORM_TOKEN, Resp, TASK_TOKEN, default_principals};
 
 const KEY_ID: &str = "AKIAUPLOADTESTKEY01";
@@ -401,92 +409,6 @@ fn a_broker_that_cannot_sign_uploads_does_not_start() {
         "{err}"
     );
     assert!(!err.contains(SECRET_KEY), "{err}");
-}
-
-/// `@20minutes/s3rver` (4.0.4, from npm), which checks SigV4 query
-/// signatures, their expiry, the method and the signed headers; moto
-/// accepts any presigned URL, even one with a zeroed signature, so it could
-/// not fail this test. Run by node from `.backends/s3rver` (or
-/// `$SB_S3RVER`, the package's directory); a loud skip when missing.
-struct S3rver {
-    child: std::process::Child,
-    url: String,
-    dir: tempfile::TempDir,
-}
-
-impl S3rver {
-    fn start() -> Option<Self> {
-        let pkg = std::env::var("SB_S3RVER").unwrap_or_else(|_| {
-            concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/.backends/s3rver/node_modules/@20minutes/s3rver"
-            )
-            .to_owned()
-        });
-        if !std::path::Path::new(&pkg).join("lib/s3rver.js").exists() {
-            eprintln!(
-                "\n*** SKIPPED uploads through s3rver: `{pkg}` is missing; \
-                 npm install --prefix .backends/s3rver @20minutes/s3rver@4.0.4 ***\n"
-            );
-            // As for the store servers: under CI an absent server fails.
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "s3rver is missing and CI is set (scripts/backends install aws installs it)"
-            );
-            return None;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let port = servers::free_port();
-        const SCRIPT: &str = r#"
-const S3rver = require(process.env.S3RVER_PKG);
-new S3rver({address: "127.0.0.1", port: +process.env.S3RVER_PORT,
-  directory: process.env.S3RVER_DIR, silent: true,
-  configureBuckets: [{name: "task-output"}]}).run();
-"#;
-        let child = std::process::Command::new("node")
-            .args(["-e", SCRIPT])
-            .env("S3RVER_PKG", &pkg)
-            .env("S3RVER_PORT", port.to_string())
-            .env("S3RVER_DIR", dir.path())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut s = Self {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-            dir,
-        };
-        for _ in 0..300 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Some(s);
-            }
-            assert!(s.child.try_wait().unwrap().is_none(), "s3rver exited");
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        panic!("s3rver did not listen on {port}");
-    }
-
-    /// Whether some stored file holds exactly `data`.
-    fn holds(&self, data: &[u8]) -> bool {
-        fn walk(p: &std::path::Path, data: &[u8]) -> bool {
-            std::fs::read_dir(p).unwrap().any(|e| {
-                let p = e.unwrap().path();
-                if p.is_dir() {
-                    walk(&p, data)
-                } else {
-                    std::fs::read(&p).is_ok_and(|b| b == data)
-                }
-            })
-        }
-        walk(self.dir.path(), data)
-    }
-}
-
-impl Drop for S3rver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// `curl -X method` of `file` to `url` with `headers`; the status.

@@ -218,7 +218,7 @@ pub(super) async fn mint<'s>(
         "url": minted.signed.expose_url(),
         "headers": headers,
         "expires_at": expires_at,
-        "recipient": serde_json::Value::Null,
+        "recipient": uploader.recipient(),
     });
     // SECURITY: the one copy of the URL that leaves, in a buffer sized up
     // front (no reallocation leaves a stray copy) and zeroized once sent.

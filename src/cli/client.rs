@@ -13,6 +13,7 @@ use http_body_util::{BodyExt as _, Full};
 use hyper_util::rt::TokioIo;
 use zeroize::Zeroizing;
 
+use super::upload::BucketError;
 use super::{ClientArgs, Exit};
 use crate::api::ZeroizingBuf;
 use crate::config::DEFAULT_SOCKET;
@@ -65,6 +66,13 @@ pub enum ClientError {
     /// Bad arguments.
     #[error("{0}")]
     Usage(String),
+    /// `upload`: a temp file (the spooled input or the ciphertext) could
+    /// not be written.
+    #[error("cannot write the upload's temp file: {0}; check the free space in $TMPDIR")]
+    Spool(std::io::Error),
+    /// `upload`: the bucket did not take the upload.
+    #[error(transparent)]
+    Bucket(#[from] BucketError),
 }
 
 impl ClientError {
@@ -81,8 +89,14 @@ impl ClientError {
             },
             Self::Http(_) => Exit::Failure,
             Self::Connect { .. } | Self::Tls { .. } => Exit::Unavailable,
-            Self::Read { .. } => Exit::Io,
+            Self::Read { .. } | Self::Spool(_) => Exit::Io,
             Self::Usage(_) => Exit::Usage,
+            Self::Bucket(b) => match b {
+                BucketError::Expired { .. } | BucketError::Refused { .. } => Exit::UploadRefused,
+                BucketError::Exists { .. } => Exit::Exists,
+                BucketError::Unreachable { .. } | BucketError::Tls { .. } => Exit::Unavailable,
+                BucketError::Status { .. } | BucketError::Transfer(_) => Exit::Failure,
+            },
         }
     }
 
@@ -94,8 +108,15 @@ impl ClientError {
             Self::Connect { .. } => "unreachable",
             Self::Tls { .. } => "tls_failed",
             Self::Http(_) => "bad_response",
-            Self::Read { .. } => "io_error",
+            Self::Read { .. } | Self::Spool(_) => "io_error",
             Self::Usage(_) => "usage",
+            Self::Bucket(BucketError::Expired { .. }) => "url_expired",
+            Self::Bucket(BucketError::Refused { .. }) => "bucket_forbidden",
+            Self::Bucket(BucketError::Exists { .. }) => "object_exists",
+            Self::Bucket(BucketError::Status { .. }) => "bucket_error",
+            Self::Bucket(BucketError::Unreachable { .. }) => "bucket_unreachable",
+            Self::Bucket(BucketError::Tls { .. }) => "bucket_tls_failed",
+            Self::Bucket(BucketError::Transfer(_)) => "upload_failed",
         }
     }
 

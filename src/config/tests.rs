@@ -580,6 +580,16 @@ endpoint_url = "http://127.0.0.1:4568/"
     let c = parse("[uploads]\nbucket = \"b-1\"\nprefix = \"out\"\nmax_size = 1000").unwrap();
     let u = c.uploads.unwrap();
     assert_eq!((u.prefix.as_str(), u.max_size), ("out/", 1000));
+    assert_eq!(u.encrypt_to, None);
+    // The recipient is kept in its canonical, lowercase form.
+    let c = parse(
+        "[uploads]\nbucket = \"b-1\"\nencrypt_to = \"AGE1T7RXYEV2Z3RW82STDLRREPYC39NVN86L5078ZQKF5UASDY86JP6SVPY7PA\"",
+    )
+    .unwrap();
+    assert_eq!(
+        c.uploads.unwrap().encrypt_to.as_deref(),
+        Some("age1t7rxyev2z3rw82stdlrrepyc39nvn86l5078zqkf5uasdy86jp6svpy7pa")
+    );
 }
 
 #[test]
@@ -605,7 +615,18 @@ fn uploads_bad_values_are_refused_naming_the_key() {
         (
             "encrypt_to = \"age1xyz\"",
             "uploads.encrypt_to",
-            "not available",
+            "not an age X25519 recipient",
+        ),
+        (
+            "encrypt_to = \"AGE-SECRET-KEY-1GQ9778VQXMMJVE8SK7J6VT8UJ4HDQAJUVSFCWCM02D8GEWQ72PVQ2Y5J33\"",
+            "uploads.encrypt_to",
+            "age identity (a secret key)",
+        ),
+        (
+            // The all-zero key: a low-order point.
+            "encrypt_to = \"age1qqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqq5cu47z\"",
+            "uploads.encrypt_to",
+            "low-order",
         ),
         ("region = \"eu west\"", "uploads.region", "AWS region"),
         (
@@ -628,6 +649,9 @@ fn uploads_bad_values_are_refused_naming_the_key() {
         let text = format!("[uploads]\nbucket = \"task-output\"\n{line}\n");
         let e = parse(&text).unwrap_err().to_string();
         assert!(e.contains(key) && e.contains(needle), "{line}: {e}");
+        // SECURITY: a recipient (or an identity pasted by mistake) is
+        // never quoted.
+        assert!(!e.contains("AGE-SECRET") && !e.contains("qqqqq"), "{e}");
     }
     for bucket in ["ab", "Task-Output", "-x-", "a..b", "a_b", ""] {
         let e = parse(&format!("[uploads]\nbucket = \"{bucket}\"\n"))

@@ -77,6 +77,7 @@ pub struct Uploader {
     prefix: String,
     expiry: Duration,
     max_size: u64,
+    encrypt_to: Option<String>,
 }
 
 /// The cloud a URL is signed for, with what signs it.
@@ -113,6 +114,7 @@ impl std::fmt::Debug for Uploader {
             .field("prefix", &self.prefix)
             .field("expiry", &self.expiry)
             .field("max_size", &self.max_size)
+            .field("encrypt_to", &self.encrypt_to)
             .finish_non_exhaustive()
     }
 }
@@ -166,6 +168,7 @@ impl Uploader {
             prefix: config.prefix.clone(),
             expiry: config.expiry,
             max_size: config.max_size,
+            encrypt_to: config.encrypt_to.clone(),
         };
         let object = format!("{}probe", uploader.prefix);
         let c = Constraints {
@@ -192,6 +195,12 @@ impl Uploader {
     /// The largest size a URL is minted for.
     pub fn max_size(&self) -> u64 {
         self.max_size
+    }
+
+    /// The age recipient (`[uploads] encrypt_to`) the client encrypts to
+    /// before uploading, if any.
+    pub fn recipient(&self) -> Option<&str> {
+        self.encrypt_to.as_deref()
     }
 
     /// The object name of an output path: `prefix` + path.
@@ -406,6 +415,7 @@ mod tests {
             prefix: "tenant-a/".into(),
             expiry: Duration::from_secs(300),
             max_size: 1 << 20,
+            encrypt_to: None,
         }
     }
 

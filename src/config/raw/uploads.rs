@@ -92,12 +92,16 @@ impl RawUploads {
                 ),
             ));
         }
-        if self.encrypt_to.is_some() {
-            return Err(invalid(
-                "uploads.encrypt_to",
-                "age encryption of uploads is not available in this build yet; remove it",
-            ));
-        }
+        // The canonical (lowercase) form, checked as the client will check
+        // it: a bad recipient stops the broker, not every task's upload.
+        let encrypt_to = self
+            .encrypt_to
+            .map(|r| {
+                crate::upload::encrypt::Recipient::parse(&r)
+                    .map(|r| r.to_string())
+                    .map_err(|e| invalid("uploads.encrypt_to", e.to_string()))
+            })
+            .transpose()?;
         let bucket = self.bucket.ok_or_else(|| {
             invalid(
                 "uploads.bucket",
@@ -178,6 +182,7 @@ impl RawUploads {
             prefix,
             expiry,
             max_size,
+            encrypt_to,
             backend,
         })
     }
