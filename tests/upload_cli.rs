@@ -114,10 +114,14 @@ fn uploads_from_a_file_and_stdin_arrive_byte_exact_and_nothing_of_the_url_leaks(
         s3.object("tenant-a/acme/tasks/t-42/out.tar").as_deref(),
         Some(data.as_slice())
     );
+    // Two asks: the probe that learns the recipient (the size, no
+    // checksum; its URL unused), then the URL for exactly these bytes.
     let m = minted(&b);
-    assert_eq!(m.len(), 1);
+    assert_eq!(m.len(), 2);
     assert_eq!(m[0]["upload"]["size"], 300_001);
-    assert_eq!(m[0]["upload"]["sha256"], sum.as_str());
+    assert!(m[0]["upload"]["sha256"].is_null(), "{}", m[0]);
+    assert_eq!(m[1]["upload"]["size"], 300_001);
+    assert_eq!(m[1]["upload"]["sha256"], sum.as_str());
 
     // Standard input, with --json: the object, size and SHA-256, no URL.
     let piped = output_bytes(70_000, 2);
@@ -341,6 +345,15 @@ fn with_encrypt_to_the_bucket_holds_ciphertext_that_age_decrypts() {
     let last = &m.last().unwrap()["upload"];
     assert_eq!(last["size"], stored.len());
     assert_eq!(last["sha256"], sha256_hex(&stored).as_str());
+    // SECURITY: no audit line (the probe's included) holds the plaintext's
+    // SHA-256: a platform reading the audit cannot confirm a guessed output.
+    let plain_sum = sha256_hex(&data);
+    assert!(
+        b.audit_lines()
+            .iter()
+            .all(|l| !l.to_string().contains(&plain_sum)),
+        "the plaintext's sha256 is in the audit"
+    );
     // Debian's age gives the file back.
     let enc = dir.path().join("stored.age");
     std::fs::write(&enc, &stored).unwrap();

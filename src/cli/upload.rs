@@ -10,11 +10,13 @@
 //!
 //! Whether to encrypt is known only from a mint's answer (its age
 //! `recipient`, `[uploads] encrypt_to`), so `upload` first asks for a URL
-//! for 0 bytes and no checksum, which tells nothing of the output and is
-//! dropped unused; then, having encrypted to the recipient if there is one
-//! (into another anonymous temp file), it asks for exactly the size and
-//! SHA-256 of what it sends. SECURITY: so no audit line ever records the
-//! plaintext's SHA-256 or size when the output is encrypted.
+//! for the output's size and no checksum (a size over the limit is refused
+//! there, before anything else), which is dropped unused; then, having
+//! encrypted to the recipient if there is one (into another anonymous temp
+//! file), it asks for exactly the size and SHA-256 of what it sends.
+//! SECURITY: so no audit line ever records the plaintext's SHA-256 when
+//! the output is encrypted (its size, within age's fixed overhead, the
+//! ciphertext's size tells anyway).
 //!
 //! SECURITY: the URL is a credential. It is never printed, logged or put
 //! in an error: success prints the object, size and SHA-256; failures name
@@ -223,18 +225,19 @@ fn encrypt_file(
     Ok(Prepared { file, size, sha256 })
 }
 
-/// Asks the broker for a URL for exactly `p`'s bytes, or, with `None`, for
-/// 0 bytes and no checksum (the probe that learns the recipient).
+/// Asks the broker for a URL for exactly `p`'s bytes, or, as the probe
+/// that learns the recipient (`with_sha256` false), for its size alone.
 async fn mint(
     client: &Client,
     api_path: &str,
-    p: Option<&Prepared>,
+    p: &Prepared,
+    with_sha256: bool,
     content_type: Option<&str>,
 ) -> Result<Minted, ClientError> {
-    let mut body = match p {
-        Some(p) => serde_json::json!({"size": p.size, "sha256": hex::encode(p.sha256)}),
-        None => serde_json::json!({"size": 0}),
-    };
+    let mut body = serde_json::json!({"size": p.size});
+    if with_sha256 {
+        body["sha256"] = serde_json::Value::from(hex::encode(p.sha256));
+    }
     if let Some(t) = content_type {
         body["content_type"] = serde_json::Value::from(t);
     }
@@ -286,8 +289,8 @@ pub async fn run(args: UploadArgs) -> Result<(), ClientError> {
     let api_path = format!("/v1/uploads/{}", args.path);
     let content_type = args.content_type.as_deref();
     let plain = prepare(&args)?;
-    // The probe: learns the recipient, tells nothing of the output.
-    let probe = mint(&client, &api_path, None, content_type).await?;
+    // The probe: learns the recipient; no checksum of the plaintext.
+    let probe = mint(&client, &api_path, &plain, false, content_type).await?;
     let (sent, recipient) = match probe.recipient.clone() {
         None => (plain, None),
         Some(r) => {
@@ -302,7 +305,7 @@ pub async fn run(args: UploadArgs) -> Result<(), ClientError> {
         }
     };
     drop(probe);
-    let minted = mint(&client, &api_path, Some(&sent), content_type).await?;
+    let minted = mint(&client, &api_path, &sent, true, content_type).await?;
     if minted.recipient != recipient {
         return Err(ClientError::Http(
             "the broker's upload recipient changed between two answers; run `upload` again".into(),
