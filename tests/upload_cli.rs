@@ -745,3 +745,103 @@ fn a_refused_mint_exits_with_the_contract_code_and_uploads_nothing() {
     assert_eq!(o.status.code(), Some(5), "{err}");
     assert!(err.contains("[uploads]"), "{err}");
 }
+
+/// `serve --dev` with `$SECRET_BROKER_DEV_S3` naming a local S3 (bucket
+/// `dev-output`): the banner says where uploads go, the current user (the
+/// dev Task) uploads, the platform cannot. Without the variable, the
+/// banner says how to turn uploads on.
+#[test]
+fn dev_mode_uploads_to_the_local_s3_its_variable_names() {
+    use std::io::{BufRead as _, BufReader};
+    let Some(s3) = S3rver::start_with_bucket("dev-output") else {
+        return;
+    };
+    let banner = |env: &[(&str, &str)]| {
+        let mut cmd = std::process::Command::new(common::BIN);
+        cmd.args(["serve", "--dev"])
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut lines = Vec::new();
+        let mut line = String::new();
+        // Up to the banner's last block (bounded by the child's output).
+        while stderr.read_line(&mut line).unwrap() > 0 {
+            lines.push(std::mem::take(&mut line));
+            if lines
+                .iter()
+                .any(|l| l.contains("serve --dev") || l.contains("platform: 403"))
+            {
+                break;
+            }
+        }
+        (child, lines.concat())
+    };
+    // SIGTERM: the dev broker removes its temp dir.
+    let stop = |c: &mut std::process::Child| {
+        std::process::Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(c.wait().unwrap().success());
+    };
+    let (mut off, text) = banner(&[]);
+    stop(&mut off);
+    assert!(text.contains("task output uploads are off"), "{text}");
+    assert!(
+        text.contains("SECRET_BROKER_DEV_S3=http://127.0.0.1:9000"),
+        "{text}"
+    );
+
+    let (mut dev, text) = banner(&[
+        ("SECRET_BROKER_DEV_S3", s3.url.as_str()),
+        ("AWS_ACCESS_KEY_ID", "S3RVER"),
+        ("AWS_SECRET_ACCESS_KEY", "S3RVER"),
+    ]);
+    assert!(
+        text.contains(&format!("uploads go to bucket `dev-output` at {}", s3.url)),
+        "{text}"
+    );
+    let field = |prefix: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(prefix))
+            .unwrap()
+            .to_owned()
+    };
+    let socket = field("export SECRET_BROKER_SOCKET=");
+    let token = field("export PLATFORM_TOKEN=");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("out.txt");
+    std::fs::write(&file, b"dev output 1f3a").unwrap();
+    let upload = |tok: Option<&str>| {
+        let mut c = std::process::Command::new(common::BIN);
+        c.args(["upload", "dev/out.txt", "--from-file"])
+            .arg(&file)
+            .env("SECRET_BROKER_SOCKET", &socket)
+            .env_remove("SECRET_BROKER_TOKEN");
+        if let Some(t) = tok {
+            c.env("SECRET_BROKER_TOKEN", t);
+        }
+        c.output().unwrap()
+    };
+    let o = upload(Some(&token));
+    assert_eq!(
+        o.status.code(),
+        Some(4),
+        "the platform cannot upload: {o:?}"
+    );
+    assert!(s3.object("dev/out.txt").is_none());
+    let o = upload(None);
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(
+        s3.object("dev/out.txt").as_deref(),
+        Some(&b"dev output 1f3a"[..])
+    );
+    stop(&mut dev);
+}

@@ -65,6 +65,7 @@ endpoint_url = "{endpoint}"
 /// skip when missing, a failure under CI.
 pub struct S3rver {
     child: std::process::Child,
+    bucket: String,
     /// `http://127.0.0.1:PORT`.
     pub url: String,
     dir: tempfile::TempDir,
@@ -75,7 +76,13 @@ impl S3rver {
     pub const CREDENTIAL: (&'static str, &'static str, Option<&'static str>) =
         ("S3RVER", "S3RVER", None);
 
+    /// s3rver with the bucket [`BUCKET`].
     pub fn start() -> Option<Self> {
+        Self::start_with_bucket(BUCKET)
+    }
+
+    /// s3rver with one bucket, `bucket`.
+    pub fn start_with_bucket(bucket: &str) -> Option<Self> {
         let pkg = std::env::var("SB_S3RVER").unwrap_or_else(|_| {
             concat!(
                 env!("CARGO_MANIFEST_DIR"),
@@ -101,18 +108,20 @@ impl S3rver {
 const S3rver = require(process.env.S3RVER_PKG);
 new S3rver({address: "127.0.0.1", port: +process.env.S3RVER_PORT,
   directory: process.env.S3RVER_DIR, silent: true,
-  configureBuckets: [{name: "task-output"}]}).run();
+  configureBuckets: [{name: process.env.S3RVER_BUCKET}]}).run();
 "#;
         let child = Command::new("node")
             .args(["-e", SCRIPT])
             .env("S3RVER_PKG", &pkg)
             .env("S3RVER_PORT", port.to_string())
             .env("S3RVER_DIR", dir.path())
+            .env("S3RVER_BUCKET", bucket)
             .stdout(Stdio::null())
             .spawn()
             .unwrap();
         let mut s = Self {
             child,
+            bucket: bucket.to_owned(),
             url: format!("http://127.0.0.1:{port}"),
             dir,
         };
@@ -148,7 +157,7 @@ new S3rver({address: "127.0.0.1", port: +process.env.S3RVER_PORT,
         let path = self
             .dir
             .path()
-            .join(BUCKET)
+            .join(&self.bucket)
             .join(dirs)
             .join(format!("{name}._S3rver_object"));
         std::fs::read(path).ok()
