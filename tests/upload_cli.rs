@@ -781,7 +781,8 @@ fn dev_mode_uploads_to_the_local_s3_its_variable_names() {
                 break;
             }
         }
-        (child, lines.concat())
+        // The reader is kept: the broker logs to stderr until it exits.
+        (child, lines.concat(), stderr)
     };
     // SIGTERM: the dev broker removes its temp dir.
     let stop = |c: &mut std::process::Child| {
@@ -791,7 +792,7 @@ fn dev_mode_uploads_to_the_local_s3_its_variable_names() {
             .unwrap();
         assert!(c.wait().unwrap().success());
     };
-    let (mut off, text) = banner(&[]);
+    let (mut off, text, _off_err) = banner(&[]);
     stop(&mut off);
     assert!(text.contains("task output uploads are off"), "{text}");
     assert!(
@@ -799,7 +800,7 @@ fn dev_mode_uploads_to_the_local_s3_its_variable_names() {
         "{text}"
     );
 
-    let (mut dev, text) = banner(&[
+    let (mut dev, text, _dev_err) = banner(&[
         ("SECRET_BROKER_DEV_S3", s3.url.as_str()),
         ("AWS_ACCESS_KEY_ID", "S3RVER"),
         ("AWS_SECRET_ACCESS_KEY", "S3RVER"),
