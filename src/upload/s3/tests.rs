@@ -250,3 +250,37 @@ fn expiry_is_bounded_and_errors_carry_no_key() {
     assert!(!shown.contains("TOKEN-CANARY"), "{shown}");
     assert!(!shown.contains("X-Amz-Signature"), "{shown}");
 }
+
+/// AWS's published SigV4 query-presign example ("Authenticating Requests:
+/// Using Query Parameters": `GET /test.txt` on `examplebucket`, 24 hours),
+/// through the same SigV4 core and credential type the PUT signer uses.
+/// The contract's PUT-only, at-most-1h URLs cannot be the example itself;
+/// botocore checks those above.
+#[test]
+fn the_sigv4_core_reproduces_aws_published_presign_example() {
+    let bucket = Bucket::new(
+        "https://s3.amazonaws.com".parse().unwrap(),
+        UrlStyle::VirtualHost,
+        "examplebucket",
+        "us-east-1",
+    )
+    .unwrap();
+    let c = cred(None);
+    let creds = Credentials::new(
+        c.access_key_id.clone(),
+        c.secret_access_key.as_str().to_owned(),
+    );
+    let url = bucket
+        .get_object(Some(&creds), "test.txt")
+        .sign_with_time(
+            Duration::from_secs(86_400),
+            &jiff::Timestamp::from_second(NOW).unwrap(),
+        );
+    assert_eq!(
+        url.as_str(),
+        "https://examplebucket.s3.amazonaws.com/test.txt?X-Amz-Algorithm=AWS4-HMAC-SHA256\
+         &X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20130524%2Fus-east-1%2Fs3%2Faws4_request\
+         &X-Amz-Date=20130524T000000Z&X-Amz-Expires=86400&X-Amz-SignedHeaders=host\
+         &X-Amz-Signature=aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404"
+    );
+}
