@@ -12,6 +12,9 @@
 //! `blocking`; `async`) picks them. Each ratio is the median of the
 //! same-round ratios, with their spread (min-max) beside it.
 //!
+//! `LOAD_RUNTIME_EXTRA` adds lines to the brokers' `[runtime]` section
+//! (e.g. `idle_spin = "0s"`).
+//!
 //! `LOAD_BROKER_B=/path/to/secret-broker` runs a second broker binary (e.g.
 //! a copy of an earlier release build) in the same rounds, for A/B figures.
 //! `LOAD_PROFILE=broker|baseline|b` instead starts only that server, prints
@@ -466,7 +469,10 @@ fn main() {
         _ => ("per_core", "per_core"),
     };
     let dir = tempfile::tempdir().unwrap();
-    let runtime_section = format!("[runtime]\nflavor = \"{flavor}\"\n");
+    let runtime_section = format!(
+        "[runtime]\nflavor = \"{flavor}\"\n{}\n",
+        std::env::var("LOAD_RUNTIME_EXTRA").unwrap_or_default()
+    );
     let broker_b = std::env::var("LOAD_BROKER_B").ok();
 
     if let Ok(which) = std::env::var("LOAD_PROFILE") {
