@@ -40,7 +40,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const BROKER: &str = env!("CARGO_BIN_EXE_secret-broker");
-/// The responses' `content-length`, parsed once per response.
+/// The header that frames each response the clients read.
 const CONTENT_LENGTH: &str = "content-length:";
 const TOKEN: &str = "bench-platform-token";
 
