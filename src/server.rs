@@ -50,6 +50,28 @@ pub fn bind(cfg: &ListenConfig) -> Result<(UnixListener, SocketGuard), ServerErr
     Ok(socket::bind(cfg)?)
 }
 
+/// The signals `run` acts on, installed before the broker says it is
+/// ready: a `TERM` that arrives at once after "ready" is then a graceful
+/// stop (drain, socket removed), never the default disposition's kill.
+#[derive(Debug)]
+pub struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Installs the handlers for `TERM`, `INT` and `HUP`; a signal that
+    /// arrives from now on is kept until `run` reads it.
+    pub fn install() -> Result<Self, ServerError> {
+        Ok(Self {
+            term: signal(SignalKind::terminate()).map_err(ServerError::Signals)?,
+            int: signal(SignalKind::interrupt()).map_err(ServerError::Signals)?,
+            hup: signal(SignalKind::hangup()).map_err(ServerError::Signals)?,
+        })
+    }
+}
+
 /// Serves until SIGTERM or SIGINT, then drains in-flight requests (up to
 /// the drain timeout) and returns. With `workers` (`per_core`), each
 /// accepted connection is served on the next worker's runtime; without,
@@ -58,10 +80,13 @@ pub async fn run(
     listener: UnixListener,
     state: Arc<AppState>,
     workers: Option<&Workers>,
+    signals: Signals,
 ) -> Result<(), ServerError> {
-    let mut sigterm = signal(SignalKind::terminate()).map_err(ServerError::Signals)?;
-    let mut sigint = signal(SignalKind::interrupt()).map_err(ServerError::Signals)?;
-    let mut sighup = signal(SignalKind::hangup()).map_err(ServerError::Signals)?;
+    let Signals {
+        term: mut sigterm,
+        int: mut sigint,
+        hup: mut sighup,
+    } = signals;
     let limits = state.limits;
     let conns = Arc::new(Semaphore::new(limits.max_connections));
     let per_uid = per_uid::UidConnections::new(limits.max_connections_per_uid);

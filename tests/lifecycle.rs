@@ -469,3 +469,54 @@ fn an_unwritable_audit_log_fails_closed_by_default() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(r.text().contains("canary-fail-closed"));
 }
+
+/// A `TERM` sent the moment the broker says it is ready is a graceful stop
+/// (exit 0, socket and `--dev` temp dir removed): the handlers are in place
+/// before "ready". Before, a short window after it still had the default
+/// disposition, and such a `TERM` killed the broker, leaving its socket and
+/// the dev store's key behind. Repeated, as the window was short.
+#[test]
+fn sigterm_right_after_ready_is_a_graceful_stop() {
+    use std::io::BufRead as _;
+    for round in 0..20 {
+        let mut child = std::process::Command::new(common::BIN)
+            .args(["serve", "--dev"])
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = rustix::process::Pid::from_child(&child);
+        let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        let mut socket = None;
+        loop {
+            line.clear();
+            assert!(err.read_line(&mut line).unwrap() > 0, "no ready line");
+            if line.contains("secret-broker ready") {
+                // At once: no fork of `kill` between "ready" and the signal.
+                rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+                socket = line
+                    .split_whitespace()
+                    .find_map(|w| w.strip_prefix("socket="))
+                    .map(|s| std::path::PathBuf::from(s.trim_matches('"')));
+                break;
+            }
+        }
+        // Drain stderr so the broker never blocks on a full pipe.
+        let rest = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = std::io::Read::read_to_string(&mut err, &mut s);
+            s
+        });
+        let status = child.wait().unwrap();
+        let rest = rest.join().unwrap();
+        assert!(status.success(), "round {round}: {status:?} {rest}");
+        let socket = socket.expect("the ready line names the socket");
+        assert!(!socket.exists(), "round {round}: socket left behind");
+        assert!(
+            !socket.parent().unwrap().exists(),
+            "round {round}: dev dir left behind"
+        );
+    }
+}

@@ -277,6 +277,8 @@ async fn start(config: Config, dev: Option<&super::dev::DevEnv>) -> Result<(), S
         Some(addr) => Some(serve_metrics(addr, metrics).await?),
         None => None,
     };
+    // INVARIANT: before "ready", so a TERM right after it stops gracefully.
+    let signals = server::Signals::install()?;
     tracing::info!(
         socket = %guard.path().display(),
         store = state.broker.backend(),
@@ -310,7 +312,7 @@ async fn start(config: Config, dev: Option<&super::dev::DevEnv>) -> Result<(), S
             tls_stopped,
         ))
     });
-    let result = server::run(listener, state, workers.as_ref()).await;
+    let result = server::run(listener, state, workers.as_ref(), signals).await;
     let _ = stop_tls.send(true);
     if let Some(task) = tls_task {
         let _ = task.await;
