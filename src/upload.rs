@@ -22,6 +22,33 @@ pub use uploader::{Minted, UploadError, Uploader};
 /// limit is longer).
 pub const MAX_EXPIRY: Duration = Duration::from_secs(3600);
 
+/// Refuses a URL lifetime of zero or over [`MAX_EXPIRY`] (each cloud's own
+/// limit is longer).
+pub(crate) fn check_expiry(expiry: Duration) -> Result<(), SignError> {
+    if expiry.is_zero() || expiry > MAX_EXPIRY {
+        return Err(SignError::Expiry);
+    }
+    Ok(())
+}
+
+/// Percent-encodes every byte but RFC 3986's unreserved ones (and `/` when
+/// `keep_slash`), in upper-case hex: what SigV4, GCS V4 and Azure SAS
+/// canonical forms and URLs want.
+pub(crate) fn percent_encode(s: &str, keep_slash: bool) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric()
+            || matches!(b, b'-' | b'.' | b'_' | b'~')
+            || (keep_slash && b == b'/')
+        {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// What a signature pins besides the method, the object and the expiry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Constraints<'a> {

@@ -16,7 +16,7 @@ use base64::Engine as _;
 use hmac::Mac as _;
 use zeroize::Zeroizing;
 
-use super::{Constraints, MAX_EXPIRY, SignError, SignedUpload};
+use super::{Constraints, MAX_EXPIRY, SignError, SignedUpload, check_expiry, percent_encode};
 
 /// The storage service version the SAS is signed for (`sv`). Any version
 /// from 2020-12-06 on has the string-to-sign below; this one is GA in every
@@ -140,23 +140,6 @@ fn valid_blob(blob: &str) -> bool {
             .all(|s| !s.is_empty() && s != "." && s != "..")
 }
 
-/// Percent-encodes every byte but the unreserved ones (RFC 3986), and `/`
-/// when `keep_slash`.
-fn pct(s: &str, keep_slash: bool) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric()
-            || matches!(b, b'-' | b'.' | b'_' | b'~')
-            || (keep_slash && b == b'/')
-        {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// The blob service URL and the protocols the SAS allows on it.
 fn service_url(at: &AzureContainer) -> Result<(String, &'static str), SignError> {
     let Some(endpoint) = &at.endpoint else {
@@ -227,9 +210,7 @@ pub fn sign(
     now: i64,
     c: &Constraints<'_>,
 ) -> Result<SignedUpload, SignError> {
-    if expiry.is_zero() || expiry > MAX_EXPIRY {
-        return Err(SignError::Expiry);
-    }
+    check_expiry(expiry)?;
     if !valid_account(&at.account) {
         return Err(SignError::Account(at.account.clone()));
     }
@@ -254,11 +235,11 @@ pub fn sign(
     let url = format!(
         "{service}/{}/{}?sv={}&spr={}&se={}&sr=b&sp=c&sig={}",
         at.container,
-        pct(blob, true),
+        percent_encode(blob, true),
         SAS_VERSION,
-        pct(protocols, false),
-        pct(&se, false),
-        pct(&sig, false),
+        percent_encode(protocols, false),
+        percent_encode(&se, false),
+        percent_encode(&sig, false),
     );
     // Put Blob needs its type; the content type is stored with the blob
     // (a SAS cannot pin it).

@@ -22,7 +22,7 @@ use rustls_pki_types::pem::PemObject as _;
 use sha2::{Digest as _, Sha256};
 use zeroize::Zeroizing;
 
-use super::{Constraints, MAX_EXPIRY, SignError, SignedUpload};
+use super::{Constraints, MAX_EXPIRY, SignError, SignedUpload, check_expiry, percent_encode};
 
 /// Google's public endpoint, used when `[uploads] endpoint` is unset.
 pub const DEFAULT_ENDPOINT: &str = "https://storage.googleapis.com";
@@ -163,9 +163,7 @@ pub fn sign(
     c: &Constraints<'_>,
 ) -> Result<SignedUpload, SignError> {
     // GCS's own limit is 7 days; ours is shorter.
-    if expiry.is_zero() || expiry > MAX_EXPIRY {
-        return Err(SignError::Expiry);
-    }
+    check_expiry(expiry)?;
     if !valid_bucket(&at.bucket) {
         return Err(SignError::Bucket(at.bucket.clone()));
     }
@@ -271,11 +269,11 @@ pub(crate) fn presign(
         ("X-Goog-SignedHeaders", signed_headers.clone()),
     ]
     .into_iter()
-    .map(|(k, v)| (encode(k, false), encode(&v, false)))
+    .map(|(k, v)| (percent_encode(k, false), percent_encode(&v, false)))
     .chain(
         r.query
             .iter()
-            .map(|(k, v)| (encode(k, false), encode(v, false))),
+            .map(|(k, v)| (percent_encode(k, false), percent_encode(v, false))),
     )
     .collect();
     query.sort();
@@ -285,10 +283,10 @@ pub(crate) fn presign(
         .collect::<Vec<_>>()
         .join("&");
 
-    let mut path = format!("/{}", encode(r.bucket, false));
+    let mut path = format!("/{}", percent_encode(r.bucket, false));
     if let Some(object) = r.object {
         path.push('/');
-        path.push_str(&encode(object, true));
+        path.push_str(&percent_encode(object, true));
     }
     let mut canonical_request = format!("{}\n{path}\n{query}\n", r.method);
     for (name, values) in &canon {
@@ -332,23 +330,6 @@ fn endpoint_host(endpoint: &str) -> Option<String> {
         // `Url` adds the root `/`; a path the endpoint itself had is refused.
         && !endpoint.split_once("://").is_some_and(|(_, rest)| rest.contains('/'));
     bare.then(|| u.host_str().map(str::to_owned)).flatten()
-}
-
-/// Percent-encodes all but RFC 3986's unreserved characters (and `/` when
-/// `keep_slash`), in upper-case hex, as the V4 canonical forms want.
-fn encode(s: &str, keep_slash: bool) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric()
-            || matches!(b, b'-' | b'.' | b'_' | b'~')
-            || (keep_slash && b == b'/')
-        {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 
-use super::{Constraints, MAX_EXPIRY, SignError, SignedUpload};
+use super::{Constraints, MAX_EXPIRY, SignError, SignedUpload, check_expiry, percent_encode};
 
 /// Where the bucket is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,9 +68,7 @@ pub fn sign(
     now: i64,
     c: &Constraints<'_>,
 ) -> Result<SignedUpload, SignError> {
-    if expiry.is_zero() || expiry > MAX_EXPIRY {
-        return Err(SignError::Expiry);
-    }
+    check_expiry(expiry)?;
     let (endpoint, style) = match &at.endpoint_url {
         Some(e) => (e.clone(), UrlStyle::Path),
         None => (

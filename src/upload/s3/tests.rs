@@ -270,12 +270,10 @@ fn the_sigv4_core_reproduces_aws_published_presign_example() {
         c.access_key_id.clone(),
         c.secret_access_key.as_str().to_owned(),
     );
-    let url = bucket
-        .get_object(Some(&creds), "test.txt")
-        .sign_with_time(
-            Duration::from_secs(86_400),
-            &jiff::Timestamp::from_second(NOW).unwrap(),
-        );
+    let url = bucket.get_object(Some(&creds), "test.txt").sign_with_time(
+        Duration::from_secs(86_400),
+        &jiff::Timestamp::from_second(NOW).unwrap(),
+    );
     assert_eq!(
         url.as_str(),
         "https://examplebucket.s3.amazonaws.com/test.txt?X-Amz-Algorithm=AWS4-HMAC-SHA256\
