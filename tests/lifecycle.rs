@@ -489,20 +489,18 @@ fn sigterm_right_after_ready_is_a_graceful_stop() {
         let pid = rustix::process::Pid::from_child(&child);
         let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
         let mut line = String::new();
-        let mut socket = None;
-        loop {
+        let socket = loop {
             line.clear();
             assert!(err.read_line(&mut line).unwrap() > 0, "no ready line");
             if line.contains("secret-broker ready") {
                 // At once: no fork of `kill` between "ready" and the signal.
                 rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
-                socket = line
+                break line
                     .split_whitespace()
                     .find_map(|w| w.strip_prefix("socket="))
                     .map(|s| std::path::PathBuf::from(s.trim_matches('"')));
-                break;
             }
-        }
+        };
         // Drain stderr so the broker never blocks on a full pipe.
         let rest = std::thread::spawn(move || {
             let mut s = String::new();

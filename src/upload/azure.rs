@@ -16,7 +16,7 @@ use base64::Engine as _;
 use hmac::Mac as _;
 use zeroize::Zeroizing;
 
-use super::{Constraints, MAX_EXPIRY, SignError, SignedUpload, check_expiry, percent_encode};
+use super::{Constraints, SignError, SignedUpload, check_expiry, percent_encode};
 
 /// The storage service version the SAS is signed for (`sv`). Any version
 /// from 2020-12-06 on has the string-to-sign below; this one is GA in every

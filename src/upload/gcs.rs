@@ -22,7 +22,7 @@ use rustls_pki_types::pem::PemObject as _;
 use sha2::{Digest as _, Sha256};
 use zeroize::Zeroizing;
 
-use super::{Constraints, MAX_EXPIRY, SignError, SignedUpload, check_expiry, percent_encode};
+use super::{Constraints, SignError, SignedUpload, check_expiry, percent_encode};
 
 /// Google's public endpoint, used when `[uploads] endpoint` is unset.
 pub const DEFAULT_ENDPOINT: &str = "https://storage.googleapis.com";

@@ -12,7 +12,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 
-use super::{Constraints, MAX_EXPIRY, SignError, SignedUpload, check_expiry, percent_encode};
+use super::{Constraints, SignError, SignedUpload, check_expiry};
 
 /// Where the bucket is.
 #[derive(Debug, Clone, PartialEq, Eq)]

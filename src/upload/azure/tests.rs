@@ -5,6 +5,7 @@
 use proptest::prelude::*;
 
 use super::*;
+use crate::upload::MAX_EXPIRY;
 
 /// Azurite's (and the old storage emulator's) published development
 /// account and key.

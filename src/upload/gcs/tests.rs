@@ -5,6 +5,7 @@
 use proptest::prelude::*;
 
 use super::*;
+use crate::upload::MAX_EXPIRY;
 
 const VECTORS: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),

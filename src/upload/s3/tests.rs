@@ -3,6 +3,7 @@
 //! the signature must pin.
 
 use super::*;
+use crate::upload::MAX_EXPIRY;
 
 /// AWS's documented example credentials and clock (SigV4 presign example,
 /// "Authenticating Requests: Using Query Parameters"): 2013-05-24T00:00:00Z.
