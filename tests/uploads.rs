@@ -82,17 +82,7 @@ endpoint_url = "{endpoint}"
 }
 
 fn mint(b: &Broker, path: &str, token: &str, body: &str) -> Resp {
-    let auth = format!("Bearer {token}");
-    b.try_request(
-        "POST",
-        &format!("/v1/uploads/{path}"),
-        &[
-            ("authorization", auth.as_str()),
-            ("content-type", "application/json"),
-        ],
-        Some(body.as_bytes()),
-    )
-    .unwrap()
+    b.mint_upload(path, token, body)
 }
 
 /// botocore's SigV4 query signature of the same `PUT`, with the clock set
@@ -155,14 +145,6 @@ print(req.url)
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
-fn query(url: &str) -> std::collections::BTreeMap<String, String> {
-    url::Url::parse(url)
-        .unwrap()
-        .query_pairs()
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect()
-}
-
 #[test]
 fn a_task_mints_a_signed_url_in_its_scope_only_and_it_never_leaks() {
     let b = start_with_uploads();
@@ -196,7 +178,7 @@ fn a_task_mints_a_signed_url_in_its_scope_only_and_it_never_leaks() {
     use base64::Engine as _;
     let sum_b64 = base64::engine::general_purpose::STANDARD.encode(hex::decode(&sum).unwrap());
     assert_eq!(headers["x-amz-checksum-sha256"], sum_b64.as_str());
-    let q = query(&url);
+    let q = servers::url_query(&url);
     assert_eq!(q["X-Amz-Expires"], "300");
     assert_eq!(q["X-Amz-Security-Token"], SESSION_TOKEN);
     assert!(q["X-Amz-Credential"].starts_with(&format!("{KEY_ID}/")));
@@ -235,7 +217,7 @@ fn a_task_mints_a_signed_url_in_its_scope_only_and_it_never_leaks() {
         url.split_once('?').unwrap().0,
         theirs.split_once('?').unwrap().0
     );
-    assert_eq!(q, query(&theirs));
+    assert_eq!(q, servers::url_query(&theirs));
 
     // Outside its scope, or its scope's parent: 403, and no URL.
     for path in ["acme/tasks/t-43/out.tar", "acme/tasks/out.tar", "other/x/y"] {
@@ -413,16 +395,7 @@ fn a_broker_that_cannot_sign_uploads_does_not_start() {
 
 /// `curl -X method` of `file` to `url` with `headers`; the status.
 fn send(method: &str, url: &str, headers: &[(String, String)], file: &std::path::Path) -> u16 {
-    let mut args: Vec<String> = vec!["-X".into(), method.into()];
-    for (k, v) in headers {
-        args.push("-H".into());
-        args.push(format!("{k}: {v}"));
-    }
-    args.push("--data-binary".into());
-    args.push(format!("@{}", file.display()));
-    args.push(url.into());
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    servers::curl(&refs).0
+    servers::curl_send(method, url, headers, Some(file))
 }
 
 #[test]

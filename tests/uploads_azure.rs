@@ -194,38 +194,7 @@ endpoint = "{azurite}"
 }
 
 fn mint(b: &Broker, path: &str, token: &str, body: &str) -> Resp {
-    let auth = format!("Bearer {token}");
-    b.try_request(
-        "POST",
-        &format!("/v1/uploads/{path}"),
-        &[
-            ("authorization", auth.as_str()),
-            ("content-type", "application/json"),
-        ],
-        Some(body.as_bytes()),
-    )
-    .unwrap()
-}
-
-/// `curl -X method` of `file` (or no body) to `url` with `headers`; the status.
-fn send(
-    method: &str,
-    url: &str,
-    headers: &[(String, String)],
-    file: Option<&std::path::Path>,
-) -> u16 {
-    let mut args: Vec<String> = vec!["-X".into(), method.into()];
-    for (k, v) in headers {
-        args.push("-H".into());
-        args.push(format!("{k}: {v}"));
-    }
-    if let Some(f) = file {
-        args.push("--data-binary".into());
-        args.push(format!("@{}", f.display()));
-    }
-    args.push(url.into());
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    servers::curl(&refs).0
+    b.mint_upload(path, token, body)
 }
 
 fn headers_of(j: &serde_json::Value) -> Vec<(String, String)> {
@@ -234,14 +203,6 @@ fn headers_of(j: &serde_json::Value) -> Vec<(String, String)> {
         .unwrap()
         .iter()
         .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
-        .collect()
-}
-
-fn query(url: &str) -> std::collections::BTreeMap<String, String> {
-    url::Url::parse(url)
-        .unwrap()
-        .query_pairs()
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect()
 }
 
@@ -272,7 +233,7 @@ fn a_task_uploads_to_azurite_once_and_the_url_does_nothing_else() {
         )),
         "{url}"
     );
-    let q = query(&url);
+    let q = servers::url_query(&url);
     // Create only, one blob, no start time; http allowed only because the
     // endpoint is loopback.
     assert_eq!(q["sp"], "c");
@@ -293,17 +254,21 @@ fn a_task_uploads_to_azurite_once_and_the_url_does_nothing_else() {
 
     // What the SAS pins, each refused by Azurite before anything is stored:
     // another method, another blob name, a wider permission.
-    assert_eq!(send("GET", &url, &[], None), 403, "GET with the create url");
+    assert_eq!(
+        servers::curl_send("GET", &url, &[], None),
+        403,
+        "GET with the create url"
+    );
     let renamed = url.replacen("/out.tar?", "/other.tar?", 1);
     assert_eq!(
-        send("PUT", &renamed, &headers, Some(&file)),
+        servers::curl_send("PUT", &renamed, &headers, Some(&file)),
         403,
         "edited blob name"
     );
     let widened = url.replacen("&sp=c&", "&sp=cw&", 1);
     assert_ne!(widened, url);
     assert_eq!(
-        send("PUT", &widened, &headers, Some(&file)),
+        servers::curl_send("PUT", &widened, &headers, Some(&file)),
         403,
         "permission widened to write"
     );
@@ -311,7 +276,7 @@ fn a_task_uploads_to_azurite_once_and_the_url_does_nothing_else() {
     assert_eq!(az.read("tenant-a/acme/tasks/t-42/other.tar"), Err(404));
 
     // As minted, it uploads once, and the bytes arrive.
-    assert_eq!(send("PUT", &url, &headers, Some(&file)), 201);
+    assert_eq!(servers::curl_send("PUT", &url, &headers, Some(&file)), 201);
     assert_eq!(
         az.read("tenant-a/acme/tasks/t-42/out.tar").unwrap(),
         data.as_slice()
@@ -320,9 +285,17 @@ fn a_task_uploads_to_azurite_once_and_the_url_does_nothing_else() {
     // The same URL cannot overwrite, delete or read what it uploaded.
     let other = dir.path().join("other");
     std::fs::write(&other, b"overwritten!").unwrap();
-    assert_eq!(send("PUT", &url, &headers, Some(&other)), 403, "overwrite");
-    assert_eq!(send("DELETE", &url, &[], None), 403, "DELETE");
-    assert_eq!(send("GET", &url, &[], None), 403, "GET after upload");
+    assert_eq!(
+        servers::curl_send("PUT", &url, &headers, Some(&other)),
+        403,
+        "overwrite"
+    );
+    assert_eq!(servers::curl_send("DELETE", &url, &[], None), 403, "DELETE");
+    assert_eq!(
+        servers::curl_send("GET", &url, &[], None),
+        403,
+        "GET after upload"
+    );
     assert_eq!(
         az.read("tenant-a/acme/tasks/t-42/out.tar").unwrap(),
         data.as_slice(),
@@ -415,7 +388,7 @@ fn an_expired_azure_url_is_refused() {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
     assert_eq!(
-        send(
+        servers::curl_send(
             "PUT",
             j["url"].as_str().unwrap(),
             &headers_of(&j),

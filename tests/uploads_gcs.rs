@@ -167,17 +167,7 @@ endpoint = "{endpoint}"
 }
 
 fn mint(b: &Broker, path: &str, token: &str, body: &str) -> Resp {
-    let auth = format!("Bearer {token}");
-    b.try_request(
-        "POST",
-        &format!("/v1/uploads/{path}"),
-        &[
-            ("authorization", auth.as_str()),
-            ("content-type", "application/json"),
-        ],
-        Some(body.as_bytes()),
-    )
-    .unwrap()
+    b.mint_upload(path, token, body)
 }
 
 /// RFC 3986 percent-encoding of all but unreserved characters.

@@ -437,6 +437,21 @@ level = "debug"
             .collect()
     }
 
+    /// `POST /v1/uploads/{path}` with `body` as the bearer of `token`.
+    pub fn mint_upload(&self, path: &str, token: &str, body: &str) -> Resp {
+        let auth = format!("Bearer {token}");
+        self.try_request(
+            "POST",
+            &format!("/v1/uploads/{path}"),
+            &[
+                ("authorization", auth.as_str()),
+                ("content-type", "application/json"),
+            ],
+            Some(body.as_bytes()),
+        )
+        .unwrap()
+    }
+
     pub fn try_request(
         &self,
         method: &str,

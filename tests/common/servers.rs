@@ -192,3 +192,34 @@ impl PrivateAzure {
         })
     }
 }
+
+/// A URL's query parameters, decoded.
+pub fn url_query(url: &str) -> std::collections::BTreeMap<String, String> {
+    url::Url::parse(url)
+        .unwrap()
+        .query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+/// `curl -X method` of `file` (or no body) to `url` with `headers`; the
+/// status (what a task holding a signed URL could send to the bucket).
+pub fn curl_send(
+    method: &str,
+    url: &str,
+    headers: &[(String, String)],
+    file: Option<&std::path::Path>,
+) -> u16 {
+    let mut args: Vec<String> = vec!["-X".into(), method.into()];
+    for (k, v) in headers {
+        args.push("-H".into());
+        args.push(format!("{k}: {v}"));
+    }
+    if let Some(f) = file {
+        args.push("--data-binary".into());
+        args.push(format!("@{}", f.display()));
+    }
+    args.push(url.into());
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    curl(&refs).0
+}
