@@ -652,6 +652,43 @@ fn bucket_refusals_are_clear_errors_with_their_exit_codes() {
     assert_no_url("the CLI's stderr", &err, &nobody);
 }
 
+/// A bucket that stops reading, or never answers once everything is sent,
+/// is given up on after `--idle-timeout` (exit 69, `bucket_stalled`)
+/// instead of hanging the task. The "bucket" is a listener that never
+/// accepts: the kernel takes the first bytes, then nothing moves. Bounded
+/// by `timeout`, so the old code (which waited forever) fails, not hangs.
+#[test]
+fn a_stalled_bucket_is_given_up_on_after_the_idle_timeout() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://127.0.0.1:{}", dead.local_addr().unwrap().port());
+    let b = uploads_broker(&url, "us-east-1", S3rver::CREDENTIAL, "5m", "");
+    let dir = tempfile::tempdir().unwrap();
+    // Small: all of it fits in the socket buffers, then no answer comes.
+    // Large: the writes block once the buffers are full.
+    for (name, size) in [("small", 1_000usize), ("large", 32 << 20)] {
+        let file = dir.path().join(name);
+        std::fs::write(&file, output_bytes(size, 9)).unwrap();
+        let o = std::process::Command::new("timeout")
+            .args(["60", common::BIN, "upload"])
+            .arg(format!("acme/tasks/t-42/{name}"))
+            .arg("--from-file")
+            .arg(&file)
+            .args(["--idle-timeout", "2s", "--json"])
+            .env("SECRET_BROKER_SOCKET", &b.socket)
+            .env(TASK.0, TASK.1)
+            .output()
+            .unwrap();
+        let (out, err) = text(&o);
+        assert_eq!(o.status.code(), Some(69), "{name}: {out}{err}");
+        assert!(out.contains("\"bucket_stalled\""), "{name}: {out}");
+        assert!(
+            err.contains("the bucket took no data and gave no answer for 2s"),
+            "{name}: {err}"
+        );
+        assert_no_url("the CLI's stderr", &err, &url);
+    }
+}
+
 /// A mint the broker refuses exits with the contract's code (and its exit
 /// code), and nothing reaches the bucket.
 #[test]

@@ -94,7 +94,9 @@ impl ClientError {
             Self::Bucket(b) => match b {
                 BucketError::Expired { .. } | BucketError::Refused { .. } => Exit::UploadRefused,
                 BucketError::Exists { .. } => Exit::Exists,
-                BucketError::Unreachable { .. } | BucketError::Tls { .. } => Exit::Unavailable,
+                BucketError::Unreachable { .. }
+                | BucketError::Tls { .. }
+                | BucketError::Stalled { .. } => Exit::Unavailable,
                 BucketError::Status { .. } | BucketError::Transfer(_) => Exit::Failure,
             },
         }
@@ -116,6 +118,7 @@ impl ClientError {
             Self::Bucket(BucketError::Status { .. }) => "bucket_error",
             Self::Bucket(BucketError::Unreachable { .. }) => "bucket_unreachable",
             Self::Bucket(BucketError::Tls { .. }) => "bucket_tls_failed",
+            Self::Bucket(BucketError::Stalled { .. }) => "bucket_stalled",
             Self::Bucket(BucketError::Transfer(_)) => "upload_failed",
         }
     }

@@ -149,7 +149,7 @@ pub fn run(args: RunArgs) -> Exit {
     }
 }
 
-fn positive_duration(v: &str) -> Result<Duration, String> {
+pub(super) fn positive_duration(v: &str) -> Result<Duration, String> {
     match crate::config::parse_duration(v)? {
         d if d.is_zero() => Err("must be more than 0".to_owned()),
         d => Ok(d),

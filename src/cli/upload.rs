@@ -56,6 +56,10 @@ pub struct UploadArgs {
     /// The object's Content-Type, e.g. application/gzip (signed into the URL).
     #[arg(long, value_name = "T")]
     content_type: Option<String>,
+    /// Give up when the bucket takes no data, or gives no answer once all
+    /// is sent, for this long (e.g. 30s, 5m).
+    #[arg(long, value_name = "D", default_value = "60s", value_parser = super::run::positive_duration)]
+    idle_timeout: std::time::Duration,
     #[command(flatten)]
     pub(super) client: ClientArgs,
 }
@@ -321,6 +325,7 @@ pub async fn run(args: UploadArgs) -> Result<(), ClientError> {
         body,
         &minted.object,
         &minted.expires_at,
+        args.idle_timeout,
     )
     .await;
     if let Some(b) = progress {

@@ -88,6 +88,15 @@ pub enum BucketError {
         /// rustls's reason.
         why: String,
     },
+    /// Nothing moved for the idle timeout: the bucket stopped reading, or
+    /// did not answer once everything was sent.
+    #[error(
+        "the upload stalled: the bucket took no data and gave no answer for {secs}s; run `upload` again (nothing is stored from a partial upload), or raise --idle-timeout on a slow link"
+    )]
+    Stalled {
+        /// The idle timeout, in seconds.
+        secs: u64,
+    },
     /// The transfer broke off (the connection, or the file being read).
     #[error(
         "the upload broke off: {0}; run `upload` again (nothing is stored from a partial upload)"
@@ -167,6 +176,40 @@ pub struct FileBody {
     left: u64,
     buf: Box<[u8]>,
     bar: Option<ProgressBar>,
+    /// When a frame was last handed to the connection (see [`Progress`]).
+    progress: Progress,
+}
+
+/// When the transfer last moved: milliseconds since its start, shared by
+/// the body (each frame it hands over) and the stall watchdog in [`put`].
+#[derive(Debug, Clone)]
+pub struct Progress {
+    start: std::time::Instant,
+    last_ms: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Progress {
+    fn new() -> Self {
+        Self {
+            start: std::time::Instant::now(),
+            last_ms: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn touch(&self) {
+        self.last_ms
+            .store(self.now_ms(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How long since the transfer last moved.
+    fn idle(&self) -> Duration {
+        let last = self.last_ms.load(std::sync::atomic::Ordering::Relaxed);
+        Duration::from_millis(self.now_ms().saturating_sub(last))
+    }
 }
 
 impl FileBody {
@@ -177,6 +220,7 @@ impl FileBody {
             left: len,
             buf: vec![0u8; CHUNK].into_boxed_slice(),
             bar,
+            progress: Progress::new(),
         }
     }
 }
@@ -206,6 +250,7 @@ impl hyper::body::Body for FileBody {
             ))));
         }
         this.left -= n as u64;
+        this.progress.touch();
         if let Some(bar) = &this.bar {
             bar.inc(n as u64);
         }
@@ -224,6 +269,32 @@ impl hyper::body::Body for FileBody {
 /// `PUT`s `body` to `to` with exactly `headers`; `object` and
 /// `expires_at` are for the messages.
 pub async fn put(
+    to: &Target,
+    headers: &[(String, String)],
+    body: FileBody,
+    object: &str,
+    expires_at: &str,
+    idle_timeout: Duration,
+) -> Result<(), BucketError> {
+    let progress = body.progress.clone();
+    progress.touch();
+    let stalled = async {
+        loop {
+            let idle = progress.idle();
+            if idle >= idle_timeout {
+                break;
+            }
+            tokio::time::sleep(idle_timeout - idle).await;
+        }
+    };
+    tokio::select! {
+        r = put_now(to, headers, body, object, expires_at) => r,
+        () = stalled => Err(BucketError::Stalled { secs: idle_timeout.as_secs() }),
+    }
+}
+
+/// [`put`] without the stall watchdog.
+async fn put_now(
     to: &Target,
     headers: &[(String, String)],
     body: FileBody,
