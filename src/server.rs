@@ -26,7 +26,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::Semaphore;
 
 use crate::api::{self, ApiRequest, AppState, ConnInfo};
-use crate::audit::{AuditRecord, now_rfc3339};
+use crate::audit::{AuditPeer, AuditRecord, now_rfc3339};
 use crate::authz::Transport;
 use crate::config::{Limits, ListenConfig};
 use crate::identity::PeerCred;
@@ -189,7 +189,7 @@ fn spawn_connection(
     let task_ctx = Arc::clone(&ctx);
     let task = tokio::spawn(async move {
         if let Err(e) = conn.await {
-            audit_connection_error(&task_ctx.state, peer, &e, started);
+            audit_connection_error(&task_ctx.state, peer.map(Into::into), &e, started);
         }
         task_ctx.watch.close();
         drop(permit);
@@ -202,7 +202,7 @@ fn spawn_connection(
             &watchdog_ctx.watch,
             conn_task,
             state.limits.header_timeout,
-            || audit_head_timeout(state, peer, started),
+            || audit_head_timeout(state, peer.map(Into::into), started),
         )
         .await;
     });
@@ -307,7 +307,7 @@ where
     let peer = info.peer;
     let ctx = Arc::new(Conn::new(Arc::clone(&state), info));
     if let Err(e) = connection(&builder, io, ctx).await {
-        audit_connection_error(&state, peer, &e, started);
+        audit_connection_error(&state, peer.map(Into::into), &e, started);
     }
 }
 
@@ -351,7 +351,7 @@ fn reload(state: &AppState) {
 /// parse it (too large or malformed).
 fn audit_connection_error(
     state: &AppState,
-    peer: Option<PeerCred>,
+    peer: Option<AuditPeer<'_>>,
     e: &hyper::Error,
     started: Instant,
 ) {
@@ -369,7 +369,7 @@ fn audit_connection_error(
 
 /// Audits a connection closed for waiting longer than `header_timeout` for
 /// a complete request head.
-fn audit_head_timeout(state: &AppState, peer: Option<PeerCred>, started: Instant) {
+fn audit_head_timeout(state: &AppState, peer: Option<AuditPeer<'_>>, started: Instant) {
     let request_id = state.next_request_id();
     audit_unparsed(state, &request_id, peer, 408, started.elapsed());
 }
@@ -379,7 +379,7 @@ fn audit_head_timeout(state: &AppState, peer: Option<PeerCred>, started: Instant
 fn audit_unparsed(
     state: &AppState,
     request_id: &str,
-    peer: Option<PeerCred>,
+    peer: Option<AuditPeer<'_>>,
     status: u16,
     latency: std::time::Duration,
 ) {
@@ -387,7 +387,7 @@ fn audit_unparsed(
         ts: now_rfc3339(),
         request_id,
         principal: None,
-        peer: peer.map(Into::into),
+        peer,
         action: None,
         path: None,
         upload: None,
@@ -442,5 +442,11 @@ async fn refuse_overloaded(
         Ok::<(), std::io::Error>(())
     })
     .await;
-    audit_unparsed(&state, &request_id, peer, 429, started.elapsed());
+    audit_unparsed(
+        &state,
+        &request_id,
+        peer.map(Into::into),
+        429,
+        started.elapsed(),
+    );
 }

@@ -884,3 +884,74 @@ fn the_shared_broker_deploy_example_holds_together() {
     );
     assert_eq!(svc["spec"]["ports"][0]["port"], 8443);
 }
+
+/// The TLS listener audits what it refuses, as the socket does: a request
+/// it cannot parse (400, with the client's address and certificate
+/// identity), and a connection over `max_connections`, closed before any
+/// TLS work (429, with the client's address). Before, both left no line.
+#[test]
+fn tls_refusals_and_malformed_requests_are_audited_with_the_peer() {
+    let t = Tls::start(
+        "\n[limits]\nmax_connections = 2\nheader_timeout = \"60s\"",
+        "",
+    );
+    let writer = t.ca.client(WRITER);
+    let config = t.config(Some(&writer), &[&rustls::version::TLS13]);
+    let _ = t.request_with(config, "GAR BAGE", "/x", None);
+    let audited = |status: u64| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(l) = t
+                .broker
+                .audit_lines()
+                .into_iter()
+                .find(|l| l["status"] == status)
+            {
+                return l;
+            }
+            assert!(Instant::now() < deadline, "no {status} line");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let bad = audited(400);
+    assert!(bad["principal"].is_null(), "{bad}");
+    assert!(
+        bad["peer"]["addr"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:"),
+        "{bad}"
+    );
+    assert_eq!(bad["peer"]["spiffe_id"], WRITER, "{bad}");
+
+    // Two silent connections hold both slots; a third is closed at once.
+    let held: Vec<TcpStream> = (0..2)
+        .map(|_| TcpStream::connect(&t.addr).unwrap())
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let over = loop {
+        let mut s = TcpStream::connect(&t.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut buf = [0u8; 16];
+        // Closed without an answer: end of stream, or a reset (a read that
+        // times out is a connection that was taken: try again).
+        let closed = match s.read(&mut buf) {
+            Ok(n) => n == 0,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        };
+        if closed {
+            let line = audited(429);
+            break line;
+        }
+        assert!(Instant::now() < deadline, "never turned away");
+    };
+    assert!(over["principal"].is_null(), "{over}");
+    assert!(
+        over["peer"]["addr"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:"),
+        "{over}"
+    );
+    drop(held);
+}

@@ -21,6 +21,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{Semaphore, watch};
 
 use crate::api::{AppState, ConnInfo};
+use crate::audit::AuditPeer;
 use crate::authz::Transport;
 use crate::config::{TlsListenConfig, TlsMinVersion};
 use crate::identity::{PeerCert, TlsPeer};
@@ -274,9 +275,20 @@ pub async fn run(
                         continue;
                     }
                 };
-                // Over the cap the connection is closed before any TLS work.
+                // Over the cap the connection is closed before any TLS work
+                // (an answer would need a handshake), and audited as the
+                // socket's over-cap refusals are: 429, the peer's address.
                 let Ok(permit) = Arc::clone(&conns).try_acquire_owned() else {
                     drop(stream);
+                    let addr = addr.to_string();
+                    let request_id = state.next_request_id();
+                    super::audit_unparsed(
+                        &state,
+                        &request_id,
+                        Some(AuditPeer::Tls { addr: &addr, spiffe_id: None, dns_name: None }),
+                        429,
+                        Duration::ZERO,
+                    );
                     continue;
                 };
                 let config = set.current();
@@ -342,13 +354,14 @@ async fn serve_one(
         // INVARIANT: the verifier requires a certificate; a handshake
         // without one never completes.
         .unwrap_or(Err(crate::identity::cert::CertError::Parse));
+    let peer = Arc::new(TlsPeer {
+        addr: addr.to_string(),
+        cert,
+    });
     let info = ConnInfo {
         peer: None,
         transport: Transport::Tls,
-        tls: Some(Arc::new(TlsPeer {
-            addr: addr.to_string(),
-            cert,
-        })),
+        tls: Some(Arc::clone(&peer)),
     };
     let ctx = Arc::new(super::Conn::new(Arc::clone(&state), info));
     let conn = super::connection(&builder, tls, ctx);
@@ -372,6 +385,6 @@ async fn serve_one(
         }
     };
     if let Err(e) = result {
-        super::audit_connection_error(&state, None, &e, started);
+        super::audit_connection_error(&state, Some(AuditPeer::from(&*peer)), &e, started);
     }
 }
