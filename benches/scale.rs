@@ -22,7 +22,7 @@
 //! - **Principals** (10 and 10,000; `SCALE_PRINCIPALS`): the library's
 //!   [`Resolver`], one lookup by bearer token and one by peer uid.
 //!
-//! Every row is a median over `SCALE_ROUNDS` rounds (default 5) with the
+//! Every row is a median over `SCALE_ROUNDS` rounds (default 7) with the
 //! min-max spread; growth factors are the median of the same-round ratios
 //! to the smallest size. No assertions: the tables are the result.
 //!
@@ -302,7 +302,9 @@ fn writes(b: &Broker, writers: usize, secs: f64, tag: &str) -> f64 {
     let threads: Vec<_> = (0..writers)
         .map(|w| {
             let socket = b.socket.clone();
-            let tag = format!("{tag}-{w}");
+            // 64 secrets per writer, overwritten in turn: the store's
+            // secret count stays what the row says (versions accumulate).
+            let tag = format!("{tag}{w}");
             std::thread::spawn(move || {
                 let mut s = UnixStream::connect(&socket).unwrap();
                 let mut buf = Vec::new();
@@ -310,7 +312,8 @@ fn writes(b: &Broker, writers: usize, secs: f64, tag: &str) -> f64 {
                 let mut done = 0usize;
                 while start.elapsed() < deadline {
                     let req = format!(
-                        "PUT /v1/secrets/acme/tasks/t-42/w/{tag}-{done} HTTP/1.1\r\nhost: b\r\nauthorization: Bearer {TOKEN}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                        "PUT /v1/secrets/acme/tasks/t-42/w/{tag}-{} HTTP/1.1\r\nhost: b\r\nauthorization: Bearer {TOKEN}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                        done % 64,
                         body.len()
                     );
                     s.write_all(req.as_bytes()).unwrap();
@@ -373,6 +376,8 @@ struct SecretRows {
     startup_ms: Vec<f64>,
     entries: usize,
     file_mib: f64,
+    open_ms: f64,
+    repaired: bool,
     fill_s: f64,
 }
 
@@ -397,17 +402,20 @@ fn secrets(rounds: usize) {
         .zip(&sizes)
         .map(|(d, &n)| Broker::new(d.path(), n))
         .collect();
-    // Warm-up: the first reads fault in the binary and the store's pages.
-    for b in &brokers {
-        reads(b, 500, false, 1);
-        reads(b, 500, true, 2);
+    for (b, row) in brokers.iter().zip(&mut rows) {
+        row.file_mib =
+            std::fs::metadata(b.dir.join("store.redb")).unwrap().len() as f64 / (1024.0 * 1024.0);
     }
     for round in 0..rounds {
         for (b, row) in brokers.iter_mut().zip(&mut rows) {
+            // Warm-up (discarded): after the previous round's restart, the
+            // first reads fault in the binary and the store's pages.
+            reads(b, 500, false, 1);
+            reads(b, 500, true, 2);
             row.cached.push(reads(b, 2000, false, 0));
             row.uncached.push(reads(b, 2000, true, 7 + round as u64));
-            row.w1.push(writes(b, 1, 1.0, &format!("r{round}a")));
-            row.w16.push(writes(b, 16, 1.0, &format!("r{round}b")));
+            row.w1.push(writes(b, 1, 1.0, "a"));
+            row.w16.push(writes(b, 16, 1.0, "b"));
             let (ms, entries, mib) = list(b);
             row.list_ms.push(ms);
             row.list_mib.push(mib);
@@ -416,9 +424,24 @@ fn secrets(rounds: usize) {
         }
         eprintln!("secrets: round {} of {rounds} done", round + 1);
     }
-    for (b, row) in brokers.iter().zip(&mut rows) {
-        row.file_mib =
-            std::fs::metadata(b.dir.join("store.redb")).unwrap().len() as f64 / (1024.0 * 1024.0);
+    // Where start-up time goes: stop each broker cleanly and open its
+    // store file with redb alone, noting whether redb had to repair it
+    // (a file not closed cleanly is walked whole on open).
+    for (b, row) in brokers.iter_mut().zip(&mut rows) {
+        let mut child = b.child.take().unwrap();
+        let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+        child.wait().unwrap();
+        let repaired = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = Arc::clone(&repaired);
+        let t = Instant::now();
+        let db = redb::Database::builder()
+            .set_repair_callback(move |_| flag.store(true, std::sync::atomic::Ordering::Relaxed))
+            .create(b.dir.join("store.redb"))
+            .unwrap();
+        row.open_ms = t.elapsed().as_secs_f64() * 1e3;
+        row.repaired = repaired.load(std::sync::atomic::Ordering::Relaxed);
+        drop(db);
     }
     drop(brokers);
 
@@ -440,8 +463,14 @@ fn secrets(rounds: usize) {
     println!("{head}\n{rule}");
     let first = &rows[0];
     let last = &rows[rows.len() - 1];
-    let growth = |f: &dyn Fn(&SecretRows) -> &Vec<f64>| -> String {
-        let ratios: Vec<f64> = f(last).iter().zip(f(first)).map(|(l, f)| l / f).collect();
+    // List rows grow against the smallest store whose listed scope holds
+    // as many entries as the largest one's (a 1k store lists only 1k).
+    let same_list = rows
+        .iter()
+        .position(|r| r.entries == last.entries)
+        .unwrap_or(0);
+    let growth = |f: &dyn Fn(&SecretRows) -> &Vec<f64>, base: &SecretRows| -> String {
+        let ratios: Vec<f64> = f(last).iter().zip(f(base)).map(|(l, f)| l / f).collect();
         format!("{}x", show(&ratios, 2))
     };
     type Field = dyn Fn(&SecretRows) -> &Vec<f64>;
@@ -459,7 +488,16 @@ fn secrets(rounds: usize) {
         for r in &rows {
             line += &format!(" {} |", show(f(r), digits));
         }
-        line += &format!(" {} |", growth(f));
+        if name.starts_with("list") && same_list > 0 {
+            line += &format!(
+                " {} ({} vs {} secrets) |",
+                growth(f, &rows[same_list]),
+                count(sizes[sizes.len() - 1]),
+                count(sizes[same_list])
+            );
+        } else {
+            line += &format!(" {} |", growth(f, first));
+        }
         println!("{line}");
     }
     let mut line = "| entries in the listed scope |".to_owned();
@@ -475,6 +513,15 @@ fn secrets(rounds: usize) {
         "{line} {:.0}x |",
         rows[rows.len() - 1].file_mib / rows[0].file_mib
     );
+    let mut line = "| open the store file with redb alone, after a clean stop (ms) |".to_owned();
+    for r in &rows {
+        line += &format!(
+            " {:.1}{} |",
+            r.open_ms,
+            if r.repaired { " (repaired)" } else { "" }
+        );
+    }
+    println!("{line} {:.0}x |", last.open_ms / first.open_ms);
     let mut line = "| fill through the library (s, not a broker row) |".to_owned();
     for r in &rows {
         line += &format!(" {:.1} |", r.fill_s);
@@ -694,7 +741,7 @@ fn main() {
     let rounds: usize = std::env::var("SCALE_ROUNDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(5);
+        .unwrap_or(7);
     let only = std::env::var("SCALE_ONLY").unwrap_or_default();
     let started = Instant::now();
     if only.is_empty() || only.contains("principals") {
