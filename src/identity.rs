@@ -208,17 +208,113 @@ pub fn overflow_ids() -> (u32, u32) {
     (read("overflowuid"), read("overflowgid"))
 }
 
+/// A token digest as a map key. SECURITY: equality is constant-time, and
+/// the map hashes keys with std's `RandomState` (SipHash under a random
+/// per-process key), so a lookup's timing tells a caller neither which
+/// bytes of a configured digest its own digest shares nor anything else
+/// about the configured ones.
+#[derive(Clone)]
+struct DigestKey([u8; 32]);
+
+impl std::hash::Hash for DigestKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
+
+impl PartialEq for DigestKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.ct_eq(&other.0).into()
+    }
+}
+
+impl Eq for DigestKey {}
+
+/// Which specs can match a caller at all, so a lookup costs the same with
+/// ten principals or ten thousand: only these candidates are then checked
+/// with [`PrincipalSpec::matches`], the rule itself.
+// INVARIANT: every spec that `matches` a (peer, token) pair is among the
+// candidates `Index::candidates` returns for it: a token spec matches only
+// its own digest (`by_token`); a token-less spec that names a uid matches
+// only that uid (`by_uid`); one that names a gid and no uid only that gid
+// (`by_gid`); one that names nothing (config refuses it) anyone without a
+// token (`catch_all`). Certificate specs never match off TLS.
+#[derive(Clone, Default)]
+struct Index {
+    by_token: std::collections::HashMap<DigestKey, Vec<usize>>,
+    by_uid: std::collections::HashMap<u32, Vec<usize>>,
+    by_gid: std::collections::HashMap<u32, Vec<usize>>,
+    catch_all: Vec<usize>,
+}
+
+impl Index {
+    fn new(specs: &[PrincipalSpec]) -> Self {
+        let mut index = Self::default();
+        for (i, spec) in specs.iter().enumerate() {
+            if spec.cert.is_some() {
+                continue;
+            }
+            match (&spec.token, spec.uid, spec.gid) {
+                (Some(t), _, _) => index.by_token.entry(DigestKey(t.0)).or_default().push(i),
+                (None, Some(uid), _) => index.by_uid.entry(uid).or_default().push(i),
+                (None, None, Some(gid)) => index.by_gid.entry(gid).or_default().push(i),
+                (None, None, None) => index.catch_all.push(i),
+            }
+        }
+        index
+    }
+
+    /// Indexes of the specs that could match, ascending (config order, so
+    /// the first match and the names of an ambiguity are as before).
+    fn candidates(&self, peer: Option<&PeerCred>, token: Option<&TokenDigest>) -> Vec<usize> {
+        let mut out: Vec<usize> = Vec::new();
+        match token {
+            Some(t) => {
+                if let Some(v) = self.by_token.get(&DigestKey(t.0)) {
+                    out.extend_from_slice(v);
+                }
+            }
+            None => {
+                if let Some(p) = peer {
+                    for v in [self.by_uid.get(&p.uid), self.by_gid.get(&p.gid)]
+                        .into_iter()
+                        .flatten()
+                    {
+                        out.extend_from_slice(v);
+                    }
+                }
+                out.extend_from_slice(&self.catch_all);
+                out.sort_unstable();
+            }
+        }
+        out
+    }
+}
+
+impl fmt::Debug for Index {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // SECURITY: the digests stay out of logs (see `TokenDigest`'s Debug).
+        f.debug_struct("Index")
+            .field("tokens", &self.by_token.len())
+            .field("uids", &self.by_uid.len())
+            .field("gids", &self.by_gid.len())
+            .finish_non_exhaustive()
+    }
+}
+
 /// Resolves callers to principals.
 #[derive(Debug, Clone)]
 pub struct Resolver {
     specs: Vec<PrincipalSpec>,
     overflow: (u32, u32),
+    index: Index,
 }
 
 impl Resolver {
     /// A resolver over the configured principals.
     pub fn new(specs: Vec<PrincipalSpec>) -> Self {
         Self {
+            index: Index::new(&specs),
             specs,
             overflow: overflow_ids(),
         }
@@ -266,11 +362,16 @@ impl Resolver {
         {
             return Err(IdentityError::OverflowId);
         }
-        // SECURITY: evaluate every spec (no early exit) so timing does not
-        // reveal which token prefix or principal matched.
+        // SECURITY: only the candidates the index names can match (see
+        // `Index`); each is checked with the full rule, with no early exit,
+        // and the token lookup is keyed and constant-time (`DigestKey`), so
+        // timing does not reveal which token prefix or principal matched.
         let mut found: Option<(usize, &PrincipalSpec)> = None;
         let mut names: Vec<&str> = Vec::new();
-        for (i, spec) in self.specs.iter().enumerate() {
+        for i in self.index.candidates(peer, token) {
+            let Some(spec) = self.specs.get(i) else {
+                continue;
+            };
             if spec.matches(peer, token) {
                 names.push(&spec.principal.name);
                 found.get_or_insert((i, spec));
@@ -446,14 +547,15 @@ mod tests {
     #[test]
     fn overflow_ids_are_refused_without_a_token() {
         let (ou, og) = overflow_ids();
-        let mut r = resolver();
-        r.specs.push(PrincipalSpec {
+        let mut specs = resolver().specs;
+        specs.push(PrincipalSpec {
             principal: principal("gid-of-all", PrincipalKind::Task),
             uid: None,
             gid: Some(4000),
             token: None,
             cert: None,
         });
+        let r = Resolver::new(specs);
         // Even a peer whose other id matches a principal is refused.
         assert_eq!(
             r.resolve(Some(&peer(ou, 4000)), None),
@@ -473,8 +575,8 @@ mod tests {
 
     #[test]
     fn certificate_principals_never_match_off_tls() {
-        let mut r = resolver();
-        r.specs.push(PrincipalSpec {
+        let mut specs = resolver().specs;
+        specs.push(PrincipalSpec {
             principal: principal("remote", PrincipalKind::Component),
             uid: None,
             gid: None,
@@ -484,6 +586,7 @@ mod tests {
                 spki_sha256: None,
             }),
         });
+        let r = Resolver::new(specs);
         // Without the guard in `matches`, a spec with no uid/gid/token
         // matched every socket peer (and made every one ambiguous).
         assert_eq!(r.resolve(Some(&peer(1001, 5)), None).unwrap().name, "prov");
@@ -501,6 +604,98 @@ mod tests {
         assert!(matches!(&e, IdentityError::Ambiguous(n) if n.contains("task")));
         let msg = e.to_string();
         assert!(!msg.contains("task") && !msg.contains("grp"), "{msg}");
+    }
+
+    /// The rule without the index: every spec checked, in config order.
+    fn linear(
+        specs: &[PrincipalSpec],
+        peer: Option<&PeerCred>,
+        token: Option<&TokenDigest>,
+    ) -> Result<usize, String> {
+        let hits: Vec<usize> = (0..specs.len())
+            .filter(|&i| specs[i].matches(peer, token))
+            .collect();
+        match hits.as_slice() {
+            [i] => Ok(*i),
+            [] => Err(String::new()),
+            many => Err(many
+                .iter()
+                .map(|&i| specs[i].principal.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")),
+        }
+    }
+
+    proptest::proptest! {
+        /// The index changes what a lookup costs, never whom it finds:
+        /// the same principal, the same refusal, the same ambiguity (names
+        /// in config order) as checking every spec, over small id and
+        /// token ranges so that clashes are common.
+        #[test]
+        fn indexed_lookup_finds_what_checking_every_spec_finds(
+            specs in proptest::collection::vec(
+                (
+                    proptest::option::of(0u32..4),
+                    proptest::option::of(0u32..4),
+                    proptest::option::of(0u8..4),
+                    proptest::bool::weighted(0.1),
+                ),
+                0..12,
+            ),
+            peer in proptest::option::of((0u32..5, 0u32..5)),
+            token in proptest::option::of(0u8..5),
+        ) {
+            let specs: Vec<PrincipalSpec> = specs
+                .into_iter()
+                .enumerate()
+                .map(|(i, (uid, gid, tok, cert))| PrincipalSpec {
+                    principal: principal(&format!("p{i}"), PrincipalKind::Task),
+                    uid,
+                    gid,
+                    token: tok.map(|t| TokenDigest::of_token(&[t])),
+                    cert: cert.then(|| CertRule {
+                        subject: cert::CertSubject::SpiffeId("spiffe://td/w".into()),
+                        spki_sha256: None,
+                    }),
+                })
+                .collect();
+            let peer = peer.map(|(u, g)| PeerCred { uid: u, gid: g, pid: None });
+            let token = token.map(|t| TokenDigest::of_token(&[t]));
+            let r = Resolver::new(specs.clone());
+            let got = match r.resolve_indexed(peer.as_ref(), token.as_ref()) {
+                Ok((i, _)) => Ok(i),
+                Err(IdentityError::Ambiguous(names)) => Err(names),
+                Err(IdentityError::NoMatch(_)) => Err(String::new()),
+                Err(e) => return Err(proptest::test_runner::TestCaseError::fail(e.to_string())),
+            };
+            proptest::prop_assert_eq!(got, linear(&specs, peer.as_ref(), token.as_ref()));
+        }
+    }
+
+    #[test]
+    fn ten_thousand_principals_resolve_by_token_and_uid() {
+        let specs: Vec<PrincipalSpec> = (0..10_000u32)
+            .map(|i| PrincipalSpec {
+                principal: principal(&format!("p{i}"), PrincipalKind::Task),
+                uid: (i % 2 == 1).then_some(10_000 + i),
+                gid: None,
+                token: (i % 2 == 0).then(|| TokenDigest::of_token(format!("t{i}").as_bytes())),
+                cert: None,
+            })
+            .collect();
+        let r = Resolver::new(specs);
+        let t = TokenDigest::of_token(b"t5000");
+        assert_eq!(r.resolve(None, Some(&t)).unwrap().name, "p5000");
+        assert_eq!(
+            r.resolve(Some(&peer(15_001, 1)), None).unwrap().name,
+            "p5001"
+        );
+        // A uid principal's uid with a token that is no one's: no match.
+        let nobody = TokenDigest::of_token(b"t5001");
+        assert!(matches!(
+            r.resolve(Some(&peer(15_001, 1)), Some(&nobody)),
+            Err(IdentityError::NoMatch(_))
+        ));
     }
 
     #[test]

@@ -10,7 +10,7 @@ mod serve;
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 pub use serve::{FD_RESERVE, MetricsError, serve_metrics};
@@ -104,7 +104,11 @@ pub struct Metrics {
     /// TLS listener reloads: accepted, refused; handshakes that failed.
     tls: [AtomicU64; 3],
     audit_failures: AtomicU64,
-    cache: OnceLock<Arc<CachedStore>>,
+    // Weak: the cache holds the store, which holds these metrics; a strong
+    // reference closed that cycle, so the store was never dropped and the
+    // embedded store's file was left unclosed at every stop (redb then
+    // walked the whole file on the next start: 0.3 s at 1M secrets).
+    cache: OnceLock<Weak<CachedStore>>,
 }
 
 /// Request counters, one per action × decision × status.
@@ -242,9 +246,10 @@ impl Metrics {
         self.audit_failures.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Lets the registry report this cache's hits and misses.
-    pub fn attach_cache(&self, cache: Arc<CachedStore>) {
-        let _ = self.cache.set(cache);
+    /// Lets the registry report this cache's hits and misses while the
+    /// cache lives (it is held weakly: see the field).
+    pub fn attach_cache(&self, cache: &Arc<CachedStore>) {
+        let _ = self.cache.set(Arc::downgrade(cache));
     }
 
     /// Requests counted so far with this action (all decisions and statuses).
@@ -325,6 +330,7 @@ impl Metrics {
         let (hits, misses) = self
             .cache
             .get()
+            .and_then(Weak::upgrade)
             .map(|c| {
                 let s = c.stats();
                 (s.hits, s.misses)

@@ -32,6 +32,31 @@ fn socket_mode_is_applied_and_removed_on_sigterm() {
     assert!(!b.socket.exists(), "socket removed on shutdown");
 }
 
+/// A clean stop closes the embedded store's file: redb opens it again
+/// without a repair (which walks the whole file: start-up time that grew
+/// with the store, 0.3 s at 1M secrets). Before the fix a reference cycle
+/// (metrics → read cache → store → metrics) kept the store alive to the
+/// process's end, so every start after a stop repaired the file.
+#[test]
+fn sigterm_closes_the_store_file_cleanly() {
+    let mut b = Broker::start(&default_principals());
+    assert_eq!(b.put("acme/tasks/t-42/db", P, "v1").status, 201);
+    assert_eq!(b.get("acme/tasks/t-42/db", T).status, 200);
+    b.signal("TERM");
+    assert_eq!(b.wait_exit(Duration::from_secs(15)), Some(0));
+    let repaired = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = std::sync::Arc::clone(&repaired);
+    let db = redb::Database::builder()
+        .set_repair_callback(move |_| flag.store(true, std::sync::atomic::Ordering::SeqCst))
+        .open(b.dir.path().join("store.redb"))
+        .unwrap();
+    drop(db);
+    assert!(
+        !repaired.load(std::sync::atomic::Ordering::SeqCst),
+        "the store file was left unclosed: redb had to repair it"
+    );
+}
+
 #[test]
 fn default_mode_is_0660_and_group_applies() {
     let mut b = Broker::start(&default_principals());

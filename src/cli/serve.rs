@@ -252,7 +252,7 @@ async fn start(config: Config, dev: Option<&super::dev::DevEnv>) -> Result<(), S
         config.cache.stale_if_error,
     ));
     let _sweeper = cache.spawn_sweeper();
-    metrics.attach_cache(Arc::clone(&cache));
+    metrics.attach_cache(&cache);
     let audit =
         Arc::new(AuditLog::open(&config.audit, config.audit_spool).map_err(StartError::Audit)?);
     // Lines of requests whose connection moved thread or was cut before
