@@ -787,6 +787,22 @@ fn templates_render_secrets_and_cannot_escape() {
     assert!(!b.audit_text().contains(CANARY));
 }
 
+/// `sh -c inner` under `script`, which gives it a pseudo-terminal (as its
+/// session's foreground job) fed from the returned child's stdin, as the
+/// task of `b`.
+fn in_a_terminal(b: &Broker, inner: &str) -> std::process::Child {
+    Command::new("script")
+        .args(["-qec", inner, "/dev/null"])
+        .env("SECRET_BROKER_SOCKET", &b.socket)
+        .env("SECRET_BROKER_TOKEN", T)
+        .env("SHELL", "/bin/sh")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 /// On a terminal, `run --watch` hands COMMAND (in its own process group)
 /// the foreground, so COMMAND can read the terminal: a background group
 /// that reads it is stopped by `SIGTTIN`, which would hang here. `script`
@@ -799,16 +815,7 @@ fn watch_on_a_terminal_gives_command_the_foreground() {
     let inner = format!(
         "exec {BIN} run --watch 1h --env V=acme/tasks/t-42/v -- sh -c 'read line; echo \"got:$line\"'"
     );
-    let mut child = Command::new("script")
-        .args(["-qec", &inner, "/dev/null"])
-        .env("SECRET_BROKER_SOCKET", &b.socket)
-        .env("SECRET_BROKER_TOKEN", T)
-        .env("SHELL", "/bin/sh")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = in_a_terminal(&b, &inner);
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(b"hello\n").unwrap();
     // Hang guard (not a timing assertion): a stopped COMMAND never ends.
@@ -858,16 +865,7 @@ fn watch_on_a_terminal_follows_job_control() {
     let inner = format!(
         "exec {BIN} run --watch 1h --env V=acme/tasks/t-42/v -- sh -c 'read a; echo \"first:$a\"; read b; echo \"second:$b\"'"
     );
-    let mut child = Command::new("script")
-        .args(["-qec", &inner, "/dev/null"])
-        .env("SECRET_BROKER_SOCKET", &b.socket)
-        .env("SECRET_BROKER_TOKEN", T)
-        .env("SHELL", "/bin/sh")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = in_a_terminal(&b, &inner);
     let script_pid = child.id();
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
     let guard = std::thread::spawn(move || {
