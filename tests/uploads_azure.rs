@@ -197,15 +197,6 @@ fn mint(b: &Broker, path: &str, token: &str, body: &str) -> Resp {
     b.mint_upload(path, token, body)
 }
 
-fn headers_of(j: &serde_json::Value) -> Vec<(String, String)> {
-    j["headers"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
-        .collect()
-}
-
 #[test]
 fn a_task_uploads_to_azurite_once_and_the_url_does_nothing_else() {
     let Some(az) = Azurite::start() else { return };
@@ -243,7 +234,7 @@ fn a_task_uploads_to_azurite_once_and_the_url_does_nothing_else() {
     let expires_at: jiff::Timestamp = j["expires_at"].as_str().unwrap().parse().unwrap();
     let se: jiff::Timestamp = q["se"].parse().unwrap();
     assert_eq!(se, expires_at);
-    let headers = headers_of(&j);
+    let headers = servers::minted_headers::<Vec<_>>(&j);
     assert_eq!(
         headers,
         [
@@ -391,7 +382,7 @@ fn an_expired_azure_url_is_refused() {
         servers::curl_send(
             "PUT",
             j["url"].as_str().unwrap(),
-            &headers_of(&j),
+            &servers::minted_headers::<Vec<_>>(&j),
             Some(&file)
         ),
         403

@@ -281,12 +281,7 @@ fn a_task_uploads_through_a_gcs_url_and_the_url_never_leaks() {
         )),
         "{url}"
     );
-    let headers: BTreeMap<String, String> = j["headers"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
-        .collect();
+    let headers: BTreeMap<String, String> = servers::minted_headers(&j);
     let size = data.len();
     assert_eq!(
         headers,

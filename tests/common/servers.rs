@@ -223,3 +223,13 @@ pub fn curl_send(
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     curl(&refs).0
 }
+
+/// The `headers` of a mint's answer: what the `PUT` must send.
+pub fn minted_headers<C: FromIterator<(String, String)>>(j: &serde_json::Value) -> C {
+    j["headers"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+        .collect()
+}
