@@ -195,6 +195,14 @@ pub fn sign(
     })
 }
 
+impl std::fmt::Debug for Presigned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Presigned")
+            .field("url", &"[REDACTED]")
+            .finish_non_exhaustive()
+    }
+}
+
 /// A request to sign, in general (the conformance vectors use every part).
 #[derive(Debug)]
 pub(crate) struct Request<'a> {
@@ -213,7 +221,7 @@ pub(crate) struct Request<'a> {
 }
 
 /// A signed request, and the strings signed on the way (for the vectors).
-#[derive(Debug)]
+/// SECURITY: `url` is a credential; `Debug` leaves it out.
 pub(crate) struct Presigned {
     pub url: String,
     // Read by the conformance tests, which compare them with the vectors.

@@ -206,6 +206,12 @@ fn a_put_url_signs_create_only_and_the_exact_size() {
     let k = key();
     let again = presign(&k, &req, 300, NOW).unwrap();
     assert_eq!(again.url, url, "PKCS#1 v1.5 signing is deterministic");
+    // The URL is a credential: not in the Debug of what carries it.
+    let shown = format!("{again:?}");
+    assert!(
+        !shown.contains("X-Goog-Signature") && !shown.contains(url),
+        "{shown}"
+    );
     let public = ring::signature::UnparsedPublicKey::new(
         &ring::signature::RSA_PKCS1_2048_8192_SHA256,
         k.key.public().as_ref(),
