@@ -45,39 +45,13 @@ fn start_signing_for(
     token: Option<&str>,
     expiry: &str,
 ) -> Broker {
-    let dir = Broker::temp_dir();
-    let mut key = [0u8; 32];
-    getrandom::fill(&mut key).unwrap();
-    std::fs::write(dir.path().join("store.key"), key).unwrap();
-    let extra = format!(
-        r#"{}
-[uploads]
-backend = "s3"
-bucket = "task-output"
-prefix = "tenant-a/"
-expiry = "{expiry}"
-max_size = "1MiB"
-region = "{region}"
-endpoint_url = "{endpoint}"
-"#,
-        default_principals()
-    );
-    let mut env = vec![
-        ("AWS_ACCESS_KEY_ID", key_id),
-        ("AWS_SECRET_ACCESS_KEY", secret),
-        ("AWS_EC2_METADATA_DISABLED", "true"),
-        ("RUST_LOG", "trace"),
-    ];
-    if let Some(t) = token {
-        env.push(("AWS_SESSION_TOKEN", t));
-    }
-    // The broker sees these variables alone: its credential is the one the
-    // test checks the signature with, and no machine config interferes.
-    Broker::start_isolated(
-        dir,
-        "backend = \"embedded\"\npath = \"store.redb\"\nkey_file = \"store.key\"",
-        &extra,
-        &env,
+    buckets::uploads_broker_sized(
+        endpoint,
+        region,
+        (key_id, secret, token),
+        expiry,
+        "1MiB",
+        "",
     )
 }
 

@@ -21,8 +21,20 @@ pub const BUCKET: &str = "task-output";
 pub fn uploads_broker(
     endpoint: &str,
     region: &str,
+    credential: (&str, &str, Option<&str>),
+    expiry: &str,
+    uploads_extra: &str,
+) -> Broker {
+    uploads_broker_sized(endpoint, region, credential, expiry, "64MiB", uploads_extra)
+}
+
+/// [`uploads_broker`] with `max_size` of its own.
+pub fn uploads_broker_sized(
+    endpoint: &str,
+    region: &str,
     (key_id, secret, token): (&str, &str, Option<&str>),
     expiry: &str,
+    max_size: &str,
     uploads_extra: &str,
 ) -> Broker {
     let dir = Broker::temp_dir();
@@ -36,7 +48,7 @@ backend = "s3"
 bucket = "{BUCKET}"
 prefix = "tenant-a/"
 expiry = "{expiry}"
-max_size = "64MiB"
+max_size = "{max_size}"
 region = "{region}"
 endpoint_url = "{endpoint}"
 {uploads_extra}
@@ -52,6 +64,8 @@ endpoint_url = "{endpoint}"
     if let Some(t) = token {
         env.push(("AWS_SESSION_TOKEN", t));
     }
+    // The broker sees these variables alone: its credential is the one the
+    // test checks the signature with, and no machine config interferes.
     Broker::start_isolated(
         dir,
         "backend = \"embedded\"\npath = \"store.redb\"\nkey_file = \"store.key\"",
