@@ -15,7 +15,7 @@ pub mod tls;
 mod workers;
 
 pub use socket::{SocketError, SocketGuard};
-pub use workers::Workers;
+pub use workers::{WorkerPool, Workers};
 
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
@@ -134,10 +134,10 @@ pub async fn run(
                         // Move the socket to the worker's own reactor; the
                         // connection's tasks then spawn onto that runtime.
                         let worker = workers.next();
-                        let _entered = worker.handle().enter();
-                        match stream.into_std().and_then(UnixStream::from_std) {
+                        match worker.adopt(stream) {
                             Ok(stream) => {
                                 ctx.spinner = worker.watch(&stream);
+                                let _entered = worker.handle().enter();
                                 spawn_connection(&builder, &graceful, stream, ctx, permit);
                             }
                             Err(e) => tracing::warn!(error = %e, "cannot hand a connection to a worker"),

@@ -309,6 +309,7 @@ async fn start(config: Config, dev: Option<&super::dev::DevEnv>) -> Result<(), S
             tls_listener,
             set,
             Arc::clone(&state),
+            workers.as_ref().map(server::Workers::pool),
             tls_stopped,
         ))
     });

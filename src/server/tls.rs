@@ -240,11 +240,15 @@ fn reload_now(set: &TlsConfigSet, state: &AppState, why: &str) {
 }
 
 /// Serves TLS connections until `shutdown` turns true, then waits (up to
-/// the drain timeout) for the open ones to finish.
+/// the drain timeout) for the open ones to finish. With `workers`
+/// (`per_core`), each connection (its handshake included) is served on the
+/// next worker's runtime, as the socket's are; without, on the runtime this
+/// runs on.
 pub async fn run(
     listener: TcpListener,
     set: Arc<TlsConfigSet>,
     state: Arc<AppState>,
+    workers: Option<super::WorkerPool>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), super::ServerError> {
     let mut sighup = signal(SignalKind::hangup()).map_err(super::ServerError::Signals)?;
@@ -291,12 +295,30 @@ pub async fn run(
                     );
                     continue;
                 };
-                let config = set.current();
-                let (state, builder, shutdown) = (Arc::clone(&state), builder.clone(), shutdown.clone());
-                tokio::spawn(async move {
-                    serve_one(stream, addr, config, state, builder, max_age, shutdown).await;
-                    drop(permit);
-                });
+                let conn = Accepted {
+                    addr,
+                    config: set.current(),
+                    state: Arc::clone(&state),
+                    builder: builder.clone(),
+                    max_age,
+                    shutdown: shutdown.clone(),
+                    spinner: None,
+                };
+                match &workers {
+                    None => drop(tokio::spawn(conn.serve(stream, permit))),
+                    Some(pool) => {
+                        // The socket moves to the worker's reactor, and the
+                        // connection's task runs there.
+                        let worker = pool.next();
+                        match worker.adopt(stream) {
+                            Ok(stream) => {
+                                let conn = Accepted { spinner: worker.watch(&stream), ..conn };
+                                drop(worker.handle().spawn(conn.serve(stream, permit)));
+                            }
+                            Err(e) => tracing::warn!(error = %e, "cannot hand a TLS connection to a worker"),
+                        }
+                    }
+                }
             }
             _ = sighup.recv() => {
                 let (set, state) = (Arc::clone(&set), Arc::clone(&state));
@@ -315,33 +337,58 @@ pub async fn run(
     Ok(())
 }
 
-/// One TLS connection: the handshake (bounded in time), then HTTP/1.1 on
-/// the API until the client leaves, the connection reaches its maximum
-/// age, or the broker shuts down (both after the in-flight request).
-async fn serve_one(
-    stream: tokio::net::TcpStream,
+/// An accepted TCP connection and what serving it takes.
+struct Accepted {
     addr: SocketAddr,
     config: Arc<rustls::ServerConfig>,
     state: Arc<AppState>,
     builder: hyper::server::conn::http1::Builder,
     max_age: Duration,
-    mut shutdown: watch::Receiver<bool>,
-) {
+    shutdown: watch::Receiver<bool>,
+    /// The worker's spinner, when the connection runs on a worker that
+    /// spins (`idle_spin`) and watches its socket.
+    spinner: Option<Arc<super::spin::Spinner>>,
+}
+
+impl Accepted {
+    /// Serves the connection, then gives back its place under the cap.
+    async fn serve(self, stream: tokio::net::TcpStream, permit: tokio::sync::OwnedSemaphorePermit) {
+        serve_one(stream, self).await;
+        drop(permit);
+    }
+}
+
+/// One TLS connection: the handshake (bounded in time), then HTTP/1.1 on
+/// the API until the client leaves, the connection reaches its maximum
+/// age, or the broker shuts down (both after the in-flight request).
+async fn serve_one(stream: tokio::net::TcpStream, accepted: Accepted) {
+    let Accepted {
+        addr,
+        config,
+        state,
+        builder,
+        max_age,
+        mut shutdown,
+        spinner,
+    } = accepted;
     let started = Instant::now();
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     // SECURITY: a client that stalls the handshake holds a slot only this
     // long.
-    let tls = match tokio::time::timeout(state.limits.header_timeout, acceptor.accept(stream)).await
-    {
+    let handshake =
+        tokio::time::timeout(state.limits.header_timeout, acceptor.accept(stream)).await;
+    let tls = match handshake {
         Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => {
-            tracing::debug!(%addr, error = %e, "tls handshake failed");
+        failed => {
+            match failed {
+                Ok(Err(e)) => tracing::debug!(%addr, error = %e, "tls handshake failed"),
+                _ => tracing::debug!(%addr, "tls handshake timed out"),
+            }
             state.metrics.tls_handshake_failed();
-            return;
-        }
-        Err(_) => {
-            tracing::debug!(%addr, "tls handshake timed out");
-            state.metrics.tls_handshake_failed();
+            // The connection ends before it has a `Conn` to say so.
+            if let Some(spinner) = &spinner {
+                spinner.closed();
+            }
             return;
         }
     };
@@ -363,7 +410,9 @@ async fn serve_one(
         transport: Transport::Tls,
         tls: Some(Arc::clone(&peer)),
     };
-    let ctx = Arc::new(super::Conn::new(Arc::clone(&state), info));
+    let mut ctx = super::Conn::new(Arc::clone(&state), info);
+    ctx.spinner = spinner;
+    let ctx = Arc::new(ctx);
     let conn = super::connection(&builder, tls, ctx);
     tokio::pin!(conn);
     let age = tokio::time::sleep(max_age.saturating_sub(started.elapsed()));

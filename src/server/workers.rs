@@ -36,6 +36,14 @@ impl Worker {
         &self.handle
     }
 
+    /// Moves `socket` from the runtime it was accepted on to this worker's
+    /// reactor; the connection's tasks must then be spawned on
+    /// [`Worker::handle`].
+    pub fn adopt<S: Movable>(&self, socket: S) -> io::Result<S> {
+        let _entered = self.handle.enter();
+        socket.reregister()
+    }
+
     /// Has the worker spin on `socket` before parking (with `idle_spin`).
     /// Returns the spinner to tell of each request on it, if it is watched.
     pub fn watch(&self, socket: impl AsFd) -> Option<Arc<Spinner>> {
@@ -52,12 +60,50 @@ impl Worker {
     }
 }
 
+/// A tokio socket that can leave its reactor for the current runtime's.
+pub trait Movable: Sized {
+    /// The same socket, registered with the reactor of the runtime entered.
+    fn reregister(self) -> io::Result<Self>;
+}
+
+impl Movable for tokio::net::UnixStream {
+    fn reregister(self) -> io::Result<Self> {
+        Self::from_std(self.into_std()?)
+    }
+}
+
+impl Movable for tokio::net::TcpStream {
+    fn reregister(self) -> io::Result<Self> {
+        Self::from_std(self.into_std()?)
+    }
+}
+
 /// Worker threads, each running a current-thread runtime until shut down.
 #[derive(Debug)]
 pub struct Workers {
-    handles: Vec<Worker>,
+    pool: WorkerPool,
     threads: Vec<(oneshot::Sender<()>, JoinHandle<()>)>,
+}
+
+/// The workers' runtimes, handed out in turn: cheap to clone, for each
+/// listener that gives its connections to the workers (the socket's and the
+/// TLS listener's share one turn). Holding it does not keep the threads
+/// alive: [`Workers`] owns them.
+#[derive(Debug, Clone)]
+pub struct WorkerPool(Arc<Pool>);
+
+#[derive(Debug)]
+struct Pool {
+    handles: Vec<Worker>,
     next: AtomicUsize,
+}
+
+impl WorkerPool {
+    /// The runtime the next connection goes to (each in turn).
+    pub fn next(&self) -> &Worker {
+        let i = self.0.next.fetch_add(1, Ordering::Relaxed) % self.0.handles.len();
+        &self.0.handles[i]
+    }
 }
 
 impl Workers {
@@ -71,11 +117,8 @@ impl Workers {
         // (`spin`): at most one open connection per two workers.
         let open = Arc::new(AtomicUsize::new(0));
         let max_open = (n / 2).max(1);
-        let mut workers = Self {
-            handles: Vec::with_capacity(n),
-            threads: Vec::with_capacity(n),
-            next: AtomicUsize::new(0),
-        };
+        let mut handles = Vec::with_capacity(n);
+        let mut threads = Vec::with_capacity(n);
         for i in 0..n {
             let mut builder = tokio::runtime::Builder::new_current_thread();
             builder.enable_all();
@@ -90,7 +133,7 @@ impl Workers {
                 Some(spinner)
             };
             let rt = builder.build()?;
-            workers.handles.push(Worker {
+            handles.push(Worker {
                 handle: rt.handle().clone(),
                 spinner,
             });
@@ -104,15 +147,25 @@ impl Workers {
                     let _ = rt.block_on(stopped);
                     drop(rt);
                 })?;
-            workers.threads.push((stop, thread));
+            threads.push((stop, thread));
         }
-        Ok(workers)
+        Ok(Self {
+            pool: WorkerPool(Arc::new(Pool {
+                handles,
+                next: AtomicUsize::new(0),
+            })),
+            threads,
+        })
     }
 
     /// The runtime the next connection goes to (each in turn).
     pub fn next(&self) -> &Worker {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len();
-        &self.handles[i]
+        self.pool.next()
+    }
+
+    /// The runtimes, for another listener to hand its connections to.
+    pub fn pool(&self) -> WorkerPool {
+        self.pool.clone()
     }
 
     /// Stops every worker runtime (cancelling the connections still on
@@ -145,7 +198,7 @@ mod tests {
     #[test]
     fn connections_go_to_each_worker_in_turn_and_run_on_its_thread() {
         let workers = Workers::start(3, Duration::ZERO).unwrap();
-        assert_eq!(workers.handles.len(), 3);
+        assert_eq!(workers.pool.0.handles.len(), 3);
         let mut names = Vec::new();
         for _ in 0..6 {
             let (tx, rx) = std::sync::mpsc::channel();
@@ -181,6 +234,6 @@ mod tests {
     #[test]
     fn at_least_one_worker() {
         let workers = Workers::start(0, Duration::ZERO).unwrap();
-        assert_eq!(workers.handles.len(), 1);
+        assert_eq!(workers.pool.0.handles.len(), 1);
     }
 }
