@@ -278,7 +278,11 @@ impl PolicyIndex {
     /// order; `None` when the request names an unknown uid (partial
     /// requests, which the broker never builds).
     #[cfg(test)]
-    pub(crate) fn candidate_ids(&self, request: &Request, entities: &Entities) -> Option<Vec<String>> {
+    pub(crate) fn candidate_ids(
+        &self,
+        request: &Request,
+        entities: &Entities,
+    ) -> Option<Vec<String>> {
         let l = lineages(request, entities)?;
         Some(
             self.candidates(&l)
@@ -311,8 +315,11 @@ impl PolicyIndex {
         }
         let mut set = PolicySet::new();
         for &i in &candidates {
-            let added = self.policies.get(i).map(|p| set.add(p.clone()));
-            if !matches!(added, Some(Ok(()))) {
+            let added = match self.policies.get(i) {
+                Some(p) => set.add(p.clone()).is_ok(),
+                None => false,
+            };
+            if !added {
                 // SECURITY: cannot happen (the ids come from one valid
                 // set); should it, the whole set decides, which is always
                 // right.

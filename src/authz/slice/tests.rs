@@ -40,7 +40,9 @@ fn unvalidated(policies: &str) -> Authorizer {
     let mut set = PolicySet::new();
     for i in 0..parsed.num_of_policies() {
         let p = parsed.policy(&PolicyId::new(format!("policy{i}"))).unwrap();
-        let id = p.annotation("id").map_or_else(|| format!("policy{i}"), str::to_owned);
+        let id = p
+            .annotation("id")
+            .map_or_else(|| format!("policy{i}"), str::to_owned);
         set.add(p.new_id(PolicyId::new(id))).unwrap();
     }
     let snap = PolicySnapshot {
@@ -150,7 +152,8 @@ fn principal_entity() -> impl Strategy<Value = String> + Clone {
 fn resource_entity() -> impl Strategy<Value = String> + Clone {
     prop_oneof![
         prop::sample::select(SCOPES).prop_map(|s| uid("Scope", s)),
-        prop::sample::select(vec!["a/x", "a/b/x", "b/db", "a/b/a/db"]).prop_map(|p| uid("Secret", p)),
+        prop::sample::select(vec!["a/x", "a/b/x", "b/db", "a/b/a/db"])
+            .prop_map(|p| uid("Secret", p)),
         prop::sample::select(vec!["a/x", "a/b/x"]).prop_map(|p| uid("Output", p)),
         Just(uid("Task", "t")),
     ]
@@ -175,7 +178,9 @@ fn entity_head(
 
 /// `action`, `action == A`, `action in A` (a group or not), `action in [..]`.
 fn action_head() -> impl Strategy<Value = String> {
-    let names = vec!["read", "write", "list", "delete", "upload", "secrets", "all"];
+    let names = vec![
+        "read", "write", "list", "delete", "upload", "secrets", "all",
+    ];
     let one = prop::sample::select(names).prop_map(|a| uid("Action", a));
     prop_oneof![
         Just("action".to_owned()),
@@ -218,8 +223,16 @@ fn condition() -> impl Strategy<Value = String> {
 }
 
 fn generated_policy() -> impl Strategy<Value = String> {
-    let principal = entity_head("principal", principal_entity(), vec!["Task", "Component", "Secret"]);
-    let resource = entity_head("resource", resource_entity(), vec!["Secret", "Scope", "Output"]);
+    let principal = entity_head(
+        "principal",
+        principal_entity(),
+        vec!["Task", "Component", "Secret"],
+    );
+    let resource = entity_head(
+        "resource",
+        resource_entity(),
+        vec!["Secret", "Scope", "Output"],
+    );
     let clauses = prop::collection::vec((any::<bool>(), condition()), 0..3);
     (any::<bool>(), principal, action_head(), resource, clauses).prop_map(
         |(permit, p, a, r, clauses)| {
@@ -268,7 +281,10 @@ fn request() -> impl Strategy<Value = Req> {
         ),
     )
         .prop_map(
-            |((who, task_scope, roles, action, target), (mismatched, tag, tls, uid, request_id))| {
+            |(
+                (who, task_scope, roles, action, target),
+                (mismatched, tag, tls, uid, request_id),
+            )| {
                 Req {
                     who,
                     task_scope,
@@ -295,7 +311,11 @@ fn check(a: &Authorizer, r: &Req) -> Result<(Decision, bool), TestCaseError> {
         _ => component("z", &[]),
     };
     let ctx = RequestContext {
-        transport: if r.tls { Transport::Tls } else { Transport::Unix },
+        transport: if r.tls {
+            Transport::Tls
+        } else {
+            Transport::Unix
+        },
         peer: r.uid.map(|u| PeerCred {
             uid: u,
             gid: u,
@@ -304,7 +324,11 @@ fn check(a: &Authorizer, r: &Req) -> Result<(Decision, bool), TestCaseError> {
         request_id: r.request_id,
         spiffe_id: None,
     };
-    let labels: Labels = r.tag.iter().map(|v| ("c".to_owned(), (*v).to_owned())).collect();
+    let labels: Labels = r
+        .tag
+        .iter()
+        .map(|v| ("c".to_owned(), (*v).to_owned()))
+        .collect();
     let scope_path = scope(&r.target.join("/"));
     let secret_path = SecretPath::parse(&r.target.join("/")).ok();
     let on_scope = (r.action == Action::List) != r.mismatched;
@@ -318,7 +342,14 @@ fn check(a: &Authorizer, r: &Req) -> Result<(Decision, bool), TestCaseError> {
     };
     let sliced = a.decide_uncached(&principal, r.action, resource, &ctx);
     let whole = unsliced(a, &principal, r.action, resource, &ctx);
-    prop_assert_eq!(&sliced, &whole, "{:?} {:?} {:?}", principal, r.action, resource);
+    prop_assert_eq!(
+        &sliced,
+        &whole,
+        "{:?} {:?} {:?}",
+        principal,
+        r.action,
+        resource
+    );
     let snap = a.current.load();
     let dropped = build(&snap, &principal, r.action, resource, &ctx)
         .ok()
@@ -484,7 +515,8 @@ fn the_set_handed_to_cedar_is_the_slice() {
         request_id: "r",
         spiffe_id: None,
     };
-    let (request, entities) = build(&snap, &task("t", "acme/t-42"), Action::Read, secret, &ctx).unwrap();
+    let (request, entities) =
+        build(&snap, &task("t", "acme/t-42"), Action::Read, secret, &ctx).unwrap();
     let first = snap.slices.select(&snap.policies, &request, &entities);
     assert_eq!(first.set().num_of_policies(), 1);
     // The same slice again comes from the index's cache, not a rebuild.
@@ -534,7 +566,11 @@ fn action_groups_follow_the_schema() {
     let t = task("t", "a");
     // `action == G` never holds for a member of G: equality, not `in`.
     for action in [Action::Read, Action::Write, Action::Delete] {
-        assert_eq!(candidates(&a, &t, action, secret), ["secrets", "all"], "{action:?}");
+        assert_eq!(
+            candidates(&a, &t, action, secret),
+            ["secrets", "all"],
+            "{action:?}"
+        );
     }
     assert_eq!(
         candidates(&a, &t, Action::List, Resource::Scope(&root)),
