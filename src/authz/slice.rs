@@ -35,8 +35,8 @@ use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use cedar_policy::{
-    ActionConstraint, Entities, EntityTypeName, EntityUid, Policy, PolicySet, PrincipalConstraint,
-    Request, ResourceConstraint,
+    ActionConstraint, Entities, EntityTypeName, EntityUid, Policy, PolicyId, PolicySet,
+    PrincipalConstraint, Request, ResourceConstraint,
 };
 
 /// Policies the sliced sets in the cache may hold in all (each set holds
@@ -185,8 +185,9 @@ struct Built {
 
 /// The index of one policy set's heads, and the sliced sets built from it.
 pub(crate) struct PolicyIndex {
-    /// Every policy, in the set's order.
-    policies: Vec<Policy>,
+    /// Every policy's id, in the set's order (the policies themselves stay
+    /// in the set, not copied here).
+    ids: Vec<PolicyId>,
     heads: Vec<Heads>,
     /// Policies filed by the entity of their resource head.
     by_resource: HashMap<EntityUid, Vec<usize>>,
@@ -202,7 +203,7 @@ pub(crate) struct PolicyIndex {
 impl fmt::Debug for PolicyIndex {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PolicyIndex")
-            .field("policies", &self.policies.len())
+            .field("policies", &self.ids.len())
             .field("by_resource", &self.by_resource.len())
             .field("by_principal", &self.by_principal.len())
             .field("by_action", &self.by_action.len())
@@ -215,10 +216,9 @@ impl PolicyIndex {
     /// Indexes the policies of `set` (static and template-linked alike: a
     /// linked policy's heads come with its slots filled).
     pub(crate) fn new(set: &PolicySet) -> Self {
-        let policies: Vec<Policy> = set.policies().cloned().collect();
-        let heads: Vec<Heads> = policies.iter().map(Heads::of).collect();
+        let heads: Vec<Heads> = set.policies().map(Heads::of).collect();
         let mut index = Self {
-            policies,
+            ids: set.policies().map(|p| p.id().clone()).collect(),
             heads: Vec::new(),
             by_resource: HashMap::new(),
             by_principal: HashMap::new(),
@@ -287,8 +287,8 @@ impl PolicyIndex {
         Some(
             self.candidates(&l)
                 .into_iter()
-                .filter_map(|i| self.policies.get(i))
-                .map(|p| p.id().to_string())
+                .filter_map(|i| self.ids.get(i))
+                .map(ToString::to_string)
                 .collect(),
         )
     }
@@ -306,7 +306,7 @@ impl PolicyIndex {
             return Selected::Full(full);
         };
         let candidates = self.candidates(&l);
-        if candidates.len() == self.policies.len() {
+        if candidates.len() == self.ids.len() {
             return Selected::Full(full);
         }
         let lock = || self.built.lock().unwrap_or_else(PoisonError::into_inner);
@@ -315,7 +315,7 @@ impl PolicyIndex {
         }
         let mut set = PolicySet::new();
         for &i in &candidates {
-            let added = match self.policies.get(i) {
+            let added = match self.ids.get(i).and_then(|id| full.policy(id)) {
                 Some(p) => set.add(p.clone()).is_ok(),
                 None => false,
             };
@@ -327,15 +327,22 @@ impl PolicyIndex {
             }
         }
         let set = Arc::new(set);
+        let held = candidates.len();
         let mut built = lock();
         // Starting over is cheap: a set is rebuilt from the index on the
         // next miss.
-        if built.sets.len() >= MAX_SETS || built.held + candidates.len() > MAX_HELD_POLICIES {
+        if built.sets.len() >= MAX_SETS || built.held + held > MAX_HELD_POLICIES {
             *built = Built::default();
         }
-        if candidates.len() <= MAX_HELD_POLICIES {
-            built.held += candidates.len();
-            built.sets.insert(candidates.into(), Arc::clone(&set));
+        if held <= MAX_HELD_POLICIES {
+            // Another thread may have built the same set meanwhile.
+            if built
+                .sets
+                .insert(candidates.into(), Arc::clone(&set))
+                .is_none()
+            {
+                built.held += held;
+            }
         }
         Selected::Sliced(set)
     }

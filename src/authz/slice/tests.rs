@@ -85,13 +85,7 @@ fn candidates(
     resource: Resource<'_>,
 ) -> Vec<String> {
     let snap = a.current.load();
-    let ctx = RequestContext {
-        transport: Transport::Unix,
-        peer: None,
-        request_id: "r",
-        spiffe_id: None,
-    };
-    let (request, entities) = build(&snap, principal, action, resource, &ctx).unwrap();
+    let (request, entities) = build(&snap, principal, action, resource, &CTX).unwrap();
     snap.slices.candidate_ids(&request, &entities).unwrap()
 }
 
@@ -112,6 +106,13 @@ fn component(name: &str, roles: &[&str]) -> Principal {
         scope: None,
     }
 }
+
+const CTX: RequestContext<'static> = RequestContext {
+    transport: Transport::Unix,
+    peer: None,
+    request_id: "r",
+    spiffe_id: None,
+};
 
 fn scope(s: &str) -> ScopePath {
     if s.is_empty() {
@@ -480,12 +481,6 @@ fn a_thousand_policies_that_cannot_apply_are_left_out() {
         Vec::<String>::new()
     );
     // And the decisions are the ones the whole set gives.
-    let ctx = RequestContext {
-        transport: Transport::Unix,
-        peer: None,
-        request_id: "r",
-        spiffe_id: None,
-    };
     for (who, action, allowed) in [
         (task("t", "tenants/t-7"), Action::Read, true),
         // `tenant-read-7` lets any task read there, as in the bench.
@@ -494,8 +489,8 @@ fn a_thousand_policies_that_cannot_apply_are_left_out() {
         (component("svc-7", &[]), Action::Delete, true),
         (component("svc-8", &[]), Action::Delete, false),
     ] {
-        let d = a.decide_uncached(&who, action, secret, &ctx);
-        assert_eq!(d, unsliced(&a, &who, action, secret, &ctx));
+        let d = a.decide_uncached(&who, action, secret, &CTX);
+        assert_eq!(d, unsliced(&a, &who, action, secret, &CTX));
         assert_eq!(d.allowed, allowed, "{who:?} {action:?}");
     }
 }
@@ -509,14 +504,8 @@ fn the_set_handed_to_cedar_is_the_slice() {
         path: &path,
         labels: None,
     };
-    let ctx = RequestContext {
-        transport: Transport::Unix,
-        peer: None,
-        request_id: "r",
-        spiffe_id: None,
-    };
     let (request, entities) =
-        build(&snap, &task("t", "acme/t-42"), Action::Read, secret, &ctx).unwrap();
+        build(&snap, &task("t", "acme/t-42"), Action::Read, secret, &CTX).unwrap();
     let first = snap.slices.select(&snap.policies, &request, &entities);
     assert_eq!(first.set().num_of_policies(), 1);
     // The same slice again comes from the index's cache, not a rebuild.
@@ -537,7 +526,7 @@ fn the_set_handed_to_cedar_is_the_slice() {
     .unwrap();
     let snap = all.current.load();
     let (request, entities) =
-        build(&snap, &task("t", "acme/t-42"), Action::Read, secret, &ctx).unwrap();
+        build(&snap, &task("t", "acme/t-42"), Action::Read, secret, &CTX).unwrap();
     assert!(matches!(
         snap.slices.select(&snap.policies, &request, &entities),
         super::Selected::Full(_)
@@ -610,4 +599,67 @@ fn principal_heads_slice_by_the_principal_and_its_roles() {
         candidates(&a, &task("t", "a"), Action::Read, secret),
         ["task-in-tasks", "tasks"]
     );
+}
+
+#[test]
+fn a_reload_indexes_the_new_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let (schema, policies) = shipped_sources();
+    std::fs::write(dir.path().join("schema.cedarschema"), &schema.text).unwrap();
+    std::fs::write(dir.path().join("broker.cedar"), &policies[0].text).unwrap();
+    let a = Authorizer::load_dir(dir.path()).unwrap();
+    let t = task("t", "acme/t-42");
+    let path = SecretPath::parse("acme/t-42/db").unwrap();
+    let secret = Resource::Secret {
+        path: &path,
+        labels: None,
+    };
+    assert!(a.decide_uncached(&t, Action::Read, secret, &CTX).allowed);
+    std::fs::write(
+        dir.path().join("deny.cedar"),
+        "@id(\"no-t-42\")\nforbid (principal, action, resource in SecretBroker::Scope::\"acme/t-42\");\n",
+    )
+    .unwrap();
+    a.reload().unwrap();
+    assert_eq!(
+        candidates(&a, &t, Action::Read, secret),
+        ["task-read-own-scope", "no-t-42"]
+    );
+    let d = a.decide_uncached(&t, Action::Read, secret, &CTX);
+    assert_eq!(
+        (d.allowed, &*d.policies),
+        (false, &["no-t-42".to_owned()][..])
+    );
+}
+
+#[test]
+fn the_cache_of_sliced_sets_is_bounded() {
+    let a = with_tenants(super::MAX_SETS + 100);
+    let snap = a.current.load();
+    for i in 0..super::MAX_SETS + 100 {
+        let scope = ScopePath::parse(&format!("tenants/t-{i}")).unwrap();
+        let (request, entities) = build(
+            &snap,
+            &task("t", "tenants/t-0"),
+            Action::List,
+            Resource::Scope(&scope),
+            &CTX,
+        )
+        .unwrap();
+        let _ = snap.slices.select(&snap.policies, &request, &entities);
+        let path = SecretPath::parse(&format!("tenants/t-{i}/db")).unwrap();
+        let secret = Resource::Secret {
+            path: &path,
+            labels: None,
+        };
+        let (request, entities) =
+            build(&snap, &task("t", "tenants/t-0"), Action::Read, secret, &CTX).unwrap();
+        let selected = snap.slices.select(&snap.policies, &request, &entities);
+        assert_eq!(selected.set().num_of_policies(), 2, "tenant {i}");
+    }
+    let built = snap.slices.built.lock().unwrap();
+    assert!(built.sets.len() <= super::MAX_SETS, "{}", built.sets.len());
+    assert!(built.sets.len() > 1);
+    let held: usize = built.sets.keys().map(|k| k.len()).sum();
+    assert_eq!(held, built.held);
 }
