@@ -13,6 +13,7 @@ pub mod context;
 mod context_use;
 pub mod entities;
 pub mod policies;
+mod slice;
 pub mod testfile;
 
 #[cfg(test)]
@@ -416,15 +417,19 @@ impl Authorizer {
                 };
             }
         };
-        self.evaluate_request(snap, &request, &entities)
+        // Cedar sees only the policies whose heads the request meets: the
+        // others could not change the decision (see `slice`).
+        let selected = snap.slices.select(&snap.policies, &request, &entities);
+        self.evaluate_request(selected.set(), &request, &entities)
     }
 
     /// Decides a Cedar request against the given entities, with the set in
     /// force. For Cedar's own test format and `policy explain --entities`,
     /// whose entities do not come from [`entities`]; the server never
-    /// calls it.
+    /// calls it. It decides with the whole set, not a slice: it is not on
+    /// the request path, and its entities are the user's.
     pub fn decide_request(&self, request: &Request, entities: &Entities) -> Decision {
-        self.evaluate_request(&self.current.load(), request, entities)
+        self.evaluate_request(&self.current.load().policies, request, entities)
     }
 
     /// The schema of the set in force.
@@ -440,12 +445,12 @@ impl Authorizer {
 
     fn evaluate_request(
         &self,
-        snap: &PolicySnapshot,
+        policies: &cedar_policy::PolicySet,
         request: &Request,
         entities: &Entities,
     ) -> Decision {
         let response = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.cedar.is_authorized(request, &snap.policies, entities)
+            self.cedar.is_authorized(request, policies, entities)
         }));
         let Ok(response) = response else {
             // SECURITY: fail closed should the evaluator ever panic.

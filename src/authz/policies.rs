@@ -87,6 +87,8 @@ pub(crate) struct PolicySnapshot {
     /// affect a decision and the decision cache may serve it; if one can,
     /// every decision is made afresh (each request has its own id).
     pub(crate) reads_request_id: bool,
+    /// The policies' heads, indexed: which of them a request can meet.
+    pub(crate) slices: super::slice::PolicyIndex,
 }
 
 /// Reads `dir/schema.cedarschema` and every `dir/*.cedar` (not recursive,
@@ -484,6 +486,7 @@ pub(crate) fn compile(
     // attribute name (`context["request\u{5f}id"]`) reads the id without
     // spelling it.
     let reads_request_id = super::context_use::reads_request_id(&set);
+    let slices = super::slice::PolicyIndex::new(&set);
     Ok(PolicySnapshot {
         schema,
         policies: set,
@@ -492,6 +495,7 @@ pub(crate) fn compile(
         warnings,
         generation,
         reads_request_id,
+        slices,
     })
 }
 
