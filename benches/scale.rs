@@ -20,7 +20,9 @@
 //!   decision-cache miss costs) and warm (a decision-cache hit: what a
 //!   repeated read costs), and the set's compile time.
 //! - **Principals** (10 and 10,000; `SCALE_PRINCIPALS`): the library's
-//!   [`Resolver`], one lookup by bearer token and one by peer uid.
+//!   [`Resolver`], one lookup by bearer token and one by peer uid, and one
+//!   by client certificate among as many certificate principals (the TLS
+//!   listener's lookup).
 //!
 //! Every row is a median over `SCALE_ROUNDS` rounds (default 7) with the
 //! min-max spread; growth factors are the median of the same-round ratios
@@ -39,8 +41,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use secret_broker::authz::{Action, Authorizer, PolicySource, RequestContext, Resource, Transport};
+use secret_broker::identity::cert::CertSubject;
 use secret_broker::identity::{
-    PeerCred, Principal, PrincipalKind, PrincipalSpec, Resolver, TokenDigest,
+    CertRule, PeerCert, PeerCred, Principal, PrincipalKind, PrincipalSpec, Resolver, TlsPeer,
+    TokenDigest,
 };
 use secret_broker::secret::{ScopePath, SecretBytes, SecretPath};
 use secret_broker::store::embedded::EmbeddedStore;
@@ -659,6 +663,21 @@ fn policies(rounds: usize) {
 
 // -------------------------------------------------------------- principals
 
+/// A TLS client as the listener hands it over: its leaf certificate, for
+/// client authentication, with `uri` as its one URI SAN.
+fn client_cert(uri: &str) -> TlsPeer {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    params.subject_alt_names = vec![rcgen::SanType::URI(uri.try_into().unwrap())];
+    let cert = params
+        .self_signed(&rcgen::KeyPair::generate().unwrap())
+        .unwrap();
+    TlsPeer {
+        addr: "127.0.0.1:1".into(),
+        cert: PeerCert::parse(cert.der()),
+    }
+}
+
 fn principals(rounds: usize) {
     let sizes = env_list("SCALE_PRINCIPALS", &[10, 10_000]);
     // Half token principals, half uid principals; the benched ones sit in
@@ -687,9 +706,44 @@ fn principals(rounds: usize) {
             Resolver::new(specs)
         })
         .collect();
+    // As many certificate principals (the TLS listener's), each by its
+    // SPIFFE id; the benched client is the one in the middle.
+    let cert_resolvers: Vec<(Resolver, TlsPeer)> = sizes
+        .iter()
+        .map(|&n| {
+            let specs = (0..n)
+                .map(|i| PrincipalSpec {
+                    principal: Principal {
+                        name: format!("c-{i}"),
+                        kind: PrincipalKind::Component,
+                        roles: vec![],
+                        scope: None,
+                    },
+                    uid: None,
+                    gid: None,
+                    token: None,
+                    cert: Some(CertRule {
+                        subject: CertSubject::SpiffeId(format!("spiffe://bench.example/c-{i}")),
+                        spki_sha256: None,
+                    }),
+                })
+                .collect();
+            (
+                Resolver::new(specs),
+                client_cert(&format!("spiffe://bench.example/c-{}", n / 2)),
+            )
+        })
+        .collect();
     let mut by_token: Vec<Vec<f64>> = vec![Vec::new(); sizes.len()];
     let mut by_uid: Vec<Vec<f64>> = vec![Vec::new(); sizes.len()];
+    let mut by_cert: Vec<Vec<f64>> = vec![Vec::new(); sizes.len()];
     for _ in 0..rounds {
+        for (k, ((r, peer), &n)) in cert_resolvers.iter().zip(&sizes).enumerate() {
+            let want = format!("c-{}", n / 2);
+            by_cert[k].push(per_call(0.2, 1000, || {
+                assert_eq!(r.resolve_cert(peer, 0).unwrap().1.name, want);
+            }));
+        }
         for (k, (r, &n)) in resolvers.iter().zip(&sizes).enumerate() {
             let t = n / 2 / 2 * 2;
             let digest = TokenDigest::of_token(format!("tok-{t}").as_bytes());
@@ -723,7 +777,14 @@ fn principals(rounds: usize) {
     head += &format!(" growth {}/{} |", count(sizes[z]), count(sizes[a]));
     rule += "---|";
     println!("{head}\n{rule}");
-    for (name, v) in [("by bearer token", &by_token), ("by peer uid", &by_uid)] {
+    for (name, v) in [
+        ("by bearer token", &by_token),
+        ("by peer uid", &by_uid),
+        (
+            "by client certificate (as many certificate principals)",
+            &by_cert,
+        ),
+    ] {
         let mut line = format!("| {name} |");
         for s in v.iter() {
             line += &format!(" {} |", show(s, 0));

@@ -238,20 +238,29 @@ impl Eq for DigestKey {}
 // its own digest (`by_token`); a token-less spec that names a uid matches
 // only that uid (`by_uid`); one that names a gid and no uid only that gid
 // (`by_gid`); one that names nothing (config refuses it) anyone without a
-// token (`catch_all`). Certificate specs never match off TLS.
+// token (`catch_all`). Certificate specs never match off TLS; over TLS a
+// `spiffe_id` spec matches only a certificate whose URI SAN is that id
+// (`by_uri`), a `dns_name` spec only one that has that DNS SAN (`by_dns`).
 #[derive(Clone, Default)]
 struct Index {
     by_token: std::collections::HashMap<DigestKey, Vec<usize>>,
     by_uid: std::collections::HashMap<u32, Vec<usize>>,
     by_gid: std::collections::HashMap<u32, Vec<usize>>,
     catch_all: Vec<usize>,
+    by_uri: std::collections::HashMap<String, Vec<usize>>,
+    by_dns: std::collections::HashMap<String, Vec<usize>>,
 }
 
 impl Index {
     fn new(specs: &[PrincipalSpec]) -> Self {
         let mut index = Self::default();
         for (i, spec) in specs.iter().enumerate() {
-            if spec.cert.is_some() {
+            if let Some(rule) = &spec.cert {
+                let (map, key) = match &rule.subject {
+                    cert::CertSubject::SpiffeId(id) => (&mut index.by_uri, id),
+                    cert::CertSubject::DnsName(name) => (&mut index.by_dns, name),
+                };
+                map.entry(key.clone()).or_default().push(i);
                 continue;
             }
             match (&spec.token, spec.uid, spec.gid) {
@@ -291,6 +300,26 @@ impl Index {
     }
 }
 
+impl Index {
+    /// Indexes of the certificate specs that could match `cert`, ascending
+    /// (config order, as [`Index::candidates`]).
+    fn cert_candidates(&self, cert: &PeerCert) -> Vec<usize> {
+        let mut out: Vec<usize> = Vec::new();
+        if let Some(v) = cert.uri().and_then(|u| self.by_uri.get(u)) {
+            out.extend_from_slice(v);
+        }
+        for name in cert.dns_names() {
+            if let Some(v) = self.by_dns.get(name) {
+                out.extend_from_slice(v);
+            }
+        }
+        out.sort_unstable();
+        // A certificate may repeat a DNS SAN.
+        out.dedup();
+        out
+    }
+}
+
 impl fmt::Debug for Index {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // SECURITY: the digests stay out of logs (see `TokenDigest`'s Debug).
@@ -298,6 +327,7 @@ impl fmt::Debug for Index {
             .field("tokens", &self.by_token.len())
             .field("uids", &self.by_uid.len())
             .field("gids", &self.by_gid.len())
+            .field("cert_subjects", &(self.by_uri.len() + self.by_dns.len()))
             .finish_non_exhaustive()
     }
 }
@@ -409,9 +439,14 @@ impl Resolver {
         if cert.expired_at(now) {
             return Err(IdentityError::CertExpired);
         }
+        // Only the candidates the index names can match (see `Index`);
+        // each is checked with the full rule (subject and pin).
         let mut found: Option<(usize, &PrincipalSpec)> = None;
         let mut names: Vec<&str> = Vec::new();
-        for (i, spec) in self.specs.iter().enumerate() {
+        for i in self.index.cert_candidates(cert) {
+            let Some(spec) = self.specs.get(i) else {
+                continue;
+            };
             if spec.cert.as_ref().is_some_and(|rule| rule.matches(cert)) {
                 names.push(&spec.principal.name);
                 found.get_or_insert((i, spec));
@@ -669,6 +704,72 @@ mod tests {
                 Err(e) => return Err(proptest::test_runner::TestCaseError::fail(e.to_string())),
             };
             proptest::prop_assert_eq!(got, linear(&specs, peer.as_ref(), token.as_ref()));
+        }
+    }
+
+    /// The certificate rule without the index: every spec checked.
+    fn linear_cert(specs: &[PrincipalSpec], cert: &PeerCert) -> Result<usize, String> {
+        let hits: Vec<usize> = (0..specs.len())
+            .filter(|&i| specs[i].cert.as_ref().is_some_and(|r| r.matches(cert)))
+            .collect();
+        match hits.as_slice() {
+            [i] => Ok(*i),
+            [] => Err(String::new()),
+            many => Err(many
+                .iter()
+                .map(|&i| specs[i].principal.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")),
+        }
+    }
+
+    const URIS: [&str; 3] = ["spiffe://td/a", "spiffe://td/b", "urn:x"];
+    const DNS: [&str; 3] = ["a.example", "b.example", "c.example"];
+
+    proptest::proptest! {
+        /// Over TLS too, the index changes what a lookup costs, never whom
+        /// it finds: certificate specs by URI or DNS SAN, pinned or not,
+        /// mixed with uid and token specs, against certificates with any
+        /// URI, several (repeated) DNS SANs and one of two keys.
+        #[test]
+        fn indexed_cert_lookup_finds_what_checking_every_spec_finds(
+            specs in proptest::collection::vec(
+                (0u8..3, 0usize..3, proptest::option::of(0u8..2)),
+                0..12,
+            ),
+            uri in proptest::option::of(0usize..3),
+            dns in proptest::collection::vec(0usize..3, 0..4),
+            key in 0u8..2,
+        ) {
+            let specs: Vec<PrincipalSpec> = specs
+                .into_iter()
+                .enumerate()
+                .map(|(i, (kind, name, pin))| PrincipalSpec {
+                    principal: principal(&format!("p{i}"), PrincipalKind::Component),
+                    uid: (kind == 2).then_some(1000),
+                    gid: None,
+                    token: None,
+                    cert: (kind < 2).then(|| CertRule {
+                        subject: if kind == 0 {
+                            cert::CertSubject::SpiffeId(URIS[name].into())
+                        } else {
+                            cert::CertSubject::DnsName(DNS[name].into())
+                        },
+                        spki_sha256: pin.map(|p| [p; 32]),
+                    }),
+                })
+                .collect();
+            let dns: Vec<&str> = dns.into_iter().map(|d| DNS[d]).collect();
+            let cert = PeerCert::from_parts(uri.map(|u| URIS[u]), &dns, [key; 32]);
+            let peer = TlsPeer { addr: "127.0.0.1:1".into(), cert: Ok(cert.clone()) };
+            let r = Resolver::new(specs.clone());
+            let got = match r.resolve_cert(&peer, 0) {
+                Ok((i, _)) => Ok(i),
+                Err(IdentityError::Ambiguous(names)) => Err(names),
+                Err(IdentityError::CertNoMatch) => Err(String::new()),
+                Err(e) => return Err(proptest::test_runner::TestCaseError::fail(e.to_string())),
+            };
+            proptest::prop_assert_eq!(got, linear_cert(&specs, &cert));
         }
     }
 

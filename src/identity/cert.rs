@@ -149,6 +149,29 @@ impl PeerCert {
         self.uri.as_deref().filter(|u| u.starts_with("spiffe://"))
     }
 
+    /// The single URI SAN, whatever its scheme (what a `spiffe_id` rule
+    /// compares with).
+    pub(crate) fn uri(&self) -> Option<&str> {
+        self.uri.as_deref()
+    }
+
+    /// Every DNS SAN, lowercase (what a `dns_name` rule looks among).
+    pub(crate) fn dns_names(&self) -> &[String] {
+        &self.dns_names
+    }
+
+    /// A certificate's identity facts without a certificate, for tests of
+    /// the rules that read them.
+    #[cfg(test)]
+    pub(crate) fn from_parts(uri: Option<&str>, dns_names: &[&str], spki_sha256: [u8; 32]) -> Self {
+        Self {
+            uri: uri.map(str::to_owned),
+            dns_names: dns_names.iter().map(|d| d.to_ascii_lowercase()).collect(),
+            spki_sha256,
+            not_after: i64::MAX,
+        }
+    }
+
     /// The first DNS SAN, for the audit line of a non-SPIFFE client.
     pub fn dns_name(&self) -> Option<&str> {
         self.dns_names.first().map(String::as_str)
