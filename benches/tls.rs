@@ -4,8 +4,12 @@
 //! handshakes per second (a fresh connection per request: no resumption,
 //! by design). No assertions: the table is the result.
 //!
+//! Then the same two with `TLS_BENCH_CLIENTS` client threads at once
+//! (default 4): keep-alive reads, and handshakes, per second in all.
+//!
 //! `cargo bench --bench tls` (release); `TLS_BENCH_SECONDS` (default 3)
-//! per run, `TLS_BENCH_ROUNDS` (default 3).
+//! per run, `TLS_BENCH_ROUNDS` (default 3); `TLS_BENCH_BROKER` runs another
+//! broker binary (an earlier build, for A/B figures).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::io::{Read, Write};
@@ -102,7 +106,8 @@ fn start() -> Setup {
         uid = rustix::process::geteuid().as_raw(),
     );
     std::fs::write(d.join("broker.toml"), config).unwrap();
-    let mut child = Command::new(BROKER)
+    let broker = std::env::var("TLS_BENCH_BROKER").unwrap_or_else(|_| BROKER.to_owned());
+    let mut child = Command::new(broker)
         .args(["serve", "--config", "broker.toml"])
         .current_dir(d)
         .stdout(Stdio::null())
@@ -191,6 +196,31 @@ fn summary(mut lat: Vec<u64>, secs: f64) -> (f64, f64, f64) {
     (p(0.5), p(0.99), lat.len() as f64 / secs)
 }
 
+/// Full handshakes for `secs`, each a fresh connection and one read.
+fn handshakes(s: &Setup, secs: f64) -> u64 {
+    let mut n = 0u64;
+    let end = Instant::now() + Duration::from_secs_f64(secs);
+    let close = [&READ[..READ.len() - 2], b"connection: close\r\n\r\n"].concat();
+    let mut buf = Vec::new();
+    while Instant::now() < end {
+        let mut t = tls_stream(s);
+        t.write_all(&close).unwrap();
+        assert_eq!(response(&mut t, &mut buf), 200);
+        n += 1;
+    }
+    n
+}
+
+/// `clients` threads at once, each running `work` for `secs`: what they
+/// did in all, per second.
+fn parallel(clients: usize, secs: f64, work: impl Fn() -> u64 + Sync) -> f64 {
+    let total: u64 = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..clients).map(|_| scope.spawn(&work)).collect();
+        threads.into_iter().map(|t| t.join().unwrap()).sum()
+    });
+    total as f64 / secs
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -217,24 +247,20 @@ fn main() {
         format!("authorization: Bearer {TOKEN}\r\n\r\n").as_bytes(),
     ]
     .concat();
+    let clients = env("TLS_BENCH_CLIENTS", 4.0) as usize;
     let (mut unix, mut tls, mut hs) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut par_reads, mut par_hs) = (Vec::new(), Vec::new());
     for _ in 0..rounds.max(1) {
         let mut u = UnixStream::connect(&s.socket).unwrap();
         unix.push(summary(reads(&mut u, &sock_req, secs), secs));
         let mut t = tls_stream(&s);
         tls.push(summary(reads(&mut t, READ, secs), secs));
         // Full handshakes: a fresh connection per read.
-        let mut n = 0u64;
-        let end = Instant::now() + Duration::from_secs_f64(secs);
-        let close = [&READ[..READ.len() - 2], b"connection: close\r\n\r\n"].concat();
-        let mut buf = Vec::new();
-        while Instant::now() < end {
-            let mut t = tls_stream(&s);
-            t.write_all(&close).unwrap();
-            assert_eq!(response(&mut t, &mut buf), 200);
-            n += 1;
-        }
-        hs.push(n as f64 / secs);
+        hs.push(handshakes(&s, secs) as f64 / secs);
+        par_reads.push(parallel(clients, secs, || {
+            reads(&mut tls_stream(&s), READ, secs).len() as u64
+        }));
+        par_hs.push(parallel(clients, secs, || handshakes(&s, secs)));
     }
     let row = |name: &str, runs: &[(f64, f64, f64)]| {
         println!(
@@ -251,5 +277,10 @@ fn main() {
     println!(
         "\nfull TLS handshakes (fresh connection + read): {:.0}/s",
         median(hs)
+    );
+    println!(
+        "{clients} TLS clients at once: {:.0} keep-alive reads/s, {:.0} full handshakes/s",
+        median(par_reads),
+        median(par_hs)
     );
 }

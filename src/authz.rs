@@ -406,6 +406,30 @@ impl Authorizer {
         resource: Resource<'_>,
         ctx: &RequestContext<'_>,
     ) -> Decision {
+        self.evaluate_with(
+            snap,
+            principal,
+            action,
+            resource,
+            ctx,
+            |request, entities| {
+                // Cedar sees only the policies whose heads the request meets:
+                // the others could not change the decision (see `slice`).
+                snap.slices.select(&snap.policies, request, entities)
+            },
+        )
+    }
+
+    /// Builds the request and decides it on the set `pick` chooses for it.
+    fn evaluate_with<'s>(
+        &self,
+        snap: &'s PolicySnapshot,
+        principal: &Principal,
+        action: Action,
+        resource: Resource<'_>,
+        ctx: &RequestContext<'_>,
+        pick: impl FnOnce(&Request, &Entities) -> slice::Selected<'s>,
+    ) -> Decision {
         let (request, entities) = match build(snap, principal, action, resource, ctx) {
             Ok(built) => built,
             Err(error) => {
@@ -417,10 +441,24 @@ impl Authorizer {
                 };
             }
         };
-        // Cedar sees only the policies whose heads the request meets: the
-        // others could not change the decision (see `slice`).
-        let selected = snap.slices.select(&snap.policies, &request, &entities);
+        let selected = pick(&request, &entities);
         self.evaluate_request(selected.set(), &request, &entities)
+    }
+
+    /// The decision on the whole set, as before slicing: the reference
+    /// slicing is proven against.
+    #[cfg(test)]
+    fn evaluate_unsliced(
+        &self,
+        principal: &Principal,
+        action: Action,
+        resource: Resource<'_>,
+        ctx: &RequestContext<'_>,
+    ) -> Decision {
+        let snap = self.current.load();
+        self.evaluate_with(&snap, principal, action, resource, ctx, |_, _| {
+            slice::Selected::Full(&snap.policies)
+        })
     }
 
     /// Decides a Cedar request against the given entities, with the set in

@@ -647,9 +647,16 @@ mod tests {
         peer: Option<&PeerCred>,
         token: Option<&TokenDigest>,
     ) -> Result<usize, String> {
-        let hits: Vec<usize> = (0..specs.len())
-            .filter(|&i| specs[i].matches(peer, token))
-            .collect();
+        one_of(specs, |s| s.matches(peer, token))
+    }
+
+    /// The one spec `matches` holds for, by index; else no one (empty) or
+    /// the names of all it holds for, in config order.
+    fn one_of(
+        specs: &[PrincipalSpec],
+        matches: impl Fn(&PrincipalSpec) -> bool,
+    ) -> Result<usize, String> {
+        let hits: Vec<usize> = (0..specs.len()).filter(|&i| matches(&specs[i])).collect();
         match hits.as_slice() {
             [i] => Ok(*i),
             [] => Err(String::new()),
@@ -709,18 +716,7 @@ mod tests {
 
     /// The certificate rule without the index: every spec checked.
     fn linear_cert(specs: &[PrincipalSpec], cert: &PeerCert) -> Result<usize, String> {
-        let hits: Vec<usize> = (0..specs.len())
-            .filter(|&i| specs[i].cert.as_ref().is_some_and(|r| r.matches(cert)))
-            .collect();
-        match hits.as_slice() {
-            [i] => Ok(*i),
-            [] => Err(String::new()),
-            many => Err(many
-                .iter()
-                .map(|&i| specs[i].principal.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")),
-        }
+        one_of(specs, |s| s.cert.as_ref().is_some_and(|r| r.matches(cert)))
     }
 
     const URIS: [&str; 3] = ["spiffe://td/a", "spiffe://td/b", "urn:x"];

@@ -24,7 +24,7 @@ fn shipped() -> Authorizer {
     Authorizer::from_sources(schema, policies).unwrap()
 }
 
-fn component(name: &str, roles: &[&str]) -> Principal {
+pub(super) fn component(name: &str, roles: &[&str]) -> Principal {
     Principal {
         name: name.into(),
         kind: PrincipalKind::Component,
@@ -33,7 +33,7 @@ fn component(name: &str, roles: &[&str]) -> Principal {
     }
 }
 
-fn task(name: &str, scope: &str) -> Principal {
+pub(super) fn task(name: &str, scope: &str) -> Principal {
     Principal {
         name: name.into(),
         kind: PrincipalKind::Task,

@@ -13,7 +13,6 @@ use proptest::strategy::ValueTree;
 use super::super::policies::PolicySnapshot;
 use super::super::*;
 use super::PolicyIndex;
-use crate::identity::PrincipalKind;
 
 /// The shipped schema with action groups: `read`, `write` and `delete` are
 /// in `secrets`, which is in `all`; `list` is in `all`; `upload` in none.
@@ -66,15 +65,7 @@ fn unsliced(
     resource: Resource<'_>,
     ctx: &RequestContext<'_>,
 ) -> Decision {
-    let snap = a.current.load();
-    match build(&snap, principal, action, resource, ctx) {
-        Ok((request, entities)) => a.evaluate_request(&snap.policies, &request, &entities),
-        Err(error) => Decision {
-            allowed: false,
-            policies: PolicyIds::default(),
-            errors: vec![error],
-        },
-    }
+    a.evaluate_unsliced(principal, action, resource, ctx)
 }
 
 /// Ids of the policies the index hands Cedar for a request.
@@ -89,23 +80,7 @@ fn candidates(
     snap.slices.candidate_ids(&request, &entities).unwrap()
 }
 
-fn task(name: &str, scope: &str) -> Principal {
-    Principal {
-        name: name.into(),
-        kind: PrincipalKind::Task,
-        roles: vec!["tasks".into()],
-        scope: Some(ScopePath::parse(scope).unwrap()),
-    }
-}
-
-fn component(name: &str, roles: &[&str]) -> Principal {
-    Principal {
-        name: name.into(),
-        kind: PrincipalKind::Component,
-        roles: roles.iter().map(|r| (*r).to_owned()).collect(),
-        scope: None,
-    }
-}
+use super::super::tests::{component, task};
 
 const CTX: RequestContext<'static> = RequestContext {
     transport: Transport::Unix,
