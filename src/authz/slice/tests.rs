@@ -57,17 +57,6 @@ fn unvalidated(policies: &str) -> Authorizer {
     Authorizer::with_snapshot(snap, None)
 }
 
-/// The decision on the whole set, as before slicing.
-fn unsliced(
-    a: &Authorizer,
-    principal: &Principal,
-    action: Action,
-    resource: Resource<'_>,
-    ctx: &RequestContext<'_>,
-) -> Decision {
-    a.evaluate_unsliced(principal, action, resource, ctx)
-}
-
 /// Ids of the policies the index hands Cedar for a request.
 fn candidates(
     a: &Authorizer,
@@ -317,7 +306,7 @@ fn check(a: &Authorizer, r: &Req) -> Result<(Decision, bool), TestCaseError> {
         _ => Resource::Scope(&scope_path),
     };
     let sliced = a.decide_uncached(&principal, r.action, resource, &ctx);
-    let whole = unsliced(a, &principal, r.action, resource, &ctx);
+    let whole = a.evaluate_unsliced(&principal, r.action, resource, &ctx);
     prop_assert_eq!(
         &sliced,
         &whole,
@@ -465,7 +454,7 @@ fn a_thousand_policies_that_cannot_apply_are_left_out() {
         (component("svc-8", &[]), Action::Delete, false),
     ] {
         let d = a.decide_uncached(&who, action, secret, &CTX);
-        assert_eq!(d, unsliced(&a, &who, action, secret, &CTX));
+        assert_eq!(d, a.evaluate_unsliced(&who, action, secret, &CTX));
         assert_eq!(d.allowed, allowed, "{who:?} {action:?}");
     }
 }
