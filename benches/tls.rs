@@ -27,6 +27,9 @@ const BROKER: &str = env!("CARGO_BIN_EXE_secret-broker");
 const TOKEN: &str = "bench-task-token";
 const READER: &str = "spiffe://bench.example/reader";
 const READ: &[u8] = b"GET /v1/secrets/acme/t/db HTTP/1.1\r\nhost: b\r\n\r\n";
+const LIST: &[u8] = b"GET /v1/secrets/acme/t/many/ HTTP/1.1\r\nhost: b\r\n\r\n";
+/// Secrets under the listed scope.
+const LISTED: usize = 400;
 
 struct Broker(Child);
 
@@ -142,6 +145,18 @@ fn start() -> Setup {
     s.write_all(body).unwrap();
     let mut buf = Vec::new();
     assert!((200..300).contains(&response(&mut s, &mut buf)));
+    // A scope to list whose answer spans several TLS records.
+    let mut s = UnixStream::connect(&socket).unwrap();
+    for i in 0..LISTED {
+        write!(
+            s,
+            "PUT /v1/secrets/acme/t/many/secret-{i:04} HTTP/1.1\r\nhost: b\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        )
+        .unwrap();
+        s.write_all(body).unwrap();
+        assert!((200..300).contains(&response(&mut s, &mut buf)));
+    }
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca.der().clone()).unwrap();
     let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -250,6 +265,12 @@ fn main() {
     let clients = env("TLS_BENCH_CLIENTS", 4.0) as usize;
     let (mut unix, mut tls, mut hs) = (Vec::new(), Vec::new(), Vec::new());
     let (mut par_reads, mut par_hs) = (Vec::new(), Vec::new());
+    let (mut unix_list, mut tls_list) = (Vec::new(), Vec::new());
+    let sock_list = [
+        &LIST[..LIST.len() - 2],
+        format!("authorization: Bearer {TOKEN}\r\n\r\n").as_bytes(),
+    ]
+    .concat();
     for _ in 0..rounds.max(1) {
         let mut u = UnixStream::connect(&s.socket).unwrap();
         unix.push(summary(reads(&mut u, &sock_req, secs), secs));
@@ -261,6 +282,10 @@ fn main() {
             reads(&mut tls_stream(&s), READ, secs).len() as u64
         }));
         par_hs.push(parallel(clients, secs, || handshakes(&s, secs)));
+        let mut u = UnixStream::connect(&s.socket).unwrap();
+        unix_list.push(summary(reads(&mut u, &sock_list, secs), secs));
+        let mut t = tls_stream(&s);
+        tls_list.push(summary(reads(&mut t, LIST, secs), secs));
     }
     let row = |name: &str, runs: &[(f64, f64, f64)]| {
         println!(
@@ -274,6 +299,10 @@ fn main() {
     println!("|---|---|---|---|");
     row("Unix socket (bearer token)", &unix);
     row("mutual TLS 1.3 (client certificate)", &tls);
+    println!("\n| list of {LISTED} secrets, one keep-alive connection | p50 | p99 | throughput |");
+    println!("|---|---|---|---|");
+    row("Unix socket (bearer token)", &unix_list);
+    row("mutual TLS 1.3 (client certificate)", &tls_list);
     println!(
         "\nfull TLS handshakes (fresh connection + read): {:.0}/s",
         median(hs)
