@@ -33,6 +33,9 @@
 //! sizes (e.g. `SCALE_SECRETS=1000,20000`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+#[path = "../tests/common/broker.rs"]
+mod common;
+
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -62,9 +65,34 @@ fn env_list(name: &str, default: &[usize]) -> Vec<usize> {
         .unwrap_or_else(|| default.to_vec())
 }
 
-fn sha256_hex(s: &str) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(s.as_bytes()))
+/// A table's head: one column per size of `what`, then the growth from the
+/// smallest size to the largest.
+fn table_head(sizes: &[usize], what: &str) {
+    let mut head = "| row |".to_owned();
+    let mut rule = "|---|".to_owned();
+    for &n in sizes {
+        head += &format!(" {} {what} |", count(n));
+        rule += "---|";
+    }
+    head += &format!(
+        " growth {}/{} |",
+        count(sizes[sizes.len() - 1]),
+        count(sizes[0])
+    );
+    rule += "---|";
+    println!("{head}\n{rule}");
+}
+
+/// A row of per-size samples (one per round), with the median of the
+/// same-round ratios of the largest size to the smallest.
+fn growth_row(name: &str, per_size: &[Vec<f64>]) {
+    let mut line = format!("| {name} |");
+    for s in per_size {
+        line += &format!(" {} |", show(s, 0));
+    }
+    let (first, last) = (&per_size[0], &per_size[per_size.len() - 1]);
+    let ratios: Vec<f64> = last.iter().zip(first).map(|(l, f)| l / f).collect();
+    println!("{line} {}x |", show(&ratios, 2));
 }
 
 /// The path of the `i`th filler secret: 10k per scope, so the scope
@@ -185,7 +213,7 @@ impl Broker {
                 db = dir.join("store.redb"),
                 key = dir.join("store.key"),
                 audit = dir.join("audit.log").display(),
-                digest = sha256_hex(TOKEN),
+                digest = common::sha256_hex(TOKEN),
             ),
         )
         .unwrap();
@@ -244,28 +272,6 @@ impl Broker {
     }
 }
 
-/// Reads one content-length framed response; returns its status.
-fn response(s: &mut impl Read, buf: &mut Vec<u8>) -> u16 {
-    buf.clear();
-    let mut chunk = [0u8; 16384];
-    loop {
-        let n = s.read(&mut chunk).unwrap();
-        assert!(n > 0, "closed mid-response");
-        buf.extend_from_slice(&chunk[..n]);
-        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-            continue;
-        };
-        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-        let len: usize = head
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length:"))
-            .map_or(0, |v| v.trim().parse().unwrap());
-        if buf.len() >= end + 4 + len {
-            return head[9..12].parse().unwrap();
-        }
-    }
-}
-
 /// p50 (µs) of `n` reads over one keep-alive connection; `fresh` reads a
 /// random secret of the store past the cache each time.
 fn reads(b: &Broker, n: usize, fresh: bool, seed: u64) -> f64 {
@@ -289,7 +295,7 @@ fn reads(b: &Broker, n: usize, fresh: bool, seed: u64) -> f64 {
             };
             let t = Instant::now();
             s.write_all(req.as_bytes()).unwrap();
-            let status = response(&mut s, &mut buf);
+            let status = common::read_framed(&mut s, &mut buf);
             let d = t.elapsed();
             assert_eq!(status, 200, "{}", String::from_utf8_lossy(&buf));
             d.as_secs_f64() * 1e6
@@ -322,7 +328,7 @@ fn writes(b: &Broker, writers: usize, secs: f64, tag: &str) -> f64 {
                     );
                     s.write_all(req.as_bytes()).unwrap();
                     s.write_all(body).unwrap();
-                    let status = response(&mut s, &mut buf);
+                    let status = common::read_framed(&mut s, &mut buf);
                     assert!(status == 201 || status == 200, "{}", String::from_utf8_lossy(&buf));
                     done += 1;
                 }
@@ -452,19 +458,7 @@ fn secrets(rounds: usize) {
     println!(
         "\n### Secrets in the embedded store (real binary over the socket; median (min-max) of {rounds} rounds)\n"
     );
-    let mut head = "| row |".to_owned();
-    let mut rule = "|---|".to_owned();
-    for &n in &sizes {
-        head += &format!(" {} secrets |", count(n));
-        rule += "---|";
-    }
-    head += &format!(
-        " growth {}/{} |",
-        count(sizes[sizes.len() - 1]),
-        count(sizes[0])
-    );
-    rule += "---|";
-    println!("{head}\n{rule}");
+    table_head(&sizes, "secrets");
     let first = &rows[0];
     let last = &rows[rows.len() - 1];
     // List rows grow against the smallest store whose listed scope holds
@@ -633,32 +627,19 @@ fn policies(rounds: usize) {
     println!(
         "\n### Policies (library `Authorizer`, a task's read of its own secret; ns per decision, median (min-max) of {rounds} rounds)\n"
     );
-    let mut head = "| row |".to_owned();
-    let mut rule = "|---|".to_owned();
-    for &n in &sizes {
-        head += &format!(" {} operator policies |", count(n));
-        rule += "---|";
-    }
-    let (a, z) = (0, sizes.len() - 1);
-    head += &format!(" growth {}/{} |", count(sizes[z]), count(sizes[a]));
-    rule += "---|";
-    println!("{head}\n{rule}");
+    table_head(&sizes, "operator policies");
     for (name, v) in [
         ("cold (Cedar evaluates; a cache miss)", &cold),
         ("warm (decision-cache hit)", &warm),
     ] {
-        let mut line = format!("| {name} |");
-        for s in v.iter() {
-            line += &format!(" {} |", show(s, 0));
-        }
-        let ratios: Vec<f64> = v[z].iter().zip(&v[a]).map(|(l, f)| l / f).collect();
-        println!("{line} {}x |", show(&ratios, 2));
+        growth_row(name, v);
     }
     let mut line = "| compile the set (ms, once per load/reload) |".to_owned();
     for s in &compile_ms {
         line += &format!(" {:.1} |", s[0]);
     }
-    println!("{line} {:.0}x |", compile_ms[z][0] / compile_ms[a][0]);
+    let last = compile_ms.len() - 1;
+    println!("{line} {:.0}x |", compile_ms[last][0] / compile_ms[0][0]);
 }
 
 // -------------------------------------------------------------- principals
@@ -767,16 +748,7 @@ fn principals(rounds: usize) {
     println!(
         "\n### Principals (library `Resolver`; ns per lookup, median (min-max) of {rounds} rounds)\n"
     );
-    let mut head = "| row |".to_owned();
-    let mut rule = "|---|".to_owned();
-    for &n in &sizes {
-        head += &format!(" {} principals |", count(n));
-        rule += "---|";
-    }
-    let (a, z) = (0, sizes.len() - 1);
-    head += &format!(" growth {}/{} |", count(sizes[z]), count(sizes[a]));
-    rule += "---|";
-    println!("{head}\n{rule}");
+    table_head(&sizes, "principals");
     for (name, v) in [
         ("by bearer token", &by_token),
         ("by peer uid", &by_uid),
@@ -785,12 +757,7 @@ fn principals(rounds: usize) {
             &by_cert,
         ),
     ] {
-        let mut line = format!("| {name} |");
-        for s in v.iter() {
-            line += &format!(" {} |", show(s, 0));
-        }
-        let ratios: Vec<f64> = v[z].iter().zip(&v[a]).map(|(l, f)| l / f).collect();
-        println!("{line} {}x |", show(&ratios, 2));
+        growth_row(name, v);
     }
 }
 

@@ -12,6 +12,9 @@
 //! broker binary (an earlier build, for A/B figures).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+#[path = "../tests/common/broker.rs"]
+mod common;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
@@ -37,33 +40,6 @@ impl Drop for Broker {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
-    }
-}
-
-fn sha256_hex(s: &str) -> String {
-    use sha2::Digest as _;
-    hex::encode(sha2::Sha256::digest(s.as_bytes()))
-}
-
-/// Reads one content-length framed response; returns its status.
-fn response(s: &mut impl Read, buf: &mut Vec<u8>) -> u16 {
-    buf.clear();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let n = s.read(&mut chunk).unwrap();
-        assert!(n > 0, "closed mid-response");
-        buf.extend_from_slice(&chunk[..n]);
-        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-            continue;
-        };
-        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-        let len: usize = head
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length:"))
-            .map_or(0, |v| v.trim().parse().unwrap());
-        if buf.len() >= end + 4 + len {
-            return head[9..12].parse().unwrap();
-        }
     }
 }
 
@@ -105,7 +81,7 @@ fn start() -> Setup {
          [[principal]]\nname = \"tls-reader\"\ntype = \"Task\"\nscope = \"acme/t\"\nspiffe_id = \"{READER}\"\n\
          [[principal]]\nname = \"platform\"\ntype = \"Component\"\nroles = [\"platform\"]\nuid = {uid}\n",
         audit = d.join("audit.log").display(),
-        digest = sha256_hex(TOKEN),
+        digest = common::sha256_hex(TOKEN),
         uid = rustix::process::geteuid().as_raw(),
     );
     std::fs::write(d.join("broker.toml"), config).unwrap();
@@ -144,7 +120,7 @@ fn start() -> Setup {
     .unwrap();
     s.write_all(body).unwrap();
     let mut buf = Vec::new();
-    assert!((200..300).contains(&response(&mut s, &mut buf)));
+    assert!((200..300).contains(&common::read_framed(&mut s, &mut buf)));
     // A scope to list whose answer spans several TLS records.
     let mut s = UnixStream::connect(&socket).unwrap();
     for i in 0..LISTED {
@@ -155,7 +131,7 @@ fn start() -> Setup {
         )
         .unwrap();
         s.write_all(body).unwrap();
-        assert!((200..300).contains(&response(&mut s, &mut buf)));
+        assert!((200..300).contains(&common::read_framed(&mut s, &mut buf)));
     }
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca.der().clone()).unwrap();
@@ -198,7 +174,7 @@ fn reads(conn: &mut (impl Read + Write), req: &[u8], secs: f64) -> Vec<u64> {
     while Instant::now() < end {
         let t = Instant::now();
         conn.write_all(req).unwrap();
-        assert_eq!(response(conn, &mut buf), 200);
+        assert_eq!(common::read_framed(conn, &mut buf), 200);
         lat.push(u64::try_from(t.elapsed().as_nanos()).unwrap());
     }
     lat
@@ -220,7 +196,7 @@ fn handshakes(s: &Setup, secs: f64) -> u64 {
     while Instant::now() < end {
         let mut t = tls_stream(s);
         t.write_all(&close).unwrap();
-        assert_eq!(response(&mut t, &mut buf), 200);
+        assert_eq!(common::read_framed(&mut t, &mut buf), 200);
         n += 1;
     }
     n

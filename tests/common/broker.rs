@@ -589,6 +589,29 @@ pub fn raw_on(socket: &Path, bytes: &[u8]) -> std::io::Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Reads one `content-length` framed answer from a keep-alive connection
+/// into `buf` (head and body) and returns its status (the benches' clients).
+pub fn read_framed(s: &mut impl Read, buf: &mut Vec<u8>) -> u16 {
+    buf.clear();
+    let mut chunk = [0u8; 16384];
+    loop {
+        let n = s.read(&mut chunk).unwrap();
+        assert!(n > 0, "closed mid-response");
+        buf.extend_from_slice(&chunk[..n]);
+        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .map_or(0, |v| v.trim().parse().unwrap());
+        if buf.len() >= end + 4 + len {
+            return head[9..12].parse().unwrap();
+        }
+    }
+}
+
 pub fn parse_response(out: &[u8]) -> Resp {
     let split = out
         .windows(4)
