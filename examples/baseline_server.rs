@@ -25,7 +25,8 @@ fn main() {
         .expect("usage: baseline_server SOCKET [multi|current|per_core]");
     let _ = std::fs::remove_file(&socket);
     match args.next().as_deref() {
-        Some("per_core") => per_core(&socket),
+        Some("per_core") => per_core(&socket, false),
+        Some("per_core_handrolled") => per_core(&socket, true),
         Some("current") => serve(&socket, tokio::runtime::Builder::new_current_thread()),
         _ => serve(&socket, tokio::runtime::Builder::new_multi_thread()),
     }
@@ -44,7 +45,7 @@ fn serve(socket: &str, mut rt: tokio::runtime::Builder) {
 
 /// The accepting thread hands each connection to the next of one
 /// current-thread runtime per core.
-fn per_core(socket: &str) {
+fn per_core(socket: &str, handrolled: bool) {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let workers: Vec<tokio::runtime::Handle> = (0..cores)
         .map(|_| {
@@ -62,9 +63,12 @@ fn per_core(socket: &str) {
         let stream = stream.unwrap();
         stream.set_nonblocking(true).unwrap();
         let _entered = worker.enter();
-        tokio::spawn(connection(
-            tokio::net::UnixStream::from_std(stream).unwrap(),
-        ));
+        let stream = tokio::net::UnixStream::from_std(stream).unwrap();
+        if handrolled {
+            tokio::spawn(handrolled_connection(stream));
+        } else {
+            tokio::spawn(connection(stream));
+        }
     }
 }
 
@@ -80,4 +84,56 @@ async fn connection(stream: tokio::net::UnixStream) {
     let _ = http1::Builder::new()
         .serve_connection(TokioIo::new(stream), service)
         .await;
+}
+
+/// The least an HTTP/1.1 server can do: `httparse` and one write per answer.
+async fn handrolled_connection(mut io: tokio::net::UnixStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = Vec::with_capacity(8192);
+    let mut out = Vec::with_capacity(512);
+    let mut date = (0u64, String::new());
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut req = httparse::Request::new(&mut headers);
+        match req.parse(&buf) {
+            Ok(httparse::Status::Complete(n)) => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs();
+                if now != date.0 {
+                    date = (
+                        now,
+                        format!(
+                            "Mon, 07 Dec 2026 {:02}:{:02}:{:02} GMT",
+                            now / 3600 % 24,
+                            now / 60 % 60,
+                            now % 60
+                        ),
+                    );
+                }
+                out.clear();
+                out.extend_from_slice(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 64\r\ndate: ");
+                out.extend_from_slice(date.1.as_bytes());
+                out.extend_from_slice(b"\r\n\r\n");
+                out.extend_from_slice(BODY);
+                let close = req.headers.iter().any(|h| {
+                    h.name.eq_ignore_ascii_case("connection")
+                        && h.value.eq_ignore_ascii_case(b"close")
+                });
+                buf.drain(..n);
+                if io.write_all(&out).await.is_err() || close {
+                    return;
+                }
+            }
+            Ok(httparse::Status::Partial) => {
+                let mut chunk = [0u8; 4096];
+                match io.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                }
+            }
+            Err(_) => return,
+        }
+    }
 }

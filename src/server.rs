@@ -9,6 +9,8 @@ use std::time::Instant;
 mod flush_io;
 mod head_deadline;
 mod per_uid;
+mod plain_get;
+mod prefixed;
 mod socket;
 mod spin;
 pub mod tls;
@@ -19,11 +21,10 @@ pub use workers::{WorkerPool, Workers};
 
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 
 use crate::api::{self, ApiRequest, AppState, ConnInfo};
 use crate::audit::{AuditPeer, AuditRecord, now_rfc3339};
@@ -32,6 +33,8 @@ use crate::config::{Limits, ListenConfig};
 use crate::identity::PeerCred;
 use flush_io::FlushingIo;
 use head_deadline::HeadWatch;
+use plain_get::Lane;
+use prefixed::Prefixed;
 use spin::Spinner;
 
 /// Why the listener could not start.
@@ -90,8 +93,9 @@ pub async fn run(
     let limits = state.limits;
     let conns = Arc::new(Semaphore::new(limits.max_connections));
     let per_uid = per_uid::UidConnections::new(limits.max_connections_per_uid);
-    let graceful = GracefulShutdown::new();
-    let builder = http1_builder(&limits);
+    // Each connection holds a receiver; the drain sends `true` and waits
+    // for every receiver to be gone.
+    let (drain, _) = watch::channel(false);
 
     loop {
         tokio::select! {
@@ -129,7 +133,7 @@ pub async fn run(
                 let info = ConnInfo { peer, transport: Transport::Unix, tls: None };
                 let mut ctx = Conn::new(Arc::clone(&state), info);
                 match workers {
-                    None => spawn_connection(&builder, &graceful, stream, ctx, permit),
+                    None => spawn_connection(drain.subscribe(), stream, ctx, permit),
                     Some(workers) => {
                         // Move the socket to the worker's own reactor; the
                         // connection's tasks then spawn onto that runtime.
@@ -138,7 +142,7 @@ pub async fn run(
                             Ok(stream) => {
                                 ctx.spinner = worker.watch(&stream);
                                 let _entered = worker.handle().enter();
-                                spawn_connection(&builder, &graceful, stream, ctx, permit);
+                                spawn_connection(drain.subscribe(), stream, ctx, permit);
                             }
                             Err(e) => tracing::warn!(error = %e, "cannot hand a connection to a worker"),
                         }
@@ -151,9 +155,14 @@ pub async fn run(
         }
     }
     drop(listener);
-    tracing::info!(connections = graceful.count(), "shutting down; draining");
+    tracing::info!(
+        connections = drain.receiver_count(),
+        "shutting down; draining"
+    );
+    // No receiver (no connection) is no error: nothing to drain.
+    let _ = drain.send(true);
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("drained"),
+        () = drain.closed() => tracing::info!("drained"),
         () = tokio::time::sleep(limits.drain_timeout) => {
             tracing::warn!(timeout = ?limits.drain_timeout, "drain timed out; closing remaining connections");
         }
@@ -176,8 +185,7 @@ const PER_UID_FULL: &str = "too many connections from this uid ([limits] max_con
 /// Serves `stream` on a task of its own, with a watchdog task that closes
 /// it once it has waited `header_timeout` for a request head.
 fn spawn_connection(
-    builder: &http1::Builder,
-    graceful: &GracefulShutdown,
+    shutdown: watch::Receiver<bool>,
     stream: UnixStream,
     ctx: Conn,
     permit: ConnPermit,
@@ -185,10 +193,9 @@ fn spawn_connection(
     let ctx = Arc::new(ctx);
     let peer = ctx.info.peer;
     let started = Instant::now();
-    let conn = graceful.watch(connection(builder, stream, Arc::clone(&ctx)));
     let task_ctx = Arc::clone(&ctx);
     let task = tokio::spawn(async move {
-        if let Err(e) = conn.await {
+        if let Err(e) = serve_stream(stream, Arc::clone(&task_ctx), shutdown).await {
             audit_connection_error(&task_ctx.state, peer.map(Into::into), &e, started);
         }
         task_ctx.watch.close();
@@ -254,13 +261,38 @@ impl Conn {
     }
 }
 
-/// One connection served by the API, over any byte stream.
+/// What the API answers `req` with, on `ctx`'s connection, the moment its
+/// head is in: hyper's service and the plain-GET lane both ask here.
+fn answer(
+    ctx: Arc<Conn>,
+    req: ApiRequest,
+) -> impl Future<Output = http::Response<api::Body>> + Send + 'static {
+    let serve = ctx.watch.begin_request();
+    if let Some(spinner) = &ctx.spinner {
+        spinner.request_arrived();
+    }
+    async move {
+        if !serve {
+            // The head deadline passed as this head arrived: the
+            // watchdog audited the 408 and is closing the connection.
+            return api::error_response(
+                &api::ApiError::RequestTimeout(ctx.state.limits.header_timeout),
+                "",
+            );
+        }
+        let response = api::handle(&ctx.state, &ctx.info, req).await;
+        ctx.watch.end_request();
+        response
+    }
+}
+
+/// One connection served by hyper, over any byte stream.
 fn connection<I>(
     builder: &http1::Builder,
     io: I,
     ctx: Arc<Conn>,
 ) -> http1::Connection<
-    TokioIo<FlushingIo<I>>,
+    TokioIo<I>,
     impl hyper::service::HttpService<hyper::body::Incoming, ResBody = api::Body, Future: Send>
     + Send
     + use<I>,
@@ -268,31 +300,47 @@ fn connection<I>(
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let io = FlushingIo::new(io, Arc::clone(&ctx.state.audit));
     let service = hyper::service::service_fn(move |req| {
-        let ctx = Arc::clone(&ctx);
-        let serve = ctx.watch.begin_request();
-        if let Some(spinner) = &ctx.spinner {
-            spinner.request_arrived();
-        }
         // Copy out what the API uses and drop hyper's request now, before
         // hyper reads on (see `api::request`).
-        let req = ApiRequest::from(req);
-        async move {
-            if !serve {
-                // The head deadline passed as this head arrived: the
-                // watchdog audited the 408 and is closing the connection.
-                return Ok::<_, Infallible>(api::error_response(
-                    &api::ApiError::RequestTimeout(ctx.state.limits.header_timeout),
-                    "",
-                ));
-            }
-            let response = api::handle(&ctx.state, &ctx.info, req).await;
-            ctx.watch.end_request();
-            Ok(response)
-        }
+        let answer = answer(Arc::clone(&ctx), ApiRequest::from(req));
+        async move { Ok::<_, Infallible>(answer.await) }
     });
     builder.serve_connection(TokioIo::new(io), service)
+}
+
+/// Serves one socket connection until the peer leaves or `shutdown` turns
+/// true (answering the request in progress first): its plain GETs by the
+/// lane of [`plain_get`], then, from the first request the lane does not
+/// take, every request by hyper.
+async fn serve_stream<I>(
+    io: I,
+    ctx: Arc<Conn>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), hyper::Error>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let io = FlushingIo::new(io, Arc::clone(&ctx.state.audit));
+    let (io, read) = match plain_get::serve(io, &ctx, &mut shutdown).await {
+        Lane::Closed => return Ok(()),
+        Lane::Handoff(io, read) => (io, read),
+    };
+    let builder = http1_builder(&ctx.state.limits);
+    let conn = connection(&builder, Prefixed::new(read, io), ctx);
+    tokio::pin!(conn);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => return r,
+            changed = shutdown.changed(), if !closing => {
+                if changed.is_err() || *shutdown.borrow() {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
 }
 
 /// Serves one connection over any byte stream (an in-memory duplex in the
@@ -303,10 +351,11 @@ where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let started = Instant::now();
-    let builder = http1_builder(&state.limits);
     let peer = info.peer;
     let ctx = Arc::new(Conn::new(Arc::clone(&state), info));
-    if let Err(e) = connection(&builder, io, ctx).await {
+    // Never drained: the sender lives as long as the connection.
+    let (_never, shutdown) = watch::channel(false);
+    if let Err(e) = serve_stream(io, ctx, shutdown).await {
         audit_connection_error(&state, peer.map(Into::into), &e, started);
     }
 }

@@ -95,22 +95,12 @@ impl ApiRequest {
 impl From<Request<Incoming>> for ApiRequest {
     fn from(req: Request<Incoming>) -> Self {
         let (parts, incoming) = req.into_parts();
-        let headers = &parts.headers;
-        let bearer = headers
-            .get(AUTHORIZATION)
-            .map(|v| Resolver::bearer_digest(v.as_bytes()));
-        let wants_raw = headers
-            .get(ACCEPT)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|a| a.contains("application/octet-stream"));
-        let create_only = headers
-            .get(IF_NONE_MATCH)
-            .is_some_and(|v| v.as_bytes().trim_ascii() == b"*");
-        let fresh = headers.get_all(CACHE_CONTROL).iter().any(|v| {
-            v.as_bytes()
-                .split(|&b| b == b',')
-                .any(|d| d.trim_ascii().eq_ignore_ascii_case(b"no-cache"))
-        });
+        let fields = HeadFields::scan(
+            parts
+                .headers
+                .iter()
+                .map(|(name, value)| (name.as_str().as_bytes(), value.as_bytes())),
+        );
         let path = parts.uri.path().to_owned();
         let query = parts.uri.query().map(query_name);
         let method = parts.method;
@@ -126,18 +116,82 @@ impl From<Request<Incoming>> for ApiRequest {
             }
             Some(Box::new((headers, incoming)))
         };
-        Self {
+        fields.into_request(method, path, query, body)
+    }
+}
+
+impl ApiRequest {
+    /// A `GET` with no body, no query and an origin-form `path`, read by
+    /// the connection's own parser (`server::plain_get`) instead of hyper:
+    /// the same fields as hyper's request would give, from the head's
+    /// `(name, value)` pairs in the order sent.
+    pub fn plain_get<'h>(path: &str, headers: impl Iterator<Item = (&'h [u8], &'h [u8])>) -> Self {
+        HeadFields::scan(headers).into_request(Method::GET, path.to_owned(), None, None)
+    }
+}
+
+/// What the API reads from a request's headers: for each header it takes
+/// the first one sent (as `HeaderMap::get` does), `Cache-Control` from
+/// all of them.
+#[derive(Default)]
+struct HeadFields {
+    bearer: Option<Result<TokenDigest, IdentityError>>,
+    accept: Option<bool>,
+    if_none_match: Option<bool>,
+    fresh: bool,
+}
+
+impl HeadFields {
+    /// Reads `(name, value)` pairs, names in any case.
+    fn scan<'h>(headers: impl Iterator<Item = (&'h [u8], &'h [u8])>) -> Self {
+        let mut f = Self::default();
+        for (name, value) in headers {
+            if name.eq_ignore_ascii_case(AUTHORIZATION.as_str().as_bytes()) {
+                if f.bearer.is_none() {
+                    f.bearer = Some(Resolver::bearer_digest(value));
+                }
+            } else if name.eq_ignore_ascii_case(ACCEPT.as_str().as_bytes()) {
+                // `HeaderValue::to_str`: visible ASCII only.
+                f.accept.get_or_insert_with(|| {
+                    value.iter().all(|&b| b == b'\t' || (32..127).contains(&b))
+                        && value
+                            .windows(APPLICATION_OCTET_STREAM.len())
+                            .any(|w| w == APPLICATION_OCTET_STREAM)
+                });
+            } else if name.eq_ignore_ascii_case(IF_NONE_MATCH.as_str().as_bytes()) {
+                f.if_none_match
+                    .get_or_insert_with(|| value.trim_ascii() == b"*");
+            } else if name.eq_ignore_ascii_case(CACHE_CONTROL.as_str().as_bytes()) {
+                f.fresh |= value
+                    .split(|&b| b == b',')
+                    .any(|d| d.trim_ascii().eq_ignore_ascii_case(b"no-cache"));
+            }
+        }
+        f
+    }
+
+    fn into_request(
+        self,
+        method: Method,
+        path: String,
+        query: Option<String>,
+        body: Option<Box<(HeaderMap, Incoming)>>,
+    ) -> ApiRequest {
+        ApiRequest {
             method,
             path,
-            bearer,
-            wants_raw,
-            create_only,
+            bearer: self.bearer,
+            wants_raw: self.accept.unwrap_or(false),
+            create_only: self.if_none_match.unwrap_or(false),
             query,
-            fresh,
+            fresh: self.fresh,
             body,
         }
     }
 }
+
+/// What `Accept` must contain for a read to answer raw bytes.
+const APPLICATION_OCTET_STREAM: &[u8] = b"application/octet-stream";
 
 /// Longest query parameter name an error repeats.
 const MAX_QUERY_NAME: usize = 64;

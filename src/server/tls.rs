@@ -413,7 +413,8 @@ async fn serve_one(stream: tokio::net::TcpStream, accepted: Accepted) {
     let mut ctx = super::Conn::new(Arc::clone(&state), info);
     ctx.spinner = spinner;
     let ctx = Arc::new(ctx);
-    let conn = super::connection(&builder, tls, ctx);
+    let io = super::FlushingIo::new(tls, Arc::clone(&state.audit));
+    let conn = super::connection(&builder, io, ctx);
     tokio::pin!(conn);
     let age = tokio::time::sleep(max_age.saturating_sub(started.elapsed()));
     tokio::pin!(age);
