@@ -101,6 +101,114 @@ fn pipelined_requests_are_answered_in_order() {
     assert!(ia < ib);
 }
 
+/// A connection's plain GETs are read by the broker's own lane, and the
+/// first request it does not take (here a `PUT` with a body, pipelined
+/// right behind a GET in one write) hands the connection to hyper with
+/// every byte already read: each request is answered once, in order, and
+/// audited once.
+#[test]
+fn one_connection_moves_from_plain_gets_to_bodies_without_losing_a_byte() {
+    let b = Broker::start(&default_principals());
+    assert_eq!(b.put("acme/tasks/t-42/a", P, "va").status, 201);
+    let before = b.audit_lines().len();
+    let mut s = UnixStream::connect(&b.socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let get = |p: &str| {
+        format!(
+            "GET /v1/secrets/acme/tasks/t-42/{p} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {T}\r\n\r\n"
+        )
+    };
+    let put = |p: &str, v: &str| {
+        let body = format!("{{\"value\":\"{v}\"}}");
+        format!(
+            "PUT /v1/secrets/acme/tasks/t-42/{p} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {P}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let mut read = Vec::new();
+    // A plain GET alone, then a plain GET with a PUT behind it in one write.
+    s.write_all(get("a").as_bytes()).unwrap();
+    assert_eq!(answers(&mut s, &mut read, 1), [(200, true)]);
+    s.write_all(format!("{}{}", get("a"), put("b", "vb")).as_bytes())
+        .unwrap();
+    assert_eq!(answers(&mut s, &mut read, 2), [(200, true), (201, false)]);
+    // A GET with a body (hyper's: it frames and drains the body), then a
+    // plain GET, still served on the same connection.
+    s.write_all(
+        format!(
+            "GET /v1/secrets/acme/tasks/t-42/b HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {T}\r\ncontent-length: 5\r\n\r\nhello{}",
+            get("b")
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(answers(&mut s, &mut read, 2), [(200, false), (200, false)]);
+    drop(s);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while b.audit_lines().len() < before + 5 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a request was not audited"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let lines = b.audit_lines();
+    let new: Vec<(String, u64)> = lines[before..]
+        .iter()
+        .map(|l| {
+            (
+                l["action"].as_str().unwrap_or("").to_owned(),
+                l["status"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        new,
+        [
+            ("read".to_owned(), 200),
+            ("read".to_owned(), 200),
+            ("write".to_owned(), 201),
+            ("read".to_owned(), 200),
+            ("read".to_owned(), 200)
+        ]
+    );
+}
+
+/// Reads `n` answers from `s` (keeping in `read` what came after them):
+/// each one's status and whether its body holds `"va"`.
+fn answers(s: &mut UnixStream, read: &mut Vec<u8>, n: usize) -> Vec<(u16, bool)> {
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 16384];
+    while out.len() < n {
+        let framed = read
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .and_then(|end| {
+                let head = String::from_utf8_lossy(&read[..end]).to_ascii_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map_or(0, |v| v.trim().parse().unwrap());
+                (read.len() >= end + 4 + len).then(|| {
+                    let body = String::from_utf8_lossy(&read[end + 4..end + 4 + len]).into_owned();
+                    (head[9..12].parse().unwrap(), body, end + 4 + len)
+                })
+            });
+        match framed {
+            Some((status, body, len)) => {
+                out.push((status, body.contains("\"va\"")));
+                read.drain(..len);
+            }
+            None => {
+                let k = s.read(&mut chunk).unwrap();
+                assert!(k > 0, "closed after {} answers", out.len());
+                read.extend_from_slice(&chunk[..k]);
+            }
+        }
+    }
+    out
+}
+
 #[test]
 fn a_well_behaved_client_is_served_during_a_flood() {
     let b = Broker::start(&default_principals());
