@@ -11,7 +11,9 @@
 //! percent that the load bench cannot resolve on a shared host (see
 //! docs/performance.md, "Where the broker's CPU per request goes"). The
 //! `audit_devnull` variant audits to `/dev/null`, to tell the line's
-//! formatting from its append.
+//! formatting from its append; `bare_handrolled` answers the bare body
+//! with no HTTP library (`httparse` and one write), the floor under
+//! `bare_hyper`.
 //!
 //! `cargo bench --bench request` (release).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
@@ -153,26 +155,16 @@ async fn bare(io: DuplexStream) {
 async fn handrolled(mut io: DuplexStream) {
     let mut buf = Vec::with_capacity(8192);
     let mut out = Vec::with_capacity(512);
-    let mut date = (0u64, String::new());
+    let mut date = (u64::MAX, String::new());
     loop {
         let mut headers = [httparse::EMPTY_HEADER; 32];
         let mut req = httparse::Request::new(&mut headers);
         match req.parse(&buf) {
             Ok(httparse::Status::Complete(n)) => {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_secs();
-                if now != date.0 {
-                    date = (
-                        now,
-                        format!(
-                            "Mon, 07 Dec 2026 {:02}:{:02}:{:02} GMT",
-                            now / 3600 % 24,
-                            now / 60 % 60,
-                            now % 60
-                        ),
-                    );
+                let now = std::time::SystemTime::now();
+                let secs = now.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+                if secs != date.0 {
+                    date = (secs, httpdate::fmt_http_date(now));
                 }
                 out.clear();
                 out.extend_from_slice(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 64\r\ndate: ");

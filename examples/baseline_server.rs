@@ -2,10 +2,14 @@
 //! Unix socket answering every request with a fixed 64-byte JSON body. The
 //! load bench measures the broker as ratios to this, interleaved in one run.
 //!
-//! `baseline_server SOCKET [multi|current|per_core]`: tokio's multi-thread
-//! runtime (the default, as `#[tokio::main]`), its current-thread runtime,
-//! or one current-thread runtime per core, each serving the connections the
-//! accepting thread hands it in turn (the broker's `per_core` shape).
+//! `baseline_server SOCKET [multi|current|per_core|per_core_handrolled]`:
+//! tokio's multi-thread runtime (the default, as `#[tokio::main]`), its
+//! current-thread runtime, or one current-thread runtime per core, each
+//! serving the connections the accepting thread hands it in turn (the
+//! broker's `per_core` shape); `per_core_handrolled` is that shape without
+//! hyper (`httparse` and one write per answer: the least an HTTP/1.1
+//! server can do), to measure what hyper's HTTP/1 machinery costs
+//! (`LOAD_BASELINE=per_core_handrolled`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::convert::Infallible;
@@ -91,26 +95,16 @@ async fn handrolled_connection(mut io: tokio::net::UnixStream) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut buf = Vec::with_capacity(8192);
     let mut out = Vec::with_capacity(512);
-    let mut date = (0u64, String::new());
+    let mut date = (u64::MAX, String::new());
     loop {
         let mut headers = [httparse::EMPTY_HEADER; 32];
         let mut req = httparse::Request::new(&mut headers);
         match req.parse(&buf) {
             Ok(httparse::Status::Complete(n)) => {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_secs();
-                if now != date.0 {
-                    date = (
-                        now,
-                        format!(
-                            "Mon, 07 Dec 2026 {:02}:{:02}:{:02} GMT",
-                            now / 3600 % 24,
-                            now / 60 % 60,
-                            now % 60
-                        ),
-                    );
+                let now = std::time::SystemTime::now();
+                let secs = now.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+                if secs != date.0 {
+                    date = (secs, httpdate::fmt_http_date(now));
                 }
                 out.clear();
                 out.extend_from_slice(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 64\r\ndate: ");
