@@ -25,6 +25,7 @@
 //! that), and anything else gets hyper's answer.
 
 use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -73,9 +74,11 @@ pub(super) enum Head {
 
 /// Reads the head at the start of `buf`, at most `max_head` bytes long.
 pub(super) fn parse(buf: &[u8], max_head: usize) -> Head {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut head = httparse::Request::new(&mut headers);
-    let len = match head.parse(buf) {
+    // Uninitialised slots, as hyper parses: filling 100 empty headers
+    // first would cost more than the parse.
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut head = httparse::Request::new(&mut []);
+    let len = match head.parse_with_uninit_headers(buf, &mut slots) {
         Ok(httparse::Status::Complete(len)) if len < max_head => len,
         Ok(httparse::Status::Partial) if buf.len() < max_head => return Head::Partial,
         _ => return Head::Other,
