@@ -124,6 +124,13 @@ where
     I: AsyncRead + AsyncWrite + Unpin,
 {
     let max_head = ctx.state.limits.max_header_bytes;
+    // One wait for the drain for the whole connection, polled only while
+    // the lane waits for a new request: a wait made and dropped per
+    // request would lock the channel's waiter list, shared by every
+    // connection, twice per request.
+    let mut watch = shutdown.clone();
+    let drained = watch.changed();
+    tokio::pin!(drained);
     let mut buf: Vec<u8> = Vec::new();
     let mut head_out: Vec<u8> = Vec::with_capacity(256);
     loop {
@@ -141,13 +148,12 @@ where
                 let read = if buf.is_empty() {
                     // Between requests: the only place a drain closes.
                     tokio::select! {
+                        // The read first: a request that is in never
+                        // polls the drain's wait.
+                        biased;
                         read = io.read_buf(&mut buf) => read,
-                        changed = shutdown.changed() => {
-                            if changed.is_err() || *shutdown.borrow() {
-                                return close(io).await;
-                            }
-                            continue;
-                        }
+                        // Only `true` is ever sent, or the sender is gone.
+                        _ = &mut drained => return close(io).await,
                     }
                 } else {
                     io.read_buf(&mut buf).await
@@ -165,10 +171,10 @@ where
     }
 }
 
-/// Whether the broker is draining (a closed channel counts: its owner is
-/// gone).
+/// Whether the broker is draining: only `true` is ever sent, and a closed
+/// channel counts (its owner is gone). One atomic load: no lock.
 fn draining(shutdown: &watch::Receiver<bool>) -> bool {
-    *shutdown.borrow() || shutdown.has_changed().is_err()
+    shutdown.has_changed().unwrap_or(true)
 }
 
 async fn close<I: AsyncWrite + Unpin>(mut io: I) -> Lane<I> {
