@@ -52,7 +52,7 @@ impl Route {
         if let Some(rest) = path.strip_prefix(UPLOADS) {
             // Checked exactly as a secret path: no percent-decoding, no
             // empty, `.` or `..` segment, no trailing `/`.
-            if rest.contains('%') {
+            if rest.as_bytes().contains(&b'%') {
                 return Err(ApiError::InvalidPath(
                     "percent-encoded bytes are not allowed in a path".into(),
                 ));
@@ -67,7 +67,7 @@ impl Route {
         };
         // SECURITY: no percent-decoding at all: an encoded byte is refused
         // rather than decoded, so `%2F` or `%2e%2e` can never change meaning.
-        if rest.contains('%') {
+        if rest.as_bytes().contains(&b'%') {
             return Err(ApiError::InvalidPath(
                 "percent-encoded bytes are not allowed in a path".into(),
             ));
