@@ -19,9 +19,11 @@ pub(crate) fn escaped_len(s: &str) -> usize {
 pub(crate) fn push_escaped(out: &mut Vec<u8>, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes = s.as_bytes();
-    // Runs of bytes that need no escape are copied whole.
+    // Runs of bytes that need no escape are copied whole; the run is
+    // found eight bytes at a time first (most strings need no escape).
+    let clean = clean_prefix(bytes);
     let mut run = 0;
-    for (i, &b) in bytes.iter().enumerate() {
+    for (i, &b) in bytes.iter().enumerate().skip(clean) {
         if b >= 0x20 && b != b'"' && b != b'\\' {
             continue;
         }
@@ -43,6 +45,32 @@ pub(crate) fn push_escaped(out: &mut Vec<u8>, s: &str) {
         }
     }
     out.extend_from_slice(&bytes[run..]);
+}
+
+/// How many leading bytes of `bytes` need no escape, to a multiple of 8
+/// (the rest is left to the byte loop): per 8-byte word, whether any byte
+/// is below 0x20, a quote or a backslash, with the bit tricks of
+/// "Bit Twiddling Hacks" (determine if a word has a byte less than n, or
+/// equal to n).
+fn clean_prefix(bytes: &[u8]) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut done = 0;
+    for chunk in bytes.chunks_exact(8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word);
+        // A byte < 0x20, or the byte (x ^ c) == 0 for c a quote or a
+        // backslash; only bytes < 0x80 can match (`!x & HIGH`).
+        let below = x.wrapping_sub(ONES * 0x20);
+        let quote = (x ^ (ONES * u64::from(b'"'))).wrapping_sub(ONES);
+        let slash = (x ^ (ONES * u64::from(b'\\'))).wrapping_sub(ONES);
+        if (below | quote | slash) & !x & HIGH != 0 {
+            break;
+        }
+        done += 8;
+    }
+    done
 }
 
 #[cfg(test)]

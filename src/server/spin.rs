@@ -100,6 +100,12 @@ impl Spinner {
     /// park spins only if this request came within the budget of the one
     /// before it on this worker.
     pub fn request_arrived(&self) {
+        if self.open.load(Ordering::Relaxed) > self.max_open {
+            // No spin while this many are open: no clock read either (one
+            // per request, at the loads where requests are most).
+            self.spin_next.store(false, Ordering::Relaxed);
+            return;
+        }
         let now = self.nanos(Instant::now());
         let close = match self.last_request.swap(now, Ordering::Relaxed) {
             NO_REQUEST => false,
