@@ -18,14 +18,11 @@
 //! `cargo bench --bench request` (release).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-use std::convert::Infallible;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
-use http_body_util::Full;
 use secret_broker::api::{AppState, ConnInfo};
 use secret_broker::audit::AuditLog;
 use secret_broker::authz::{Authorizer, Transport};
@@ -42,8 +39,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 const REQUEST: &[u8] =
     b"GET /v1/secrets/acme/tasks/t-42/db-password HTTP/1.1\r\nhost: localhost\r\n\r\n";
 
-/// The bare server's answer, as `examples/baseline_server.rs` gives it.
-const BODY: &[u8; 64] = br#"{"path":"acme/tasks/t-42/db","version":1,"value":"0123456789ab"}"#;
+/// The load bench's bare servers, hyper's and the hand-rolled one (a
+/// bench cannot import an example).
+#[path = "../examples/baseline_server.rs"]
+#[allow(dead_code)]
+mod baseline;
 
 /// The broker's state: the embedded store holding the secret, the shipped
 /// policies, one task principal by uid, audit to `audit`.
@@ -135,59 +135,6 @@ where
     })
 }
 
-async fn bare(io: DuplexStream) {
-    let service = hyper::service::service_fn(|_req| async {
-        let mut resp = hyper::Response::new(Full::new(Bytes::from_static(BODY)));
-        resp.headers_mut().insert(
-            "content-type",
-            hyper::header::HeaderValue::from_static("application/json"),
-        );
-        Ok::<_, Infallible>(resp)
-    });
-    let _ = hyper::server::conn::http1::Builder::new()
-        .serve_connection(hyper_util::rt::TokioIo::new(io), service)
-        .await;
-}
-
-/// The least an HTTP/1.1 server can do: parse the head with `httparse`
-/// (what hyper parses with), answer the same body with the same headers as
-/// `bare` (a date read from the clock each time), one write per answer.
-async fn handrolled(mut io: DuplexStream) {
-    let mut buf = Vec::with_capacity(8192);
-    let mut out = Vec::with_capacity(512);
-    let mut date = (u64::MAX, String::new());
-    loop {
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut req = httparse::Request::new(&mut headers);
-        match req.parse(&buf) {
-            Ok(httparse::Status::Complete(n)) => {
-                let now = std::time::SystemTime::now();
-                let secs = now.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-                if secs != date.0 {
-                    date = (secs, httpdate::fmt_http_date(now));
-                }
-                out.clear();
-                out.extend_from_slice(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 64\r\ndate: ");
-                out.extend_from_slice(date.1.as_bytes());
-                out.extend_from_slice(b"\r\n\r\n");
-                out.extend_from_slice(BODY);
-                buf.drain(..n);
-                if io.write_all(&out).await.is_err() {
-                    return;
-                }
-            }
-            Ok(httparse::Status::Partial) => {
-                let mut chunk = [0u8; 4096];
-                match io.read(&mut chunk).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(k) => buf.extend_from_slice(&chunk[..k]),
-                }
-            }
-            Err(_) => return,
-        }
-    }
-}
-
 fn request(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -211,9 +158,11 @@ fn request(c: &mut Criterion) {
     };
     let mut g = c.benchmark_group("request");
     g.measurement_time(Duration::from_secs(5));
-    g.bench_function("bare_hyper", |b| b.iter_custom(|n| timed(&rt, n, bare)));
+    g.bench_function("bare_hyper", |b| {
+        b.iter_custom(|n| timed(&rt, n, baseline::connection))
+    });
     g.bench_function("bare_handrolled", |b| {
-        b.iter_custom(|n| timed(&rt, n, handrolled))
+        b.iter_custom(|n| timed(&rt, n, baseline::handrolled_connection))
     });
     g.bench_function("broker_cached_read", |b| {
         b.iter_custom(|n| {

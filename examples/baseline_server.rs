@@ -76,7 +76,11 @@ fn per_core(socket: &str, handrolled: bool) {
     }
 }
 
-async fn connection(stream: tokio::net::UnixStream) {
+/// One connection served by bare hyper (also `benches/request.rs`'s).
+pub async fn connection<I>(stream: I)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let service = hyper::service::service_fn(|_req| async {
         let mut resp = hyper::Response::new(Full::new(Bytes::from_static(BODY)));
         resp.headers_mut().insert(
@@ -90,8 +94,13 @@ async fn connection(stream: tokio::net::UnixStream) {
         .await;
 }
 
-/// The least an HTTP/1.1 server can do: `httparse` and one write per answer.
-async fn handrolled_connection(mut io: tokio::net::UnixStream) {
+/// The least an HTTP/1.1 server can do: `httparse` and one write per
+/// answer, the same body and headers as [`connection`] (also
+/// `benches/request.rs`'s).
+pub async fn handrolled_connection<I>(mut io: I)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut buf = Vec::with_capacity(8192);
     let mut out = Vec::with_capacity(512);
