@@ -329,15 +329,18 @@ where
     let builder = http1_builder(&ctx.state.limits);
     let conn = connection(&builder, Prefixed::new(read, io), ctx);
     tokio::pin!(conn);
+    // One wait for the whole connection (as hyper-util's graceful watch
+    // keeps), not one made per wake-up. Only `true` is ever sent, and a
+    // sender gone counts as a drain.
+    let drained = shutdown.changed();
+    tokio::pin!(drained);
     let mut closing = false;
     loop {
         tokio::select! {
             r = conn.as_mut() => return r,
-            changed = shutdown.changed(), if !closing => {
-                if changed.is_err() || *shutdown.borrow() {
-                    closing = true;
-                    conn.as_mut().graceful_shutdown();
-                }
+            _ = &mut drained, if !closing => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
             }
         }
     }

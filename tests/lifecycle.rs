@@ -181,6 +181,9 @@ fn sigterm_drains_an_in_flight_request_on_every_runtime() {
         b.signal("TERM");
         std::thread::sleep(Duration::from_millis(200));
         s.write_all(&body[5..]).unwrap();
+        // Answered and then closed by the drain, not by the broker's exit
+        // at the drain timeout.
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let mut out = Vec::new();
         s.read_to_end(&mut out).unwrap();
         assert_eq!(common::parse_response(&out).status, 201, "{flavor}");
