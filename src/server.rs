@@ -329,9 +329,8 @@ where
     let builder = http1_builder(&ctx.state.limits);
     let conn = connection(&builder, Prefixed::new(read, io), ctx);
     tokio::pin!(conn);
-    // One wait for the whole connection (as hyper-util's graceful watch
-    // keeps), not one made per wake-up. Only `true` is ever sent, and a
-    // sender gone counts as a drain.
+    // One wait for the whole connection, as hyper-util's graceful watch
+    // keeps. Only `true` is ever sent, and a sender gone counts as a drain.
     let drained = shutdown.changed();
     tokio::pin!(drained);
     let mut closing = false;
