@@ -322,7 +322,7 @@ where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let io = FlushingIo::new(io, Arc::clone(&ctx.state.audit));
-    let (io, read) = match plain_get::serve(io, &ctx, &mut shutdown).await {
+    let (io, read) = match plain_get::serve(io, &ctx, &shutdown).await {
         Lane::Closed => return Ok(()),
         Lane::Handoff(io, read) => (io, read),
     };

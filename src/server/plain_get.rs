@@ -10,7 +10,7 @@
 //!
 //! Why: hyper's HTTP/1 machinery (its dispatcher, header maps, request and
 //! response types, encoder) costs about 0.9 µs of CPU per request at 16
-//! connections, a fifth of a bare hyper server's whole cost
+//! connections, a sixth of a bare hyper server's whole cost
 //! (docs/performance.md, session 13), and the broker's answer is the same
 //! without it.
 //!
@@ -118,7 +118,7 @@ fn plain_path(path: &str) -> bool {
 pub(super) async fn serve<I>(
     mut io: I,
     ctx: &Arc<Conn>,
-    shutdown: &mut watch::Receiver<bool>,
+    shutdown: &watch::Receiver<bool>,
 ) -> Lane<I>
 where
     I: AsyncRead + AsyncWrite + Unpin,
