@@ -1,6 +1,7 @@
 //! The HTTP API of the contract: route, identify, authorize, then touch the
 //! store; one audit line per request whatever happens.
 
+pub mod answer;
 pub mod body;
 pub mod error;
 pub mod request;
@@ -12,8 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
-use http::header::{CACHE_CONTROL, CONTENT_TYPE};
-use http::{HeaderName, HeaderValue, Method, Response, StatusCode};
+use http::{Method, StatusCode};
 use serde::Serialize;
 
 use crate::audit::{AuditLog, AuditRecord, bounded_path, now_rfc3339};
@@ -26,19 +26,15 @@ use crate::secret::{ScopePath, SecretPath};
 use crate::shard::Sharded;
 use crate::store::PutRequest;
 
+pub use answer::Answer;
 pub use body::{Body, ZeroizingBuf};
 pub use error::ApiError;
 pub use request::ApiRequest;
 use routes::Route;
 
-/// `X-Request-Id`, on every response. A static name: inserting it by
-/// string would allocate a copy of the name per response.
-const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// The least a drain after an early answer reads before it gives up and
 /// closes (Go's `net/http` reads up to 256 KiB).
 const DRAIN_MIN_BYTES: usize = 256 * 1024;
-/// `X-Secret-Version`, on a read's response.
-const X_SECRET_VERSION: HeaderName = HeaderName::from_static("x-secret-version");
 
 /// Everything a request handler needs, shared by all connections.
 #[derive(Debug)]
@@ -280,7 +276,7 @@ pub(crate) fn printable(s: &str, max: usize) -> String {
 }
 
 /// Handles one request; never fails (errors become contract error bodies).
-pub async fn handle(state: &AppState, conn: &ConnInfo, mut req: ApiRequest) -> Response<Body> {
+pub async fn handle(state: &AppState, conn: &ConnInfo, mut req: ApiRequest) -> Answer {
     let start = Instant::now();
     let request_id = state.next_request_id();
     // Kept here so the audit trail can borrow it instead of copying it.
@@ -312,9 +308,7 @@ pub async fn handle(state: &AppState, conn: &ConnInfo, mut req: ApiRequest) -> R
         )
         .await
     {
-        response
-            .headers_mut()
-            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        response.set_close();
     }
     let latency = start.elapsed();
     let status = response.status().as_u16();
@@ -342,6 +336,7 @@ pub async fn handle(state: &AppState, conn: &ConnInfo, mut req: ApiRequest) -> R
             response = error_response(&audit_unavailable(), &request_id);
         }
     }
+    response.set_request_id(request_id);
     // SECURITY: action, decision and status only: never a path.
     state.metrics.request(
         trail.action,
@@ -366,7 +361,7 @@ async fn dispatch<'s>(
     req: &mut ApiRequest,
     request_id: &str,
     trail: &mut Trail<'s>,
-) -> Result<Response<Body>, ApiError> {
+) -> Result<Answer, ApiError> {
     let route = Route::parse(sent)?;
     if let Some(name) = &req.query {
         return Err(request::query_refused(name));
@@ -389,11 +384,7 @@ async fn dispatch<'s>(
     match route {
         Route::Healthz => {
             trail.action = Some("health");
-            Ok(json(
-                StatusCode::OK,
-                &serde_json::json!({"status": "ok"}),
-                request_id,
-            ))
+            Ok(json(StatusCode::OK, &serde_json::json!({"status": "ok"})))
         }
         Route::Readyz => {
             trail.action = Some("ready");
@@ -405,7 +396,6 @@ async fn dispatch<'s>(
             Ok(json(
                 StatusCode::OK,
                 &serde_json::json!({"status": "ready"}),
-                request_id,
             ))
         }
         Route::Whoami => {
@@ -419,7 +409,6 @@ async fn dispatch<'s>(
                     "scope": who.scope.as_ref().map(ScopePath::as_str),
                     "roles": who.roles,
                 }),
-                request_id,
             ))
         }
         Route::List(scope) => {
@@ -536,7 +525,7 @@ async fn read<'s>(
     req: &ApiRequest,
     path: SecretPath,
     trail: &mut Trail<'s>,
-) -> Result<Response<Body>, ApiError> {
+) -> Result<Answer, ApiError> {
     let who = identify(state, conn, req, trail)?;
     let permit = decided(
         state.broker.authorize_read(who, &path, ctx),
@@ -564,15 +553,9 @@ async fn read<'s>(
             "application/json",
         )
     };
-    let mut resp = response(
-        StatusCode::OK,
-        ZeroizingBuf::new(body),
-        content_type,
-        ctx.request_id,
-    );
-    resp.headers_mut()
-        .insert(X_SECRET_VERSION, HeaderValue::from(secret.version));
-    Ok(resp)
+    let mut answer = Answer::new(StatusCode::OK, ZeroizingBuf::new(body), content_type);
+    answer.set_secret_version(secret.version);
+    Ok(answer)
 }
 
 async fn write<'s>(
@@ -582,7 +565,7 @@ async fn write<'s>(
     req: &mut ApiRequest,
     path: SecretPath,
     trail: &mut Trail<'s>,
-) -> Result<Response<Body>, ApiError> {
+) -> Result<Answer, ApiError> {
     let who = identify(state, conn, req, trail)?;
     let create_only = req.create_only;
     let raw = read_request_body(state, req).await?;
@@ -617,7 +600,6 @@ async fn write<'s>(
             "version": outcome.version,
             "created_at": outcome.created_at.to_rfc3339(),
         }),
-        ctx.request_id,
     ))
 }
 
@@ -648,7 +630,7 @@ async fn delete<'s>(
     req: &ApiRequest,
     path: SecretPath,
     trail: &mut Trail<'s>,
-) -> Result<Response<Body>, ApiError> {
+) -> Result<Answer, ApiError> {
     let who = identify(state, conn, req, trail)?;
     let permit = decided(
         state.broker.authorize_delete(who, &path, ctx),
@@ -657,11 +639,10 @@ async fn delete<'s>(
         path.as_str(),
     )?;
     state.broker.delete(&permit).await?;
-    Ok(response(
+    Ok(Answer::new(
         StatusCode::NO_CONTENT,
         ZeroizingBuf::default(),
         "application/json",
-        ctx.request_id,
     ))
 }
 
@@ -730,7 +711,7 @@ async fn list<'s>(
     conn: &ConnInfo,
     scope: ScopePath,
     trail: &mut Trail<'s>,
-) -> Result<Response<Body>, ApiError> {
+) -> Result<Answer, ApiError> {
     let who = identify(state, conn, req, trail)?;
     let target = scope.key_prefix();
     let permit = decided(
@@ -742,52 +723,29 @@ async fn list<'s>(
     let metas = state.broker.list(&permit).await?;
     let body = list_body(&metas);
     drop(metas);
-    Ok(response(
+    Ok(Answer::new(
         StatusCode::OK,
         ZeroizingBuf::public(body),
         "application/json",
-        ctx.request_id,
     ))
 }
 
-fn response(
-    status: StatusCode,
-    body: ZeroizingBuf,
-    content_type: &'static str,
-    request_id: &str,
-) -> Response<Body> {
-    let mut resp = Response::new(Body::new(body));
-    *resp.status_mut() = status;
-    let h = resp.headers_mut();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if let Ok(v) = HeaderValue::from_str(request_id) {
-        h.insert(X_REQUEST_ID, v);
-    }
-    resp
-}
-
-fn json(status: StatusCode, value: &impl Serialize, request_id: &str) -> Response<Body> {
+/// A JSON answer (`X-Request-Id` is added by [`handle`]).
+fn json(status: StatusCode, value: &impl Serialize) -> Answer {
     let bytes = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
-    response(
-        status,
-        ZeroizingBuf::public(bytes),
-        "application/json",
-        request_id,
-    )
+    Answer::new(status, ZeroizingBuf::public(bytes), "application/json")
 }
 
 /// The contract's error body for `e`.
-pub fn error_response(e: &ApiError, request_id: &str) -> Response<Body> {
+pub fn error_response(e: &ApiError, request_id: &str) -> Answer {
     let body = serde_json::json!({
         "error": {"code": e.code(), "message": e.to_string(), "request_id": request_id}
     });
-    let mut resp = json(e.status(), &body, request_id);
+    let mut answer = json(e.status(), &body);
     if let ApiError::MethodNotAllowed { allow, .. } = e {
-        resp.headers_mut()
-            .insert(http::header::ALLOW, HeaderValue::from_static(allow));
+        answer.set_allow(allow);
     }
-    resp
+    answer
 }
 
 #[cfg(test)]

@@ -273,30 +273,33 @@ impl Index {
         index
     }
 
-    /// Indexes of the specs that could match, ascending (config order, so
-    /// the first match and the names of an ambiguity are as before).
-    fn candidates(&self, peer: Option<&PeerCred>, token: Option<&TokenDigest>) -> Vec<usize> {
-        let mut out: Vec<usize> = Vec::new();
-        match token {
-            Some(t) => {
-                if let Some(v) = self.by_token.get(&DigestKey(t.0)) {
-                    out.extend_from_slice(v);
-                }
-            }
-            None => {
-                if let Some(p) = peer {
-                    for v in [self.by_uid.get(&p.uid), self.by_gid.get(&p.gid)]
-                        .into_iter()
-                        .flatten()
-                    {
-                        out.extend_from_slice(v);
-                    }
-                }
-                out.extend_from_slice(&self.catch_all);
-                out.sort_unstable();
-            }
-        }
-        out
+    /// Indexes of the specs that could match. The lists are disjoint (each
+    /// spec is in one), so nothing repeats; they are chained as they are,
+    /// without collecting them: this runs on every request.
+    fn candidates<'a>(
+        &'a self,
+        peer: Option<&PeerCred>,
+        token: Option<&TokenDigest>,
+    ) -> impl Iterator<Item = usize> + 'a {
+        let none: &'a [usize] = &[];
+        let (first, second, third) = match token {
+            Some(t) => (
+                self.by_token
+                    .get(&DigestKey(t.0))
+                    .map_or(none, Vec::as_slice),
+                none,
+                none,
+            ),
+            None => match peer {
+                Some(p) => (
+                    self.by_uid.get(&p.uid).map_or(none, Vec::as_slice),
+                    self.by_gid.get(&p.gid).map_or(none, Vec::as_slice),
+                    self.catch_all.as_slice(),
+                ),
+                None => (none, none, self.catch_all.as_slice()),
+            },
+        };
+        first.iter().chain(second).chain(third).copied()
     }
 }
 
@@ -396,24 +399,40 @@ impl Resolver {
         // `Index`); each is checked with the full rule, with no early exit,
         // and the token lookup is keyed and constant-time (`DigestKey`), so
         // timing does not reveal which token prefix or principal matched.
+        // Counted, not collected: the names are only wanted for the error
+        // (a second pass), and a list would cost an allocation per request.
         let mut found: Option<(usize, &PrincipalSpec)> = None;
-        let mut names: Vec<&str> = Vec::new();
+        let mut matched = 0usize;
         for i in self.index.candidates(peer, token) {
             let Some(spec) = self.specs.get(i) else {
                 continue;
             };
             if spec.matches(peer, token) {
-                names.push(&spec.principal.name);
+                matched += 1;
                 found.get_or_insert((i, spec));
             }
         }
-        match (found, names.len()) {
+        match (found, matched) {
             (Some((i, spec)), 1) => Ok((i, &spec.principal)),
             (None, _) => Err(IdentityError::NoMatch(Seen {
                 peer: peer.map(|p| (p.uid, p.gid)),
                 token: token.is_some(),
             })),
-            _ => Err(IdentityError::Ambiguous(names.join(", "))),
+            _ => {
+                // In config order, as the operator wrote them.
+                let mut all: Vec<usize> = self
+                    .index
+                    .candidates(peer, token)
+                    .filter(|&i| self.specs.get(i).is_some_and(|s| s.matches(peer, token)))
+                    .collect();
+                all.sort_unstable();
+                let names: Vec<&str> = all
+                    .iter()
+                    .filter_map(|&i| self.specs.get(i))
+                    .map(|spec| spec.principal.name.as_str())
+                    .collect();
+                Err(IdentityError::Ambiguous(names.join(", ")))
+            }
         }
     }
 }

@@ -263,10 +263,7 @@ impl Conn {
 
 /// What the API answers `req` with, on `ctx`'s connection, the moment its
 /// head is in: hyper's service and the plain-GET lane both ask here.
-fn answer(
-    ctx: Arc<Conn>,
-    req: ApiRequest,
-) -> impl Future<Output = http::Response<api::Body>> + Send + 'static {
+fn answer(ctx: Arc<Conn>, req: ApiRequest) -> impl Future<Output = api::Answer> + Send + 'static {
     let serve = ctx.watch.begin_request();
     if let Some(spinner) = &ctx.spinner {
         spinner.request_arrived();
@@ -304,7 +301,7 @@ where
         // Copy out what the API uses and drop hyper's request now, before
         // hyper reads on (see `api::request`).
         let answer = answer(Arc::clone(&ctx), ApiRequest::from(req));
-        async move { Ok::<_, Infallible>(answer.await) }
+        async move { Ok::<_, Infallible>(answer.await.into_response()) }
     });
     builder.serve_connection(TokioIo::new(io), service)
 }

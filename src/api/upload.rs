@@ -7,11 +7,11 @@
 //! path, errors and logs name the failure only, and metrics count by
 //! action, decision and status.
 
-use http::{Response, StatusCode};
+use http::StatusCode;
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use super::{ApiError, ApiRequest, Body, ConnInfo, Trail, ZeroizingBuf, decided, identify};
+use super::{Answer, ApiError, ApiRequest, ConnInfo, Trail, ZeroizingBuf, decided, identify};
 use crate::authz::RequestContext;
 use crate::secret::SecretPath;
 use crate::upload::Constraints;
@@ -151,7 +151,7 @@ pub(super) async fn mint<'s>(
     req: &mut ApiRequest,
     path: SecretPath,
     trail: &mut Trail<'s>,
-) -> Result<Response<Body>, ApiError> {
+) -> Result<Answer, ApiError> {
     let who = identify(state, conn, req, trail)?;
     let Some(uploader) = state.uploader.as_deref() else {
         return Err(ApiError::NotFound(
@@ -228,11 +228,10 @@ pub(super) async fn mint<'s>(
     serde_json::to_writer(&mut *out, &answer)
         .map_err(|_| ApiError::Unavailable("cannot write the upload answer".into()))?;
     drop(answer);
-    Ok(super::response(
+    Ok(Answer::new(
         StatusCode::CREATED,
         ZeroizingBuf::new(out),
         "application/json",
-        ctx.request_id,
     ))
 }
 

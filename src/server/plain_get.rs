@@ -29,13 +29,12 @@ use std::mem::MaybeUninit;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use http::{Response, StatusCode};
-use http_body_util::BodyExt as _;
+use http::StatusCode;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
 use super::Conn;
-use crate::api::{ApiRequest, Body};
+use crate::api::{Answer, ApiRequest};
 
 /// How many headers a head may have (hyper's default limit; a head with
 /// more goes to hyper, which refuses it).
@@ -137,8 +136,8 @@ where
         match parse(&buf, max_head) {
             Head::Plain { req, len } => {
                 buf.drain(..len);
-                let response = super::answer(Arc::clone(ctx), req).await;
-                match write_response(&mut io, &mut head_out, response).await {
+                let answer = super::answer(Arc::clone(ctx), req).await;
+                match write_answer(&mut io, &mut head_out, answer).await {
                     Ok(true) if !draining(shutdown) => {}
                     _ => return close(io).await,
                 }
@@ -182,56 +181,31 @@ async fn close<I: AsyncWrite + Unpin>(mut io: I) -> Lane<I> {
     Lane::Closed
 }
 
-/// Writes `response` as hyper would (status line, its headers, then
+/// Writes `answer` as hyper would (status line, its headers, then
 /// `content-length` and `date`, then the body), head and body in one
-/// `writev`. Returns whether the connection stays open.
-async fn write_response<I>(
-    io: &mut I,
-    head: &mut Vec<u8>,
-    response: Response<Body>,
-) -> io::Result<bool>
+/// `writev`. Returns whether the connection stays open. The answer (and
+/// its body, zeroized) is dropped once written.
+async fn write_answer<I>(io: &mut I, head: &mut Vec<u8>, answer: Answer) -> io::Result<bool>
 where
     I: AsyncWrite + Unpin,
 {
-    let (parts, mut body) = response.into_parts();
-    // One frame, never an error (`Full`); dropped (and zeroed) once written.
-    let data = body
-        .frame()
-        .await
-        .and_then(Result::ok)
-        .and_then(|f| f.into_data().ok())
-        .unwrap_or_default();
-    let keep = !parts
-        .headers
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .any(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+    let status = answer.status();
     head.clear();
     head.extend_from_slice(b"HTTP/1.1 ");
-    head.extend_from_slice(parts.status.as_str().as_bytes());
+    head.extend_from_slice(status.as_str().as_bytes());
     head.push(b' ');
-    head.extend_from_slice(
-        parts
-            .status
-            .canonical_reason()
-            .unwrap_or("<none>")
-            .as_bytes(),
-    );
+    head.extend_from_slice(status.canonical_reason().unwrap_or("<none>").as_bytes());
     head.extend_from_slice(b"\r\n");
-    for (name, value) in &parts.headers {
+    answer.headers(|name, value| {
         head.extend_from_slice(name.as_str().as_bytes());
         head.extend_from_slice(b": ");
-        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(value);
         head.extend_from_slice(b"\r\n");
-    }
-    let bodiless = parts.status.is_informational()
-        || parts.status == StatusCode::NO_CONTENT
-        || parts.status == StatusCode::NOT_MODIFIED;
-    let body: &[u8] = if bodiless {
-        &[]
-    } else {
-        bytes::Buf::chunk(&data)
-    };
+    });
+    let bodiless = status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let body: &[u8] = if bodiless { &[] } else { answer.body() };
     if !bodiless {
         head.extend_from_slice(b"content-length: ");
         head.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
@@ -241,7 +215,7 @@ where
     http_date(head);
     head.extend_from_slice(b"\r\n\r\n");
     write_all_vectored(io, head, body).await?;
-    Ok(keep)
+    Ok(!answer.closes())
 }
 
 thread_local! {

@@ -232,15 +232,13 @@ fn the_generated_heads_include_plain_gets_and_others() {
 #[tokio::test]
 async fn the_answer_is_written_as_hyper_frames_it() {
     let (mut client, mut server) = tokio::io::duplex(64 * 1024);
-    let mut resp = http::Response::new(Body::new(crate::api::ZeroizingBuf::public(
-        b"{\"ok\":true}".to_vec(),
-    )));
-    resp.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
+    let answer = Answer::new(
+        http::StatusCode::OK,
+        crate::api::ZeroizingBuf::public(b"{\"ok\":true}".to_vec()),
+        "application/json",
     );
     let mut head = Vec::new();
-    assert!(write_response(&mut server, &mut head, resp).await.unwrap());
+    assert!(write_answer(&mut server, &mut head, answer).await.unwrap());
     drop(server);
     let mut out = Vec::new();
     client.read_to_end(&mut out).await.unwrap();
@@ -262,13 +260,14 @@ async fn the_answer_is_written_as_hyper_frames_it() {
 #[tokio::test]
 async fn an_answer_that_closes_says_so() {
     let (_client, mut server) = tokio::io::duplex(64 * 1024);
-    let mut resp = http::Response::new(Body::new(crate::api::ZeroizingBuf::public(Vec::new())));
-    resp.headers_mut().insert(
-        http::header::CONNECTION,
-        http::HeaderValue::from_static("close"),
+    let mut answer = Answer::new(
+        http::StatusCode::OK,
+        crate::api::ZeroizingBuf::default(),
+        "application/json",
     );
+    answer.set_close();
     assert!(
-        !write_response(&mut server, &mut Vec::new(), resp)
+        !write_answer(&mut server, &mut Vec::new(), answer)
             .await
             .unwrap()
     );
