@@ -7,6 +7,7 @@
 //! sink (`[audit] spool = true`) it is kept crash-safe in the [`spool`]
 //! before the answer instead, and appended to the file right after.
 
+mod append;
 mod line;
 mod spool;
 
@@ -160,7 +161,8 @@ pub struct AuditLog {
 }
 
 /// Where lines go. A file is written without a lock: it is opened with
-/// `O_APPEND`, so each line's one `write(2)` lands whole at the end even
+/// `O_APPEND`, so each line's one system call (`append`) lands whole at
+/// the end even
 /// when requests on other threads write at the same time (the kernel
 /// serializes appends to a regular file), and no request waits for another
 /// request's write. It is opened once per thread shard: threads writing
@@ -169,7 +171,7 @@ pub struct AuditLog {
 /// its spool region behind a lock that only its own thread normally takes.
 /// Any other writer (stdout, tests) is serialized here.
 enum Sink {
-    File(Sharded<std::fs::File>),
+    File(Sharded<append::Appender>),
     Spooled(Sharded<Mutex<spool::SpooledFile>>),
     Writer(Mutex<Box<dyn Write + Send>>),
 }
@@ -226,7 +228,7 @@ impl AuditLog {
                         }
                     }
                     None => Self {
-                        out: Sink::File(Sharded::try_new(file)?),
+                        out: Sink::File(Sharded::try_new(|| file().map(append::Appender::new))?),
                         failing: Default::default(),
                         spool_lock: None,
                     },
@@ -345,7 +347,7 @@ impl AuditLog {
         let line = line.as_slice();
         let written = match &self.out {
             // INVARIANT: one `write_all` of a whole line on an O_APPEND file.
-            Sink::File(files) => files.local().write_all(line),
+            Sink::File(files) => files.local().append(line),
             Sink::Spooled(files) => {
                 let mut shard = files
                     .local()
