@@ -121,7 +121,11 @@ impl Workers {
         let mut threads = Vec::with_capacity(n);
         for i in 0..n {
             let mut builder = tokio::runtime::Builder::new_current_thread();
-            builder.enable_all();
+            // Sockets and timers only: signals and child processes are the
+            // main runtime's. (`enable_all` would also have every park of
+            // every worker try the process-wide lock of tokio's orphaned
+            // child queue.)
+            builder.enable_io().enable_time();
             let spinner = if idle_spin.is_zero() {
                 None
             } else {
