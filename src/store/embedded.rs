@@ -109,13 +109,22 @@ impl EmbeddedStore {
 }
 
 /// Creates the tables if needed and checks (or, for a new store, records)
-/// that the key file matches the store.
+/// that the key file matches the store. A store that has its tables and
+/// its key check is only read: a write transaction's durable commit would
+/// cost every start-up its fsyncs.
 fn init_tables(
     db: &Database,
     key: &StoreKey,
     path: &Path,
     key_file: &Path,
 ) -> Result<(), StoreError> {
+    if let Some(matches) = key_check_of_ready_store(db, key) {
+        return if matches {
+            Ok(())
+        } else {
+            Err(wrong_key(path, key_file))
+        };
+    }
     let txn = db
         .begin_write()
         .map_err(|e| db_err("cannot begin a write", e))?;
@@ -133,13 +142,7 @@ fn init_tables(
             .map(|guard| key.verifies_key_check(guard.value()));
         match existing {
             Some(true) => {}
-            Some(false) => {
-                return Err(backend(format!(
-                    "failed to decrypt store file `{}` with key file `{}`: it is not the key this store was created with",
-                    path.display(),
-                    key_file.display()
-                )));
-            }
+            Some(false) => return Err(wrong_key(path, key_file)),
             None => {
                 let record = key.key_check_record()?;
                 info.insert(KEY_CHECK, record.as_slice())
@@ -149,6 +152,27 @@ fn init_tables(
     }
     txn.commit()
         .map_err(|e| db_err("cannot commit the store's tables", e))
+}
+
+/// Whether `key` opens a store that already has all its tables and a key
+/// check, read without writing; `None` if anything is missing (or cannot
+/// be read), which the write transaction then creates or reports.
+fn key_check_of_ready_store(db: &Database, key: &StoreKey) -> Option<bool> {
+    let txn = db.begin_read().ok()?;
+    txn.open_table(META).ok()?;
+    txn.open_table(VERSIONS).ok()?;
+    let info = txn.open_table(INFO).ok()?;
+    let check = info.get(KEY_CHECK).ok()??;
+    Some(key.verifies_key_check(check.value()))
+}
+
+/// The store was created with another key.
+fn wrong_key(path: &Path, key_file: &Path) -> StoreError {
+    backend(format!(
+        "failed to decrypt store file `{}` with key file `{}`: it is not the key this store was created with",
+        path.display(),
+        key_file.display()
+    ))
 }
 
 /// A secret's metadata row.
