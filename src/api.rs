@@ -256,7 +256,10 @@ struct Trail<'s> {
     /// What routing made of the path; `None` audits the path as sent.
     path: Option<Cow<'s, str>>,
     decision: Option<&'static str>,
-    policies: PolicyIds,
+    /// `None` until a decision: a default `Arc<[String]>` is one static
+    /// shared by every thread, and its reference count, written twice per
+    /// request, moved between cores on every request.
+    policies: Option<PolicyIds>,
     /// What a minted upload URL allows, for the audit line (never the URL).
     upload: Option<Box<upload::UploadTrail>>,
 }
@@ -324,7 +327,7 @@ pub async fn handle(state: &AppState, conn: &ConnInfo, mut req: ApiRequest) -> A
         path: Some(trail.path.as_deref().unwrap_or_else(|| bounded_path(&sent))),
         upload: trail.upload.as_deref().map(upload::UploadTrail::audited),
         decision: trail.decision,
-        policies: &trail.policies,
+        policies: trail.policies.as_deref().unwrap_or_default(),
         status,
         latency_us: u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
     });
@@ -501,7 +504,7 @@ fn decided<T>(
     match result {
         Ok(p) => {
             trail.decision = Some("allow");
-            trail.policies = Arc::clone(p.policies());
+            trail.policies = Some(Arc::clone(p.policies()));
             Ok(p)
         }
         Err(d) => Err(denied(d, trail, action, target)),
@@ -511,7 +514,7 @@ fn decided<T>(
 /// Records a denial in the trail and turns it into `403 forbidden`.
 fn denied(d: Denied, trail: &mut Trail<'_>, action: &'static str, target: &str) -> ApiError {
     trail.decision = Some("deny");
-    trail.policies = d.policies;
+    trail.policies = Some(d.policies);
     ApiError::Forbidden {
         action,
         target: target.to_owned(),
@@ -536,7 +539,7 @@ async fn read<'s>(
     let secret = match state.broker.read(&permit, who, ctx, req.fresh).await {
         Ok((secret, rechecked)) => {
             if let Some(policies) = rechecked {
-                trail.policies = policies;
+                trail.policies = Some(policies);
             }
             secret
         }

@@ -49,13 +49,20 @@ pub struct CachedStore {
     inner: Arc<dyn Store>,
     ttl: Duration,
     stale_if_error: Duration,
-    entries: Mutex<Entries>,
-    // INVARIANT: bumped, under the `entries` lock, after every write or
-    // delete reached the inner store. A read inserts its value only if the
-    // counter did not move since before it asked the inner store, so a value
-    // read before a write can never land in the cache after it. One global
-    // counter (rather than one per path) costs a skipped fill when any write
-    // races a read, which is rare: tasks read, the platform writes.
+    /// One map per thread shard (see `shard`): a hit locks only its own
+    /// thread's map, so two workers reading never move one lock's cache
+    /// line between their cores. A value read on two workers is held
+    /// twice; invalidation, sweeping and counting visit every shard.
+    entries: Sharded<Mutex<Entries>>,
+    // INVARIANT: bumped after every write or delete reached the inner
+    // store, *before* that path is removed from the shards (each under its
+    // lock). A read inserts its value, under its shard's lock, only if the
+    // counter did not move since before it asked the inner store. So a
+    // value read before a write can never land in the cache after it: its
+    // insert either comes before the removal from that shard (and is
+    // removed) or after it (and sees the bump). One global counter (rather
+    // than one per path) costs a skipped fill when any write races a read,
+    // which is rare: tasks read, the platform writes.
     generation: AtomicU64,
     /// Counted on every hit: per thread shard (see `shard`).
     hits: Sharded<AtomicU64>,
@@ -83,7 +90,7 @@ impl CachedStore {
             inner,
             ttl,
             stale_if_error,
-            entries: Mutex::new(Entries::default()),
+            entries: Sharded::default(),
             generation: AtomicU64::new(0),
             hits: Sharded::default(),
             misses: AtomicU64::new(0),
@@ -98,9 +105,10 @@ impl CachedStore {
         }
     }
 
-    /// How many values are held (fresh or within the stale window).
+    /// How many values are held (fresh or within the stale window), a
+    /// value held by two threads' shards counting twice.
     pub fn entry_count(&self) -> usize {
-        self.lock().len()
+        self.entries.all().map(|e| lock(e).len()).sum()
     }
 
     /// Starts a task that drops expired entries every `min(ttl, 1s)`. It
@@ -127,8 +135,9 @@ impl CachedStore {
     fn sweep(&self, now: Instant) {
         let keep = self.keep_for();
         // SECURITY: removing the entry drops its `SecretBytes`, which zeroize.
-        self.lock()
-            .retain(|_, e| now.saturating_duration_since(e.fetched_at) < keep);
+        for entries in self.entries.all() {
+            lock(entries).retain(|_, e| now.saturating_duration_since(e.fetched_at) < keep);
+        }
     }
 
     /// How long an entry is of any use: fresh, then possibly stale-served.
@@ -136,18 +145,39 @@ impl CachedStore {
         self.ttl.saturating_add(self.stale_if_error)
     }
 
-    fn lock(&self) -> MutexGuard<'_, Entries> {
-        // A panic while holding the lock cannot leave the map half-updated
-        // (every critical section is a single map operation), so a poisoned
-        // lock is still sound to use.
-        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    /// This thread's shard of the entries, locked.
+    fn local(&self) -> MutexGuard<'_, Entries> {
+        lock(self.entries.local())
     }
 
-    /// Drops the cached value of `path` and fences off reads in flight.
+    /// Drops `path` from every shard.
+    fn forget(&self, path: &SecretPath) {
+        for entries in self.entries.all() {
+            lock(entries).remove(path);
+        }
+    }
+
+    /// Drops the cached value of `path` and fences off reads in flight:
+    /// the bump comes first (see `generation`).
     fn invalidate(&self, path: &SecretPath) {
-        let mut entries = self.lock();
         self.generation.fetch_add(1, Ordering::SeqCst);
-        entries.remove(path);
+        self.forget(path);
+    }
+
+    /// Caches `secret` for `path` in this thread's shard, read from the
+    /// inner store at `fetched_at`, unless a write or delete moved
+    /// `generation` since the read began (see `generation`).
+    fn fill(&self, path: &SecretPath, secret: &StoredSecret, fetched_at: Instant, generation: u64) {
+        let mut entries = self.local();
+        if self.generation.load(Ordering::SeqCst) == generation {
+            entries.insert(
+                path.clone(),
+                Entry {
+                    secret: secret.duplicate(),
+                    fetched_at,
+                },
+            );
+        }
     }
 
     /// A fresh cached value, evicting the entry if it is past all use.
@@ -159,7 +189,7 @@ impl CachedStore {
     }
 
     fn fresh(&self, path: &SecretPath, now: Instant) -> Option<StoredSecret> {
-        let mut entries = self.lock();
+        let mut entries = self.local();
         let entry = entries.get(path)?;
         let age = now.saturating_duration_since(entry.fetched_at);
         if age < self.ttl {
@@ -171,13 +201,30 @@ impl CachedStore {
         None
     }
 
-    /// An expired value still inside the stale window.
+    /// An expired value still inside the stale window, from any shard
+    /// (the newest one held).
     fn stale(&self, path: &SecretPath, now: Instant) -> Option<StoredSecret> {
-        let entries = self.lock();
-        let entry = entries.get(path)?;
-        (now.saturating_duration_since(entry.fetched_at) < self.keep_for())
-            .then(|| entry.secret.duplicate())
+        let keep = self.keep_for();
+        let mut newest: Option<(Instant, StoredSecret)> = None;
+        for entries in self.entries.all() {
+            let entries = lock(entries);
+            let Some(entry) = entries.get(path) else {
+                continue;
+            };
+            let usable = now.saturating_duration_since(entry.fetched_at) < keep;
+            if usable && newest.as_ref().is_none_or(|(at, _)| entry.fetched_at > *at) {
+                newest = Some((entry.fetched_at, entry.secret.duplicate()));
+            }
+        }
+        newest.map(|(_, secret)| secret)
     }
+}
+
+/// Locks one shard of the entries. A panic while holding the lock cannot
+/// leave the map half-updated (every critical section is a single map
+/// operation), so a poisoned lock is still sound to use.
+fn lock(entries: &Mutex<Entries>) -> MutexGuard<'_, Entries> {
+    entries.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Invalidates a path when dropped, so that a write's invalidation also
@@ -227,16 +274,7 @@ impl Store for CachedStore {
         let generation = self.generation.load(Ordering::SeqCst);
         match self.inner.get(path).await {
             Ok(secret) => {
-                let mut entries = self.lock();
-                if self.generation.load(Ordering::SeqCst) == generation {
-                    entries.insert(
-                        path.clone(),
-                        Entry {
-                            secret: secret.duplicate(),
-                            fetched_at: started,
-                        },
-                    );
-                }
+                self.fill(path, &secret, started, generation);
                 Ok(secret)
             }
             Err(e) => match e.kind() {
@@ -245,7 +283,7 @@ impl Store for CachedStore {
                 }
                 StoreErrorKind::NotFound => {
                     // Gone from the store (perhaps behind our back): forget it.
-                    self.lock().remove(path);
+                    self.forget(path);
                     Err(e)
                 }
                 _ => Err(e),
@@ -263,19 +301,13 @@ impl Store for CachedStore {
         let result = self.inner.get(path).await;
         match &result {
             Ok(secret) if !self.ttl.is_zero() => {
-                let mut entries = self.lock();
-                if self.generation.load(Ordering::SeqCst) == generation {
-                    entries.insert(
-                        path.clone(),
-                        Entry {
-                            secret: secret.duplicate(),
-                            fetched_at: started,
-                        },
-                    );
-                }
+                // Other threads' shards may hold the value this read
+                // replaces: dropped, so they read the fresh one too.
+                self.forget(path);
+                self.fill(path, secret, started, generation);
             }
             Err(e) if e.kind() == StoreErrorKind::NotFound => {
-                self.lock().remove(path);
+                self.forget(path);
             }
             _ => {}
         }
@@ -492,6 +524,101 @@ mod tests {
         mem.fail_with(Some(StoreErrorKind::Unavailable));
         assert!(cache.get_fresh(&p).await.is_err());
         assert_eq!(value(&cache, &p).await, b"two");
+    }
+
+    /// What a [`Worker`] runs, on its thread, with its runtime.
+    type Job = Box<dyn FnOnce(&tokio::runtime::Runtime) + Send>;
+
+    /// A thread with a runtime of its own, so with its own shard of the
+    /// cache, as a `per_core` worker has; it runs what it is given.
+    struct Worker {
+        jobs: std::sync::mpsc::Sender<Job>,
+    }
+
+    impl Worker {
+        fn start() -> Self {
+            let (jobs, rx) = std::sync::mpsc::channel::<Job>();
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                for job in rx {
+                    job(&rt);
+                }
+            });
+            Self { jobs }
+        }
+
+        /// Reads `p` through `cache` on this worker's thread.
+        fn read(&self, cache: &Arc<CachedStore>, p: &SecretPath) -> Vec<u8> {
+            let (cache, p) = (Arc::clone(cache), p.clone());
+            let (tx, rx) = std::sync::mpsc::channel();
+            self.jobs
+                .send(Box::new(move |rt| {
+                    tx.send(rt.block_on(value(&cache, &p))).unwrap();
+                }))
+                .unwrap();
+            rx.recv().unwrap()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_write_on_one_thread_drops_every_threads_copy() {
+        let (mem, cache) = setup(60_000, 0);
+        let p = sp("acme/a");
+        cache.put(&p, req(b"one")).await.unwrap();
+        let workers = [Worker::start(), Worker::start()];
+        for w in &workers {
+            assert_eq!(w.read(&cache, &p), b"one");
+        }
+        assert_eq!((cache.entry_count(), mem.gets()), (2, 2));
+        // Written from this thread, whose shard holds nothing.
+        cache.put(&p, req(b"two")).await.unwrap();
+        assert_eq!(cache.entry_count(), 0);
+        for w in &workers {
+            assert_eq!(w.read(&cache, &p), b"two");
+        }
+        assert_eq!(mem.gets(), 4);
+        cache.delete(&p).await.unwrap();
+        assert_eq!(cache.entry_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_fresh_read_on_one_thread_refreshes_every_thread() {
+        let (mem, cache) = setup(60_000, 0);
+        let p = sp("acme/a");
+        cache.put(&p, req(b"one")).await.unwrap();
+        let workers = [Worker::start(), Worker::start()];
+        for w in &workers {
+            assert_eq!(w.read(&cache, &p), b"one");
+        }
+        // Rotated behind the cache's back, then read fresh on one worker.
+        mem.put(&p, req(b"two")).await.unwrap();
+        let (c, p2) = (Arc::clone(&cache), p.clone());
+        let (tx, rx) = std::sync::mpsc::channel();
+        workers[0]
+            .jobs
+            .send(Box::new(move |rt| {
+                let fresh = rt.block_on(c.get_fresh(&p2)).unwrap();
+                tx.send(fresh.value.expose_secret().to_vec()).unwrap();
+            }))
+            .unwrap();
+        assert_eq!(rx.recv().unwrap(), b"two");
+        // The other worker's next ordinary read gets the new value.
+        assert_eq!(workers[1].read(&cache, &p), b"two");
+    }
+
+    #[tokio::test]
+    async fn a_stale_value_cached_by_another_thread_is_served() {
+        let (mem, cache) = setup(50, 60_000);
+        let p = sp("acme/a");
+        cache.put(&p, req(b"one")).await.unwrap();
+        assert_eq!(Worker::start().read(&cache, &p), b"one");
+        sleep_ms(80).await;
+        mem.fail_with(Some(StoreErrorKind::Unavailable));
+        // This thread's shard never held it.
+        assert_eq!(value(&cache, &p).await, b"one");
     }
 
     #[tokio::test]
