@@ -4,9 +4,9 @@
 //!
 //! `baseline_server SOCKET [multi|current|per_core|per_core_handrolled]`:
 //! tokio's multi-thread runtime (the default, as `#[tokio::main]`), its
-//! current-thread runtime, or one current-thread runtime per core, each
-//! serving the connections the accepting thread hands it in turn (the
-//! broker's `per_core` shape); `per_core_handrolled` is that shape without
+//! current-thread runtime, or the broker's `per_core` shape (as many
+//! current-thread runtimes as it starts by default, each serving the
+//! connections the accepting thread hands it in turn); `per_core_handrolled` is that shape without
 //! hyper (`httparse` and one write per answer: the least an HTTP/1.1
 //! server can do), to measure what hyper's HTTP/1 machinery costs
 //! (`LOAD_BASELINE=per_core_handrolled`).
@@ -47,11 +47,12 @@ fn serve(socket: &str, mut rt: tokio::runtime::Builder) {
     });
 }
 
-/// The accepting thread hands each connection to the next of one
-/// current-thread runtime per core.
+/// The accepting thread hands each connection to the next of as many
+/// current-thread runtimes as the broker's `per_core` starts by default
+/// (one per two cores, rounded up).
 fn per_core(socket: &str, handrolled: bool) {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let workers: Vec<tokio::runtime::Handle> = (0..cores)
+    let workers: Vec<tokio::runtime::Handle> = (0..secret_broker::server::default_workers(cores))
         .map(|_| {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

@@ -17,7 +17,7 @@ pub mod tls;
 mod workers;
 
 pub use socket::{SocketError, SocketGuard};
-pub use workers::{WorkerPool, Workers};
+pub use workers::{WorkerPool, Workers, default_count as default_workers};
 
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;

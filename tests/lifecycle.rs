@@ -141,6 +141,38 @@ fn a_socket_directory_others_can_write_is_refused() {
     }
 }
 
+/// The names of a process's threads (`/proc/PID/task/*/comm`).
+fn thread_names(pid: i32) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .map(|t| std::fs::read_to_string(t.unwrap().path().join("comm")).unwrap())
+        .map(|n| n.trim().to_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// `per_core` starts one worker per two cores (rounded up) unless
+/// `worker_threads` says otherwise: the socket's clients run on the same
+/// machine and need cores too (docs/performance.md).
+#[test]
+fn per_core_starts_a_worker_per_two_cores_unless_told() {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    for (extra, want) in [("", cores.div_ceil(2)), ("worker_threads = 3\n", 3)] {
+        let b = Broker::start(&format!(
+            "{}\n[runtime]\nflavor = \"per_core\"\n{extra}",
+            default_principals()
+        ));
+        assert_eq!(b.req("GET", "/healthz", None, None).status, 200);
+        let workers: Vec<String> = thread_names(b.pid())
+            .into_iter()
+            .filter(|n| n.starts_with("worker-"))
+            .collect();
+        let expected: Vec<String> = (0..want).map(|i| format!("worker-{i}")).collect();
+        assert_eq!(workers, expected, "{cores} cores, {extra:?}");
+    }
+}
+
 /// Every runtime shape drains: a request whose body is still arriving
 /// when SIGTERM lands is answered and its write is durable; idle
 /// connections (the head deadline a minute away, one never used and one
@@ -151,7 +183,8 @@ fn a_socket_directory_others_can_write_is_refused() {
 #[test]
 fn sigterm_drains_an_in_flight_request_on_every_runtime() {
     use std::io::{Read, Write};
-    // `per_core` with and without its idle spin (on by default).
+    // `per_core` with and without its idle spin (on by default), with two
+    // workers whatever the machine (the default may be one).
     for (flavor, spin) in [
         ("per_core", "50us"),
         ("per_core", "0s"),
@@ -159,7 +192,7 @@ fn sigterm_drains_an_in_flight_request_on_every_runtime() {
         ("current_thread", "0s"),
     ] {
         let mut b = Broker::start(&format!(
-            "{}\n[limits]\nbody_timeout = \"10s\"\nheader_timeout = \"60s\"\ndrain_timeout = \"60s\"\n[runtime]\nflavor = \"{flavor}\"\nidle_spin = \"{spin}\"\n",
+            "{}\n[limits]\nbody_timeout = \"10s\"\nheader_timeout = \"60s\"\ndrain_timeout = \"60s\"\n[runtime]\nflavor = \"{flavor}\"\nidle_spin = \"{spin}\"\nworker_threads = 2\n",
             default_principals()
         ));
         // Three connections, so with two workers both take one: an idle

@@ -296,7 +296,9 @@ async fn start(config: Config, dev: Option<&super::dev::DevEnv>) -> Result<(), S
     let workers = match config.runtime.flavor {
         RuntimeFlavor::PerCore => {
             let n = config.runtime.worker_threads.unwrap_or_else(|| {
-                std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+                server::default_workers(
+                    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+                )
             });
             let workers = server::Workers::start(n, config.runtime.idle_spin);
             Some(workers.map_err(StartError::Runtime)?)
