@@ -5,8 +5,8 @@
 //! `baseline_server SOCKET [multi|current|per_core|per_core_handrolled]`:
 //! tokio's multi-thread runtime (the default, as `#[tokio::main]`), its
 //! current-thread runtime, or the broker's `per_core` shape (as many
-//! current-thread runtimes as it starts by default, each serving the
-//! connections the accepting thread hands it in turn); `per_core_handrolled` is that shape without
+//! current-thread runtimes as serve its socket by default, each serving
+//! the connections the accepting thread hands it in turn); `per_core_handrolled` is that shape without
 //! hyper (`httparse` and one write per answer: the least an HTTP/1.1
 //! server can do), to measure what hyper's HTTP/1 machinery costs
 //! (`LOAD_BASELINE=per_core_handrolled`).
@@ -48,21 +48,22 @@ fn serve(socket: &str, mut rt: tokio::runtime::Builder) {
 }
 
 /// The accepting thread hands each connection to the next of as many
-/// current-thread runtimes as the broker's `per_core` starts by default
-/// (one per two cores, rounded up).
+/// current-thread runtimes as the broker's `per_core` serves its socket
+/// with by default (one per two cores, rounded up).
 fn per_core(socket: &str, handrolled: bool) {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let workers: Vec<tokio::runtime::Handle> = (0..secret_broker::server::default_workers(cores))
-        .map(|_| {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            let handle = rt.handle().clone();
-            std::thread::spawn(move || rt.block_on(std::future::pending::<()>()));
-            handle
-        })
-        .collect();
+    let workers: Vec<tokio::runtime::Handle> =
+        (0..secret_broker::server::default_socket_workers(cores))
+            .map(|_| {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                let handle = rt.handle().clone();
+                std::thread::spawn(move || rt.block_on(std::future::pending::<()>()));
+                handle
+            })
+            .collect();
     let listener = std::os::unix::net::UnixListener::bind(socket).unwrap();
     for (stream, worker) in listener.incoming().zip(workers.iter().cycle()) {
         let stream = stream.unwrap();

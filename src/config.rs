@@ -414,6 +414,10 @@ pub struct RuntimeConfig {
     pub flavor: RuntimeFlavor,
     /// Worker threads for `multi_thread` and `per_core` (default: one per core).
     pub worker_threads: Option<usize>,
+    /// Of the `per_core` workers, how many serve the Unix socket's
+    /// connections (default: half, rounded up; the TLS listener's go to
+    /// all of them).
+    pub socket_workers: Option<usize>,
     /// How long a `per_core` worker polls its connections before sleeping
     /// (zero: never).
     pub idle_spin: std::time::Duration,

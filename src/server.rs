@@ -17,7 +17,7 @@ pub mod tls;
 mod workers;
 
 pub use socket::{SocketError, SocketGuard};
-pub use workers::{WorkerPool, Workers, default_count as default_workers};
+pub use workers::{WorkerPool, Workers, default_socket_count as default_socket_workers};
 
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
@@ -137,7 +137,7 @@ pub async fn run(
                     Some(workers) => {
                         // Move the socket to the worker's own reactor; the
                         // connection's tasks then spawn onto that runtime.
-                        let worker = workers.next();
+                        let worker = workers.next_for_socket();
                         match worker.adopt(stream) {
                             Ok(stream) => {
                                 ctx.spinner = worker.watch(&stream);

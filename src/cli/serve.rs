@@ -296,11 +296,13 @@ async fn start(config: Config, dev: Option<&super::dev::DevEnv>) -> Result<(), S
     let workers = match config.runtime.flavor {
         RuntimeFlavor::PerCore => {
             let n = config.runtime.worker_threads.unwrap_or_else(|| {
-                server::default_workers(
-                    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
-                )
+                std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
             });
-            let workers = server::Workers::start(n, config.runtime.idle_spin);
+            let socket_workers = config
+                .runtime
+                .socket_workers
+                .unwrap_or_else(|| server::default_socket_workers(n));
+            let workers = server::Workers::start(n, socket_workers, config.runtime.idle_spin);
             Some(workers.map_err(StartError::Runtime)?)
         }
         RuntimeFlavor::CurrentThread | RuntimeFlavor::MultiThread => None,

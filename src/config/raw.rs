@@ -66,6 +66,7 @@ const MAX_IDLE_SPIN: std::time::Duration = std::time::Duration::from_millis(1);
 struct RawRuntime {
     flavor: Option<String>,
     worker_threads: Option<usize>,
+    socket_workers: Option<usize>,
     idle_spin: Option<String>,
 }
 
@@ -287,6 +288,18 @@ impl RawConfig {
             worker_threads: match self.runtime.worker_threads {
                 Some(0) => return Err(invalid("runtime.worker_threads", "must be at least 1")),
                 n => n,
+            },
+            socket_workers: match (self.runtime.socket_workers, self.runtime.worker_threads) {
+                (Some(0), _) => {
+                    return Err(invalid("runtime.socket_workers", "must be at least 1"));
+                }
+                (Some(s), Some(n)) if s > n => {
+                    return Err(invalid(
+                        "runtime.socket_workers",
+                        format!("must be at most runtime.worker_threads ({n})"),
+                    ));
+                }
+                (s, _) => s,
             },
             idle_spin: match duration(
                 "runtime.idle_spin",

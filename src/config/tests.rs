@@ -141,6 +141,11 @@ fn bad_configs_are_refused_with_the_key() {
         ),
         ("[runtime]\nflavor = \"green\"", "runtime.flavor"),
         ("[runtime]\nworker_threads = 0", "runtime.worker_threads"),
+        ("[runtime]\nsocket_workers = 0", "runtime.socket_workers"),
+        (
+            "[runtime]\nworker_threads = 2\nsocket_workers = 3",
+            "runtime.socket_workers",
+        ),
         ("[runtime]\nidle_spin = \"2ms\"", "runtime.idle_spin"),
         ("[runtime]\nidle_spin = \"20\"", "runtime.idle_spin"),
         ("[metrics]\naddr = \"localhost\"", "metrics.addr"),
@@ -457,6 +462,16 @@ fn runtime_flavors_parse_and_per_core_is_the_default() {
         assert_eq!(c.runtime.flavor, flavor);
         assert_eq!(c.runtime.worker_threads, Some(3));
     }
+    assert_eq!(parse(base).unwrap().runtime.socket_workers, None);
+    let c = parse(&format!(
+        "{base}[runtime]\nworker_threads = 4\nsocket_workers = 4\n"
+    ))
+    .unwrap();
+    assert_eq!(c.runtime.socket_workers, Some(4));
+    // Against the default worker count (the machine's cores), it is
+    // capped when the workers start, not refused.
+    let c = parse(&format!("{base}[runtime]\nsocket_workers = 64\n")).unwrap();
+    assert_eq!(c.runtime.socket_workers, Some(64));
     assert_eq!(
         parse(base).unwrap().runtime.idle_spin,
         std::time::Duration::from_micros(50)

@@ -23,24 +23,28 @@ use tokio::sync::oneshot;
 
 use super::spin::Spinner;
 
-/// How many workers to start on `cores` cores when `[runtime]
-/// worker_threads` does not say: half of them, rounded up.
+/// Of `workers` workers, how many serve the Unix socket's connections when
+/// `[runtime] socket_workers` does not say: half of them, rounded up. The
+/// TLS listener's connections go to all of them.
 ///
-/// The broker's socket clients run on the same machine (the same pod), and
-/// a request costs its client about as much CPU as it costs the broker
-/// (docs/performance.md, sessions 14 and 15). A worker per core leaves
-/// the clients no core of their own: workers and clients take turns on
-/// every core, each worker drains its few connections and sleeps, and is
-/// woken again by the next request (on a virtual machine, a halted vCPU
-/// woken by an interrupt, which costs more than answering a cached read).
-/// With half the cores, the workers stay busy while the clients use the
-/// rest. Measured on 2 cores (one worker against two): 0.78x the CPU per
-/// request and 1.13x the requests per second under a single-threaded
-/// async client at 16 connections, no worse under one thread per
-/// connection, one connection unchanged. A broker whose callers are
-/// mostly remote (the TLS listener) may want `worker_threads` = cores.
-pub fn default_count(cores: usize) -> usize {
-    cores.div_ceil(2).max(1)
+/// The socket's clients run on the same machine (the same pod), and a
+/// request costs its client about as much CPU as it costs the broker
+/// (docs/performance.md, sessions 14 and 15). Socket connections spread
+/// over a worker per core leave the clients no core of their own: workers
+/// and clients take turns on every core, each worker drains its few
+/// connections and sleeps, and is woken again by the next request (on a
+/// virtual machine, a halted vCPU woken by an interrupt, which costs more
+/// than answering a cached read). On half the cores the workers stay busy
+/// while the clients use the rest. Measured on 2 cores, one socket worker
+/// against two, 16 connections: 0.79x the CPU per request and 1.17x the
+/// requests per second under a single-threaded async client; under one
+/// client thread per connection, 0.76x the requests per second (the lone
+/// worker shares its core with the client's threads), so a client that
+/// drives many connections from many threads may want `socket_workers`
+/// = `worker_threads`. Remote TLS callers bring no load to this machine
+/// but the broker's, so their connections use every worker.
+pub fn default_socket_count(workers: usize) -> usize {
+    workers.div_ceil(2).max(1)
 }
 
 /// One worker: its runtime, and what it spins on before parking.
@@ -115,13 +119,25 @@ pub struct WorkerPool(Arc<Pool>);
 #[derive(Debug)]
 struct Pool {
     handles: Vec<Worker>,
+    /// The TLS listener's turn, over every worker.
     next: AtomicUsize,
+    /// The socket's turn, over the first `socket_workers` workers.
+    next_socket: AtomicUsize,
+    /// How many workers serve the socket (at least one, at most all).
+    socket_workers: usize,
 }
 
 impl WorkerPool {
-    /// The runtime the next connection goes to (each in turn).
+    /// The runtime the next TLS connection goes to (every worker in turn).
     pub fn next(&self) -> &Worker {
         let i = self.0.next.fetch_add(1, Ordering::Relaxed) % self.0.handles.len();
+        &self.0.handles[i]
+    }
+
+    /// The runtime the next socket connection goes to (each socket worker
+    /// in turn).
+    pub fn next_for_socket(&self) -> &Worker {
+        let i = self.0.next_socket.fetch_add(1, Ordering::Relaxed) % self.0.socket_workers;
         &self.0.handles[i]
     }
 }
@@ -129,10 +145,12 @@ impl WorkerPool {
 impl Workers {
     /// Starts `n` worker threads (at least one), each with its runtime
     /// built before this returns, so a runtime that cannot start is an
-    /// error here rather than a dead thread. Each spins for up to
-    /// `idle_spin` before parking (zero: never).
-    pub fn start(n: usize, idle_spin: Duration) -> io::Result<Self> {
+    /// error here rather than a dead thread; the first `socket_workers` of
+    /// them (at least one, at most `n`) serve the socket. Each spins for up
+    /// to `idle_spin` before parking (zero: never).
+    pub fn start(n: usize, socket_workers: usize, idle_spin: Duration) -> io::Result<Self> {
         let n = n.max(1);
+        let socket_workers = socket_workers.clamp(1, n);
         // Spinning pays only while the clients have cores of their own
         // (`spin`): at most one open connection per two workers.
         let open = Arc::new(AtomicUsize::new(0));
@@ -177,14 +195,17 @@ impl Workers {
             pool: WorkerPool(Arc::new(Pool {
                 handles,
                 next: AtomicUsize::new(0),
+                next_socket: AtomicUsize::new(0),
+                socket_workers,
             })),
             threads,
         })
     }
 
-    /// The runtime the next connection goes to (each in turn).
-    pub fn next(&self) -> &Worker {
-        self.pool.next()
+    /// The runtime the next socket connection goes to (each socket
+    /// worker in turn).
+    pub fn next_for_socket(&self) -> &Worker {
+        self.pool.next_for_socket()
     }
 
     /// The runtimes, for another listener to hand its connections to.
@@ -221,17 +242,9 @@ mod tests {
 
     #[test]
     fn connections_go_to_each_worker_in_turn_and_run_on_its_thread() {
-        let workers = Workers::start(3, Duration::ZERO).unwrap();
+        let workers = Workers::start(3, 3, Duration::ZERO).unwrap();
         assert_eq!(workers.pool.0.handles.len(), 3);
-        let mut names = Vec::new();
-        for _ in 0..6 {
-            let (tx, rx) = std::sync::mpsc::channel();
-            workers.next().handle().spawn(async move {
-                let name = std::thread::current().name().map(str::to_owned);
-                tx.send(name).unwrap();
-            });
-            names.push(rx.recv().unwrap().unwrap());
-        }
+        let names = threads_of((0..6).map(|_| workers.next_for_socket().handle().clone()));
         assert_eq!(
             names,
             [
@@ -243,10 +256,10 @@ mod tests {
 
     #[test]
     fn shutdown_cancels_what_is_still_running_and_joins() {
-        let workers = Workers::start(2, Duration::from_micros(20)).unwrap();
+        let workers = Workers::start(2, 2, Duration::from_micros(20)).unwrap();
         let (tx, rx) = std::sync::mpsc::channel::<()>();
         // A task that never finishes: holds the sender until cancelled.
-        workers.next().handle().spawn(async move {
+        workers.next_for_socket().handle().spawn(async move {
             let _tx = tx;
             std::future::pending::<()>().await;
         });
@@ -256,14 +269,44 @@ mod tests {
     }
 
     #[test]
-    fn by_default_half_the_cores_rounded_up() {
-        let counts: Vec<usize> = [0, 1, 2, 3, 4, 8, 64].map(default_count).to_vec();
+    fn by_default_half_the_workers_serve_the_socket_rounded_up() {
+        let counts: Vec<usize> = [0, 1, 2, 3, 4, 8, 64].map(default_socket_count).to_vec();
         assert_eq!(counts, [1, 1, 1, 2, 2, 4, 32]);
+    }
+
+    /// The worker thread each of `picks` connections would run on.
+    fn threads_of(picks: impl Iterator<Item = Handle>) -> Vec<String> {
+        picks
+            .map(|handle| {
+                let (tx, rx) = std::sync::mpsc::channel();
+                handle.spawn(async move {
+                    let name = std::thread::current().name().map(str::to_owned);
+                    tx.send(name).unwrap();
+                });
+                rx.recv().unwrap().unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn socket_connections_go_to_the_socket_workers_and_tls_ones_to_all() {
+        let workers = Workers::start(3, 2, Duration::ZERO).unwrap();
+        let socket = threads_of((0..4).map(|_| workers.next_for_socket().handle().clone()));
+        assert_eq!(socket, ["worker-0", "worker-1", "worker-0", "worker-1"]);
+        let pool = workers.pool();
+        let tls = threads_of((0..4).map(|_| pool.next().handle().clone()));
+        assert_eq!(tls, ["worker-0", "worker-1", "worker-2", "worker-0"]);
+        workers.shutdown();
+        // At least one, at most all.
+        for (asked, serving) in [(0, 1), (9, 3)] {
+            let workers = Workers::start(3, asked, Duration::ZERO).unwrap();
+            assert_eq!(workers.pool.0.socket_workers, serving);
+        }
     }
 
     #[test]
     fn at_least_one_worker() {
-        let workers = Workers::start(0, Duration::ZERO).unwrap();
+        let workers = Workers::start(0, 0, Duration::ZERO).unwrap();
         assert_eq!(workers.pool.0.handles.len(), 1);
     }
 }
