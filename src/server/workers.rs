@@ -1,6 +1,7 @@
 //! `[runtime] flavor = "per_core"`: one single-threaded tokio runtime per
 //! worker thread, each serving the connections handed to it, in turn, by
-//! the listener.
+//! the listeners: the Unix socket's to the first `socket_workers` of them
+//! (by default half, [`default_socket_count`]), the TLS listener's to all.
 //!
 //! With tokio's work-stealing runtime both workers take wake-ups for any
 //! connection, steal each other's tasks and search for work before parking;
@@ -36,13 +37,14 @@ use super::spin::Spinner;
 /// virtual machine, a halted vCPU woken by an interrupt, which costs more
 /// than answering a cached read). On half the cores the workers stay busy
 /// while the clients use the rest. Measured on 2 cores, one socket worker
-/// against two, 16 connections: 0.79x the CPU per request and 1.17x the
-/// requests per second under a single-threaded async client; under one
-/// client thread per connection, 0.76x the requests per second (the lone
-/// worker shares its core with the client's threads), so a client that
-/// drives many connections from many threads may want `socket_workers`
-/// = `worker_threads`. Remote TLS callers bring no load to this machine
-/// but the broker's, so their connections use every worker.
+/// against two, 16 connections: 0.79x the CPU per request and 1.14-1.17x
+/// the requests per second under a single-threaded async client; under
+/// one client thread per connection, 0.65-0.76x the requests per second
+/// (the lone worker gets one thread's share of the cores against sixteen
+/// client threads), so a client that drives many connections from as
+/// many threads may want `socket_workers` = `worker_threads`. Remote TLS
+/// callers bring no load to this machine but the broker's, so their
+/// connections use every worker.
 pub fn default_socket_count(workers: usize) -> usize {
     workers.div_ceil(2).max(1)
 }
