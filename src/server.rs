@@ -13,6 +13,7 @@ mod plain_get;
 mod prefixed;
 mod socket;
 mod spin;
+mod spread;
 pub mod tls;
 mod workers;
 
@@ -36,6 +37,7 @@ use head_deadline::HeadWatch;
 use plain_get::Lane;
 use prefixed::Prefixed;
 use spin::Spinner;
+use spread::Spread;
 
 /// Why the listener could not start.
 #[derive(Debug, thiserror::Error)]
@@ -133,7 +135,7 @@ pub async fn run(
                 let info = ConnInfo { peer, transport: Transport::Unix, tls: None };
                 let mut ctx = Conn::new(Arc::clone(&state), info);
                 match workers {
-                    None => spawn_connection(drain.subscribe(), stream, ctx, permit),
+                    None => spawn_connection(drain.subscribe(), stream, ctx, permit, None),
                     Some(workers) => {
                         // Move the socket to the worker's own reactor; the
                         // connection's tasks then spawn onto that runtime.
@@ -141,8 +143,10 @@ pub async fn run(
                         match worker.adopt(stream) {
                             Ok(stream) => {
                                 ctx.spinner = worker.watch(&stream);
+                                ctx.spread = worker.spread();
+                                let pool = ctx.spread.is_some().then(|| workers.pool());
                                 let _entered = worker.handle().enter();
-                                spawn_connection(drain.subscribe(), stream, ctx, permit);
+                                spawn_connection(drain.subscribe(), stream, ctx, permit, pool);
                             }
                             Err(e) => tracing::warn!(error = %e, "cannot hand a connection to a worker"),
                         }
@@ -184,22 +188,32 @@ const PER_UID_FULL: &str = "too many connections from this uid ([limits] max_con
 
 /// Serves `stream` on a task of its own, with a watchdog task that closes
 /// it once it has waited `header_timeout` for a request head.
+/// `pool`: where the connection may move if its worker spreads
+/// ([`spread`]).
 fn spawn_connection(
     shutdown: watch::Receiver<bool>,
     stream: UnixStream,
     ctx: Conn,
     permit: ConnPermit,
+    pool: Option<WorkerPool>,
 ) {
     let ctx = Arc::new(ctx);
     let peer = ctx.info.peer;
     let started = Instant::now();
     let task_ctx = Arc::clone(&ctx);
     let task = tokio::spawn(async move {
-        if let Err(e) = serve_stream(stream, Arc::clone(&task_ctx), shutdown).await {
-            audit_connection_error(&task_ctx.state, peer.map(Into::into), &e, started);
-        }
+        let drain = shutdown.clone();
+        let moved = match serve_stream(stream, Arc::clone(&task_ctx), shutdown).await {
+            Ok(moved) => moved,
+            Err(e) => {
+                audit_connection_error(&task_ctx.state, peer.map(Into::into), &e, started);
+                None
+            }
+        };
         task_ctx.watch.close();
-        drop(permit);
+        if let (Some(stream), Some(pool)) = (moved, pool) {
+            move_connection(stream, &task_ctx, permit, drain, &pool);
+        }
     });
     let watchdog_ctx = Arc::clone(&ctx);
     let conn_task = task.abort_handle();
@@ -214,6 +228,34 @@ fn spawn_connection(
         .await;
     });
     ctx.watch.set_watchdog(watchdog.abort_handle());
+}
+
+/// Serves `stream`, between two of its requests, on a worker that does not
+/// serve the socket, as a connection of its own there (a new context and
+/// head deadline; the same connection slot, drain and caller). If it
+/// cannot be moved it is closed, as a drain would close it between two
+/// requests: the client opens another.
+fn move_connection(
+    stream: UnixStream,
+    ctx: &Conn,
+    permit: ConnPermit,
+    drain: watch::Receiver<bool>,
+    pool: &WorkerPool,
+) {
+    let target = ctx.spread.as_ref().and_then(|s| s.least_loaded_spare());
+    let Some(worker) = target.and_then(|i| pool.worker(i)) else {
+        return;
+    };
+    match worker.adopt(stream) {
+        Ok(stream) => {
+            let mut moved = Conn::new(Arc::clone(&ctx.state), ctx.info.clone());
+            moved.spinner = worker.watch(&stream);
+            moved.spread = worker.spread();
+            let _entered = worker.handle().enter();
+            spawn_connection(drain, stream, moved, permit, None);
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot move a connection to another worker"),
+    }
 }
 
 /// The HTTP/1.1 settings every connection gets: the head size limit
@@ -239,6 +281,9 @@ struct Conn {
     /// The worker's spinner, told of each request (`per_core` with
     /// `idle_spin`) and, when the connection is over, of that.
     spinner: Option<Arc<Spinner>>,
+    /// A socket worker's spreading state, told of each request and of the
+    /// connection's end; it says when the connection should move.
+    spread: Option<Arc<Spread>>,
 }
 
 impl Drop for Conn {
@@ -246,6 +291,9 @@ impl Drop for Conn {
         // The last holder of the context is gone: so is the connection.
         if let Some(spinner) = &self.spinner {
             spinner.closed();
+        }
+        if let Some(spread) = &self.spread {
+            spread.closed();
         }
     }
 }
@@ -257,6 +305,7 @@ impl Conn {
             info,
             watch: HeadWatch::new(),
             spinner: None,
+            spread: None,
         }
     }
 }
@@ -267,6 +316,9 @@ fn answer(ctx: Arc<Conn>, req: ApiRequest) -> impl Future<Output = api::Answer> 
     let serve = ctx.watch.begin_request();
     if let Some(spinner) = &ctx.spinner {
         spinner.request_arrived();
+    }
+    if let Some(spread) = &ctx.spread {
+        spread.request_arrived();
     }
     async move {
         if !serve {
@@ -309,18 +361,20 @@ where
 /// Serves one socket connection until the peer leaves or `shutdown` turns
 /// true (answering the request in progress first): its plain GETs by the
 /// lane of [`plain_get`], then, from the first request the lane does not
-/// take, every request by hyper.
+/// take, every request by hyper. Returns the stream, between two requests,
+/// when its worker spread it elsewhere ([`spread`]).
 async fn serve_stream<I>(
     io: I,
     ctx: Arc<Conn>,
     mut shutdown: watch::Receiver<bool>,
-) -> Result<(), hyper::Error>
+) -> Result<Option<I>, hyper::Error>
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let io = FlushingIo::new(io, Arc::clone(&ctx.state.audit));
     let (io, read) = match plain_get::serve(io, &ctx, &shutdown).await {
-        Lane::Closed => return Ok(()),
+        Lane::Closed => return Ok(None),
+        Lane::Move(io) => return Ok(Some(io.into_inner())),
         Lane::Handoff(io, read) => (io, read),
     };
     let builder = http1_builder(&ctx.state.limits);
@@ -333,7 +387,7 @@ where
     let mut closing = false;
     loop {
         tokio::select! {
-            r = conn.as_mut() => return r,
+            r = conn.as_mut() => return r.map(|()| None),
             _ = &mut drained, if !closing => {
                 closing = true;
                 conn.as_mut().graceful_shutdown();
@@ -354,6 +408,7 @@ where
     let ctx = Arc::new(Conn::new(Arc::clone(&state), info));
     // Never drained: the sender lives as long as the connection.
     let (_never, shutdown) = watch::channel(false);
+    // No worker, so never spread: the stream never comes back.
     if let Err(e) = serve_stream(io, ctx, shutdown).await {
         audit_connection_error(&state, peer.map(Into::into), &e, started);
     }

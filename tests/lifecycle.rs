@@ -169,13 +169,14 @@ fn worker_ticks(pid: i32) -> std::collections::BTreeMap<String, u64> {
 /// the first half of them (rounded up) unless `socket_workers` says
 /// otherwise: the socket's clients run on the same machine and need
 /// cores too (docs/performance.md). Which worker serves a connection is
-/// seen from outside by the CPU time each worker thread uses.
+/// seen from outside by the CPU time each worker thread uses. (Spreading
+/// is off here: a loaded machine could preempt the workers.)
 #[test]
 fn per_core_serves_the_socket_on_half_the_workers_unless_told() {
     use std::io::Write;
     for (extra, serving) in [("", 2), ("socket_workers = 4\n", 4)] {
         let b = Broker::start(&format!(
-            "{}\n[runtime]\nflavor = \"per_core\"\nworker_threads = 4\n{extra}",
+            "{}\n[runtime]\nflavor = \"per_core\"\nworker_threads = 4\nspread_preempted = 1e9\n{extra}",
             default_principals()
         ));
         // A thread names itself once it runs: give them a moment.
@@ -215,6 +216,78 @@ fn per_core_serves_the_socket_on_half_the_workers_unless_told() {
             "{extra:?}: {after:?}"
         );
     }
+}
+
+/// A socket worker preempted at `spread_preempted` or more per request
+/// (0 here: at its second check) moves half its connections, each between
+/// two of its requests, to the worker that does not serve the socket: the
+/// other worker starts using CPU, and no request or audit line is lost or
+/// answered out of order on the way.
+#[test]
+fn a_preempted_socket_worker_moves_half_its_connections_without_losing_a_request() {
+    use std::io::{Read, Write};
+    let b = Broker::start(&format!(
+        "{}\n[runtime]\nflavor = \"per_core\"\nworker_threads = 2\nsocket_workers = 1\nspread_preempted = 0.0\nidle_spin = \"0s\"\n",
+        default_principals()
+    ));
+    assert_eq!(b.put("acme/tasks/t-42/db", P, "moved-value").status, 201);
+    let lines_before = b.audit_lines().len();
+    let before = worker_ticks(b.pid());
+    let mut conns: Vec<_> = (0..8)
+        .map(|_| std::os::unix::net::UnixStream::connect(&b.socket).unwrap())
+        .collect();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let read = format!(
+        "GET /v1/secrets/acme/tasks/t-42/db HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {T}\r\n\r\n"
+    );
+    let whoami = format!("GET /v1/whoami HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {T}\r\n\r\n");
+    let rounds = 2500;
+    for round in 0..rounds {
+        for c in &mut conns {
+            // Whoami and the read alternate, so an answer out of order or
+            // from another request would show.
+            let (req, want): (&str, &[u8]) = if round % 2 == 0 {
+                (&read, b"moved-value")
+            } else {
+                (&whoami, b"\"principal\"")
+            };
+            c.write_all(req.as_bytes()).unwrap();
+            buf.clear();
+            let resp = loop {
+                let n = c.read(&mut chunk).unwrap();
+                assert!(n > 0, "connection closed at round {round}");
+                buf.extend_from_slice(&chunk[..n]);
+                if !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    continue;
+                }
+                let r = common::parse_response(&buf);
+                let len: usize = r.header("content-length").map_or(0, |l| l.parse().unwrap());
+                if r.body.len() >= len {
+                    break r;
+                }
+            };
+            assert_eq!(resp.status, 200, "round {round}");
+            assert!(
+                resp.body.windows(want.len()).any(|w| w == want),
+                "round {round}: {}",
+                resp.text()
+            );
+        }
+    }
+    let after = worker_ticks(b.pid());
+    assert!(
+        after["worker-1"] > before["worker-1"],
+        "nothing moved: {after:?}"
+    );
+    // One audit line per request, every one of them there.
+    let wait_until = std::time::Instant::now() + Duration::from_secs(5);
+    while b.audit_lines().len() < lines_before + rounds * 8
+        && std::time::Instant::now() < wait_until
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(b.audit_lines().len(), lines_before + rounds * 8);
 }
 
 /// Every runtime shape drains: a request whose body is still arriving

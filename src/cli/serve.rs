@@ -302,7 +302,12 @@ async fn start(config: Config, dev: Option<&super::dev::DevEnv>) -> Result<(), S
                 .runtime
                 .socket_workers
                 .unwrap_or_else(|| server::default_socket_workers(n));
-            let workers = server::Workers::start(n, socket_workers, config.runtime.idle_spin);
+            let workers = server::Workers::start(
+                n,
+                socket_workers,
+                config.runtime.spread_preempted,
+                config.runtime.idle_spin,
+            );
             Some(workers.map_err(StartError::Runtime)?)
         }
         RuntimeFlavor::CurrentThread | RuntimeFlavor::MultiThread => None,

@@ -143,6 +143,14 @@ fn bad_configs_are_refused_with_the_key() {
         ("[runtime]\nworker_threads = 0", "runtime.worker_threads"),
         ("[runtime]\nsocket_workers = 0", "runtime.socket_workers"),
         (
+            "[runtime]\nspread_preempted = -0.5",
+            "runtime.spread_preempted",
+        ),
+        (
+            "[runtime]\nspread_preempted = nan",
+            "runtime.spread_preempted",
+        ),
+        (
             "[runtime]\nworker_threads = 2\nsocket_workers = 3",
             "runtime.socket_workers",
         ),
@@ -463,6 +471,9 @@ fn runtime_flavors_parse_and_per_core_is_the_default() {
         assert_eq!(c.runtime.worker_threads, Some(3));
     }
     assert_eq!(parse(base).unwrap().runtime.socket_workers, None);
+    assert_eq!(parse(base).unwrap().runtime.spread_preempted, 0.1);
+    let c = parse(&format!("{base}[runtime]\nspread_preempted = 0.0\n")).unwrap();
+    assert_eq!(c.runtime.spread_preempted, 0.0);
     let c = parse(&format!(
         "{base}[runtime]\nworker_threads = 4\nsocket_workers = 4\n"
     ))

@@ -17,13 +17,38 @@ use crate::audit::AuditLog;
 /// it completes and when it is dropped.
 #[derive(Debug)]
 pub(super) struct FlushingIo<I> {
-    io: I,
+    /// `None` only once [`FlushingIo::into_inner`] took it.
+    io: Option<I>,
     audit: Arc<AuditLog>,
 }
 
 impl<I> FlushingIo<I> {
     pub(super) fn new(io: I, audit: Arc<AuditLog>) -> Self {
-        Self { io, audit }
+        Self {
+            io: Some(io),
+            audit,
+        }
+    }
+
+    /// The stream, this thread's audit spool flushed first.
+    pub(super) fn into_inner(mut self) -> I {
+        self.audit.flush_local();
+        // INVARIANT: `io` is `Some` until this, which consumes `self`.
+        self.io
+            .take()
+            .unwrap_or_else(|| unreachable!("taken only here"))
+    }
+
+    fn io(&mut self) -> Pin<&mut I>
+    where
+        I: Unpin,
+    {
+        // INVARIANT: `io` is `Some` until `into_inner`, which consumes `self`.
+        Pin::new(
+            self.io
+                .as_mut()
+                .unwrap_or_else(|| unreachable!("taken only by into_inner")),
+        )
     }
 
     /// Flushes once the inner call completed (written or failed): the
@@ -49,7 +74,7 @@ impl<I: AsyncRead + Unpin> AsyncRead for FlushingIo<I> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
+        self.io().poll_read(cx, buf)
     }
 }
 
@@ -59,7 +84,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for FlushingIo<I> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let polled = Pin::new(&mut self.io).poll_write(cx, buf);
+        let polled = self.io().poll_write(cx, buf);
         self.after(polled)
     }
 
@@ -68,20 +93,20 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for FlushingIo<I> {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let polled = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        let polled = self.io().poll_write_vectored(cx, bufs);
         self.after(polled)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
+        self.io.as_ref().is_some_and(AsyncWrite::is_write_vectored)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
+        self.io().poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let polled = Pin::new(&mut self.io).poll_shutdown(cx);
+        let polled = self.io().poll_shutdown(cx);
         self.after(polled)
     }
 }

@@ -58,6 +58,9 @@ pub(super) enum Lane<I> {
     /// A request the lane does not take: hyper serves the connection from
     /// here, starting with the bytes read and not served.
     Handoff(I, Vec<u8>),
+    /// Between two requests, with nothing read: the connection's worker
+    /// spread it to another worker ([`super::spread`]).
+    Move(I),
 }
 
 /// What the start of a read buffer holds.
@@ -145,6 +148,11 @@ where
             Head::Partial => {
                 buf.reserve(READ_CHUNK);
                 let read = if buf.is_empty() {
+                    // Between requests, nothing read: where a connection
+                    // moves to another worker, if its worker spreads.
+                    if ctx.spread.as_ref().is_some_and(|s| s.take_move()) {
+                        return Lane::Move(io);
+                    }
                     // Between requests: the only place a drain closes.
                     tokio::select! {
                         // The read first: a request that is in never

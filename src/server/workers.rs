@@ -23,6 +23,7 @@ use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
 use super::spin::Spinner;
+use super::spread::Spread;
 
 /// Of `workers` workers, how many serve the Unix socket's connections when
 /// `[runtime] socket_workers` does not say: half of them, rounded up. The
@@ -41,10 +42,10 @@ use super::spin::Spinner;
 /// the requests per second under a single-threaded async client; under
 /// one client thread per connection, 0.65-0.76x the requests per second
 /// (the lone worker gets one thread's share of the cores against sixteen
-/// client threads), so a client that drives many connections from as
-/// many threads may want `socket_workers` = `worker_threads`. Remote TLS
-/// callers bring no load to this machine but the broker's, so their
-/// connections use every worker.
+/// client threads), which is what [`super::spread`] is for: a socket
+/// worker preempted that often moves half its connections to the other
+/// workers. Remote TLS callers bring no load to this machine but the
+/// broker's, so their connections use every worker.
 pub fn default_socket_count(workers: usize) -> usize {
     workers.div_ceil(2).max(1)
 }
@@ -54,6 +55,10 @@ pub fn default_socket_count(workers: usize) -> usize {
 pub struct Worker {
     handle: Handle,
     spinner: Option<Arc<Spinner>>,
+    /// Its connection count and, on a socket worker, its spreading state
+    /// (when some workers do not serve the socket, so there is somewhere
+    /// to spread to; otherwise `None` on every worker).
+    spread: Option<Arc<Spread>>,
 }
 
 impl Worker {
@@ -68,6 +73,15 @@ impl Worker {
     pub fn adopt<S: Movable>(&self, socket: S) -> io::Result<S> {
         let _entered = self.handle.enter();
         socket.reregister()
+    }
+
+    /// The spreading state a connection on this worker tells of its
+    /// requests, counted as open until the connection drops it
+    /// ([`Spread::closed`]).
+    pub fn spread(&self) -> Option<Arc<Spread>> {
+        let spread = self.spread.as_ref()?;
+        spread.opened();
+        Some(Arc::clone(spread))
     }
 
     /// Has the worker spin on `socket` before parking (with `idle_spin`).
@@ -142,15 +156,27 @@ impl WorkerPool {
         let i = self.0.next_socket.fetch_add(1, Ordering::Relaxed) % self.0.socket_workers;
         &self.0.handles[i]
     }
+
+    /// Worker `i` (as [`Spread::least_loaded_spare`] names it).
+    pub fn worker(&self, i: usize) -> Option<&Worker> {
+        self.0.handles.get(i)
+    }
 }
 
 impl Workers {
     /// Starts `n` worker threads (at least one), each with its runtime
     /// built before this returns, so a runtime that cannot start is an
     /// error here rather than a dead thread; the first `socket_workers` of
-    /// them (at least one, at most `n`) serve the socket. Each spins for up
-    /// to `idle_spin` before parking (zero: never).
-    pub fn start(n: usize, socket_workers: usize, idle_spin: Duration) -> io::Result<Self> {
+    /// them (at least one, at most `n`) serve the socket, and spread their
+    /// connections to the others while preempted `spread_preempted` times
+    /// per request or more ([`super::spread`]). Each spins for up to
+    /// `idle_spin` before parking (zero: never).
+    pub fn start(
+        n: usize,
+        socket_workers: usize,
+        spread_preempted: f64,
+        idle_spin: Duration,
+    ) -> io::Result<Self> {
         let n = n.max(1);
         let socket_workers = socket_workers.clamp(1, n);
         // Spinning pays only while the clients have cores of their own
@@ -159,7 +185,15 @@ impl Workers {
         let max_open = (n / 2).max(1);
         let mut handles = Vec::with_capacity(n);
         let mut threads = Vec::with_capacity(n);
-        for i in 0..n {
+        let spreads: Vec<Option<Arc<Spread>>> = if socket_workers < n {
+            Spread::for_workers(n, socket_workers, spread_preempted)
+                .into_iter()
+                .map(Some)
+                .collect()
+        } else {
+            vec![None; n]
+        };
+        for (i, spread) in spreads.into_iter().enumerate() {
             let mut builder = tokio::runtime::Builder::new_current_thread();
             // Sockets and timers only: signals and child processes are the
             // main runtime's. (`enable_all` would also have every park of
@@ -180,6 +214,7 @@ impl Workers {
             handles.push(Worker {
                 handle: rt.handle().clone(),
                 spinner,
+                spread,
             });
             let (stop, stopped) = oneshot::channel::<()>();
             let thread = std::thread::Builder::new()
@@ -244,7 +279,7 @@ mod tests {
 
     #[test]
     fn connections_go_to_each_worker_in_turn_and_run_on_its_thread() {
-        let workers = Workers::start(3, 3, Duration::ZERO).unwrap();
+        let workers = Workers::start(3, 3, 0.1, Duration::ZERO).unwrap();
         assert_eq!(workers.pool.0.handles.len(), 3);
         let names = threads_of((0..6).map(|_| workers.next_for_socket().handle().clone()));
         assert_eq!(
@@ -258,7 +293,7 @@ mod tests {
 
     #[test]
     fn shutdown_cancels_what_is_still_running_and_joins() {
-        let workers = Workers::start(2, 2, Duration::from_micros(20)).unwrap();
+        let workers = Workers::start(2, 2, 0.1, Duration::from_micros(20)).unwrap();
         let (tx, rx) = std::sync::mpsc::channel::<()>();
         // A task that never finishes: holds the sender until cancelled.
         workers.next_for_socket().handle().spawn(async move {
@@ -292,23 +327,39 @@ mod tests {
 
     #[test]
     fn socket_connections_go_to_the_socket_workers_and_tls_ones_to_all() {
-        let workers = Workers::start(3, 2, Duration::ZERO).unwrap();
+        let workers = Workers::start(3, 2, 0.1, Duration::ZERO).unwrap();
         let socket = threads_of((0..4).map(|_| workers.next_for_socket().handle().clone()));
         assert_eq!(socket, ["worker-0", "worker-1", "worker-0", "worker-1"]);
         let pool = workers.pool();
         let tls = threads_of((0..4).map(|_| pool.next().handle().clone()));
         assert_eq!(tls, ["worker-0", "worker-1", "worker-2", "worker-0"]);
+        // Socket workers spread to the worker that does not serve the
+        // socket, which spreads nowhere.
+        let spares: Vec<Option<usize>> = (0..3)
+            .map(|i| {
+                pool.worker(i)
+                    .unwrap()
+                    .spread()
+                    .unwrap()
+                    .least_loaded_spare()
+            })
+            .collect();
+        assert_eq!(spares, [Some(2), Some(2), None]);
         workers.shutdown();
+        // Every worker serving the socket: nowhere to spread to.
+        let all = Workers::start(2, 2, 0.1, Duration::ZERO).unwrap();
+        assert!(all.pool.0.handles.iter().all(|w| w.spread.is_none()));
+        all.shutdown();
         // At least one, at most all.
         for (asked, serving) in [(0, 1), (9, 3)] {
-            let workers = Workers::start(3, asked, Duration::ZERO).unwrap();
+            let workers = Workers::start(3, asked, 0.1, Duration::ZERO).unwrap();
             assert_eq!(workers.pool.0.socket_workers, serving);
         }
     }
 
     #[test]
     fn at_least_one_worker() {
-        let workers = Workers::start(0, 0, Duration::ZERO).unwrap();
+        let workers = Workers::start(0, 0, 0.1, Duration::ZERO).unwrap();
         assert_eq!(workers.pool.0.handles.len(), 1);
     }
 }
