@@ -12,7 +12,10 @@
 //! 2 cores with 16 client threads; under an event loop, one every few
 //! hundred). So every `CHECK_EVERY` requests a socket worker reads how
 //! often it was preempted (`/proc/thread-self/status`); at or above
-//! `[runtime] spread_preempted` preemptions per request it marks half the
+//! `[runtime] spread_preempted` preemptions per request in two checks in a
+//! row (one could straddle the end of another client's load, or of a
+//! single connection's, whose spinning worker its client preempts), with
+//! at least two connections open throughout, it marks half the
 //! difference between its open connections and those of the least loaded
 //! other worker to move, and each moves at its next point between two
 //! requests (the plain-GET lane's wait for a head) to the least loaded
@@ -23,7 +26,7 @@
 
 use std::ops::Range;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 /// Requests between two reads of the worker's preemption count.
 const CHECK_EVERY: u64 = 4096;
@@ -48,6 +51,8 @@ pub struct Spread {
     /// (`u64::MAX` before the first).
     checked_served: AtomicU64,
     checked_preempted: AtomicU64,
+    /// Whether the last check found the worker preempted often.
+    high: AtomicBool,
     /// Connections still to move.
     to_move: AtomicUsize,
 }
@@ -71,6 +76,7 @@ impl Spread {
                     served: AtomicU64::new(0),
                     checked_served: AtomicU64::new(0),
                     checked_preempted: AtomicU64::new(u64::MAX),
+                    high: AtomicBool::new(false),
                     to_move: AtomicUsize::new(0),
                 })
             })
@@ -117,10 +123,11 @@ impl Spread {
             return;
         }
         let rate = preempted.saturating_sub(before) as f64 / (served - served_before) as f64;
-        if rate < self.threshold {
+        let mine = self.open[self.index].load(Ordering::Relaxed);
+        let high = rate >= self.threshold && mine >= 2;
+        if !(self.high.swap(high, Ordering::Relaxed) && high) {
             return;
         }
-        let mine = self.open[self.index].load(Ordering::Relaxed);
         let least = self
             .least_loaded_spare()
             .map_or(mine, |j| self.open[j].load(Ordering::Relaxed));
@@ -178,22 +185,46 @@ mod tests {
         let w = two(0.1, [16, 0]);
         w[0].check(4096, 100);
         assert_eq!(moves(&w[0]), 0, "the first check only sets a baseline");
-        // 2048 preemptions in 4096 requests: 0.5 per request.
+        // 2048 preemptions in 4096 requests: 0.5 per request, twice.
         w[0].check(8192, 2148);
+        assert_eq!(moves(&w[0]), 0, "one window alone moves nothing");
+        w[0].check(12288, 4196);
         assert_eq!(moves(&w[0]), 8);
         // The eight moved: level, so the next check moves nothing.
         for _ in 0..8 {
             w[0].closed();
             w[1].opened();
         }
-        w[0].check(12288, 4196);
+        w[0].check(16384, 6244);
         assert_eq!(moves(&w[0]), 0);
         // New connections on the socket worker: spread again.
         for _ in 0..16 {
             w[0].opened();
         }
-        w[0].check(16384, 6244);
+        w[0].check(20480, 8292);
         assert_eq!(moves(&w[0]), 8);
+    }
+
+    #[test]
+    fn one_window_of_preemptions_between_quiet_ones_moves_nothing() {
+        let w = two(0.1, [16, 0]);
+        w[0].check(4096, 0);
+        for (served, preempted) in [(8192, 2048), (12288, 2060), (16384, 4108), (20480, 4110)] {
+            w[0].check(served, preempted);
+            assert_eq!(moves(&w[0]), 0, "at {served}");
+        }
+        // A window with a single connection open breaks a run too.
+        w[0].check(24576, 6158);
+        let w2 = two(0.1, [1, 0]);
+        w2[0].check(4096, 0);
+        w2[0].check(8192, 2048);
+        for _ in 0..15 {
+            w2[0].opened();
+        }
+        w2[0].check(12288, 4096);
+        assert_eq!(moves(&w2[0]), 0);
+        w2[0].check(16384, 6144);
+        assert_eq!(moves(&w2[0]), 8);
     }
 
     #[test]
@@ -210,6 +241,7 @@ mod tests {
         let w = two(0.1, [1, 0]);
         w[0].check(4096, 0);
         w[0].check(8192, 4096);
+        w[0].check(12288, 8192);
         assert_eq!(moves(&w[0]), 0);
         assert_eq!(w[1].least_loaded_spare(), None);
         assert_eq!(w[0].least_loaded_spare(), Some(1));
