@@ -219,7 +219,7 @@ fn per_core_serves_the_socket_on_half_the_workers_unless_told() {
 }
 
 /// A socket worker preempted at `spread_preempted` or more per request
-/// (0 here: at its second check) moves half its connections, each between
+/// (0 here: at its third check) moves half its connections, each between
 /// two of its requests, to the worker that does not serve the socket: the
 /// other worker starts using CPU, and no request or audit line is lost or
 /// answered out of order on the way.
