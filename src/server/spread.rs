@@ -126,14 +126,17 @@ impl Spread {
         let mine = self.open[self.index].load(Ordering::Relaxed);
         let high = rate >= self.threshold && mine >= 2;
         if !(self.high.swap(high, Ordering::Relaxed) && high) {
+            // What an earlier check left to move is void: those
+            // connections may be gone, and the next ones not its to move.
+            self.to_move.store(0, Ordering::Relaxed);
             return;
         }
         let least = self
             .least_loaded_spare()
             .map_or(mine, |j| self.open[j].load(Ordering::Relaxed));
         let moving = mine.saturating_sub(least) / 2;
+        self.to_move.store(moving, Ordering::Relaxed);
         if moving > 0 {
-            self.to_move.store(moving, Ordering::Relaxed);
             tracing::debug!(
                 preemptions_per_request = rate,
                 moving,
@@ -143,8 +146,21 @@ impl Spread {
     }
 
     /// Whether the calling connection (between two requests) should move
-    /// now; a `true` is counted against the connections to move.
+    /// now; a `true` is counted against the connections to move. Only
+    /// while this worker still holds more than one connection beyond the
+    /// least loaded spare (its connections may have closed meanwhile).
     pub fn take_move(&self) -> bool {
+        if self.to_move.load(Ordering::Relaxed) == 0 {
+            return false;
+        }
+        let mine = self.open[self.index].load(Ordering::Relaxed);
+        let least = self
+            .least_loaded_spare()
+            .map_or(mine, |j| self.open[j].load(Ordering::Relaxed));
+        if mine <= least + 1 {
+            self.to_move.store(0, Ordering::Relaxed);
+            return false;
+        }
         self.to_move
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
             .is_ok()
@@ -176,33 +192,38 @@ mod tests {
         states
     }
 
-    fn moves(s: &Spread) -> usize {
-        (0..64).filter(|_| s.take_move()).count()
+    /// How many connections move from `w[0]` to `w[1]` now, each moving
+    /// as it is told to.
+    fn moves(w: &[Arc<Spread>]) -> usize {
+        let mut n = 0;
+        while w[0].take_move() {
+            w[0].closed();
+            w[1].opened();
+            n += 1;
+        }
+        n
     }
 
     #[test]
     fn a_preempted_socket_worker_levels_its_connections_with_the_others() {
         let w = two(0.1, [16, 0]);
         w[0].check(4096, 100);
-        assert_eq!(moves(&w[0]), 0, "the first check only sets a baseline");
+        assert_eq!(moves(&w), 0, "the first check only sets a baseline");
         // 2048 preemptions in 4096 requests: 0.5 per request, twice.
         w[0].check(8192, 2148);
-        assert_eq!(moves(&w[0]), 0, "one window alone moves nothing");
+        assert_eq!(moves(&w), 0, "one window alone moves nothing");
         w[0].check(12288, 4196);
-        assert_eq!(moves(&w[0]), 8);
-        // The eight moved: level, so the next check moves nothing.
-        for _ in 0..8 {
-            w[0].closed();
-            w[1].opened();
-        }
+        assert_eq!(moves(&w), 8);
+        // Level now (8 and 8), so the next check moves nothing.
         w[0].check(16384, 6244);
-        assert_eq!(moves(&w[0]), 0);
-        // New connections on the socket worker: spread again.
+        assert_eq!(moves(&w), 0);
+        // Sixteen new connections on the socket worker (24 against 8):
+        // spread again, to level.
         for _ in 0..16 {
             w[0].opened();
         }
         w[0].check(20480, 8292);
-        assert_eq!(moves(&w[0]), 8);
+        assert_eq!(moves(&w), 8);
     }
 
     #[test]
@@ -211,7 +232,7 @@ mod tests {
         w[0].check(4096, 0);
         for (served, preempted) in [(8192, 2048), (12288, 2060), (16384, 4108), (20480, 4110)] {
             w[0].check(served, preempted);
-            assert_eq!(moves(&w[0]), 0, "at {served}");
+            assert_eq!(moves(&w), 0, "at {served}");
         }
         // A window with a single connection open breaks a run too.
         w[0].check(24576, 6158);
@@ -222,9 +243,33 @@ mod tests {
             w2[0].opened();
         }
         w2[0].check(12288, 4096);
-        assert_eq!(moves(&w2[0]), 0);
+        assert_eq!(moves(&w2), 0);
         w2[0].check(16384, 6144);
-        assert_eq!(moves(&w2[0]), 8);
+        assert_eq!(moves(&w2), 8);
+    }
+
+    #[test]
+    fn what_is_left_to_move_is_void_once_those_connections_are_gone() {
+        let w = two(0.1, [16, 0]);
+        w[0].check(4096, 0);
+        w[0].check(8192, 2048);
+        w[0].check(12288, 4096);
+        // Told to move 8; all 16 close before any moves.
+        for _ in 0..16 {
+            w[0].closed();
+        }
+        // The next client's connections (an event loop: quiet) stay.
+        for _ in 0..16 {
+            w[0].opened();
+        }
+        assert_eq!(moves(&w), 8, "still owed at once: the counts are 16/0");
+        let w = two(0.1, [16, 0]);
+        w[0].check(4096, 0);
+        w[0].check(8192, 2048);
+        w[0].check(12288, 4096);
+        // A quiet check between: nothing is owed any more.
+        w[0].check(16384, 4100);
+        assert_eq!(moves(&w), 0);
     }
 
     #[test]
@@ -233,7 +278,7 @@ mod tests {
         w[0].check(4096, 10);
         // 20 preemptions in 4096 requests (an event-loop client).
         w[0].check(8192, 30);
-        assert_eq!(moves(&w[0]), 0);
+        assert_eq!(moves(&w), 0);
     }
 
     #[test]
@@ -242,7 +287,7 @@ mod tests {
         w[0].check(4096, 0);
         w[0].check(8192, 4096);
         w[0].check(12288, 8192);
-        assert_eq!(moves(&w[0]), 0);
+        assert_eq!(moves(&w), 0);
         assert_eq!(w[1].least_loaded_spare(), None);
         assert_eq!(w[0].least_loaded_spare(), Some(1));
     }
