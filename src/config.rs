@@ -418,9 +418,9 @@ pub struct RuntimeConfig {
     /// connections (default: half, rounded up; the TLS listener's go to
     /// all of them).
     pub socket_workers: Option<usize>,
-    /// Preemptions per request at or above which a socket worker hands
-    /// half its connections to the other workers, once.
-    pub spread_preempted: f64,
+    /// Preemptions per request at or above which a socket worker moves
+    /// connections to the other workers (`None`: it never does).
+    pub spread_preempted: Option<f64>,
     /// How long a `per_core` worker polls its connections before sleeping
     /// (zero: never).
     pub idle_spin: std::time::Duration,

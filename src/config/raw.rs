@@ -61,11 +61,6 @@ const DEFAULT_RUNTIME: &str = "per_core";
 const DEFAULT_IDLE_SPIN: &str = "50us";
 const MAX_IDLE_SPIN: std::time::Duration = std::time::Duration::from_millis(1);
 
-/// Preemptions per request at or above which a socket worker spreads its
-/// connections (chosen by measurement: about 0.5 under one client thread
-/// per connection, under 0.01 under an event loop, on 2 cores).
-const DEFAULT_SPREAD_PREEMPTED: f64 = 0.1;
-
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRuntime {
@@ -307,9 +302,12 @@ impl RawConfig {
                 }
                 (s, _) => s,
             },
+            // Off unless set: measured, the signal also fires for an
+            // event-loop client that shares the worker's core (see
+            // docs/performance.md, session 15).
             spread_preempted: match self.runtime.spread_preempted {
-                None => DEFAULT_SPREAD_PREEMPTED,
-                Some(x) if x.is_finite() && x >= 0.0 => x,
+                None => None,
+                Some(x) if x.is_finite() && x >= 0.0 => Some(x),
                 Some(_) => {
                     return Err(invalid(
                         "runtime.spread_preempted",

@@ -471,9 +471,9 @@ fn runtime_flavors_parse_and_per_core_is_the_default() {
         assert_eq!(c.runtime.worker_threads, Some(3));
     }
     assert_eq!(parse(base).unwrap().runtime.socket_workers, None);
-    assert_eq!(parse(base).unwrap().runtime.spread_preempted, 0.1);
+    assert_eq!(parse(base).unwrap().runtime.spread_preempted, None);
     let c = parse(&format!("{base}[runtime]\nspread_preempted = 0.0\n")).unwrap();
-    assert_eq!(c.runtime.spread_preempted, 0.0);
+    assert_eq!(c.runtime.spread_preempted, Some(0.0));
     let c = parse(&format!(
         "{base}[runtime]\nworker_threads = 4\nsocket_workers = 4\n"
     ))

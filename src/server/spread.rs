@@ -1,5 +1,6 @@
-//! A socket worker that is being preempted hands connections to the
-//! workers that do not serve the socket, until they hold as many as it.
+//! `[runtime] spread_preempted` (off by default): a socket worker that is
+//! being preempted hands connections to the workers that do not serve the
+//! socket, until they hold as many as it.
 //!
 //! The socket's connections start on half the `per_core` workers
 //! ([`super::workers::default_socket_count`]): their clients share the
@@ -22,7 +23,10 @@
 //! worker that does not serve the socket. Connections only ever move
 //! from a socket worker to the others, so nothing moves back and forth,
 //! and once the counts are level nothing more moves.
-//! docs/performance.md (session 15) has the measurements.
+//! docs/performance.md (session 15) has the measurements, and why it is
+//! off by default: an event-loop client that the scheduler puts on the
+//! socket worker's core preempts it as often, and spreading its
+//! connections costs it the sleeps one socket worker avoids.
 
 use std::ops::Range;
 use std::sync::Arc;

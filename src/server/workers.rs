@@ -169,12 +169,12 @@ impl Workers {
     /// error here rather than a dead thread; the first `socket_workers` of
     /// them (at least one, at most `n`) serve the socket, and spread their
     /// connections to the others while preempted `spread_preempted` times
-    /// per request or more ([`super::spread`]). Each spins for up to
+    /// per request or more ([`super::spread`]; `None`: never). Each spins for up to
     /// `idle_spin` before parking (zero: never).
     pub fn start(
         n: usize,
         socket_workers: usize,
-        spread_preempted: f64,
+        spread_preempted: Option<f64>,
         idle_spin: Duration,
     ) -> io::Result<Self> {
         let n = n.max(1);
@@ -185,13 +185,14 @@ impl Workers {
         let max_open = (n / 2).max(1);
         let mut handles = Vec::with_capacity(n);
         let mut threads = Vec::with_capacity(n);
-        let spreads: Vec<Option<Arc<Spread>>> = if socket_workers < n {
-            Spread::for_workers(n, socket_workers, spread_preempted)
-                .into_iter()
-                .map(Some)
-                .collect()
-        } else {
-            vec![None; n]
+        let spreads: Vec<Option<Arc<Spread>>> = match spread_preempted {
+            Some(threshold) if socket_workers < n => {
+                Spread::for_workers(n, socket_workers, threshold)
+                    .into_iter()
+                    .map(Some)
+                    .collect()
+            }
+            _ => vec![None; n],
         };
         for (i, spread) in spreads.into_iter().enumerate() {
             let mut builder = tokio::runtime::Builder::new_current_thread();
@@ -279,7 +280,7 @@ mod tests {
 
     #[test]
     fn connections_go_to_each_worker_in_turn_and_run_on_its_thread() {
-        let workers = Workers::start(3, 3, 0.1, Duration::ZERO).unwrap();
+        let workers = Workers::start(3, 3, Some(0.1), Duration::ZERO).unwrap();
         assert_eq!(workers.pool.0.handles.len(), 3);
         let names = threads_of((0..6).map(|_| workers.next_for_socket().handle().clone()));
         assert_eq!(
@@ -293,7 +294,7 @@ mod tests {
 
     #[test]
     fn shutdown_cancels_what_is_still_running_and_joins() {
-        let workers = Workers::start(2, 2, 0.1, Duration::from_micros(20)).unwrap();
+        let workers = Workers::start(2, 2, Some(0.1), Duration::from_micros(20)).unwrap();
         let (tx, rx) = std::sync::mpsc::channel::<()>();
         // A task that never finishes: holds the sender until cancelled.
         workers.next_for_socket().handle().spawn(async move {
@@ -327,7 +328,7 @@ mod tests {
 
     #[test]
     fn socket_connections_go_to_the_socket_workers_and_tls_ones_to_all() {
-        let workers = Workers::start(3, 2, 0.1, Duration::ZERO).unwrap();
+        let workers = Workers::start(3, 2, Some(0.1), Duration::ZERO).unwrap();
         let socket = threads_of((0..4).map(|_| workers.next_for_socket().handle().clone()));
         assert_eq!(socket, ["worker-0", "worker-1", "worker-0", "worker-1"]);
         let pool = workers.pool();
@@ -346,20 +347,23 @@ mod tests {
             .collect();
         assert_eq!(spares, [Some(2), Some(2), None]);
         workers.shutdown();
-        // Every worker serving the socket: nowhere to spread to.
-        let all = Workers::start(2, 2, 0.1, Duration::ZERO).unwrap();
-        assert!(all.pool.0.handles.iter().all(|w| w.spread.is_none()));
-        all.shutdown();
+        // Every worker serving the socket: nowhere to spread to; and
+        // spreading off (the default): no worker spreads.
+        for (socket, threshold) in [(2, Some(0.1)), (1, None)] {
+            let all = Workers::start(2, socket, threshold, Duration::ZERO).unwrap();
+            assert!(all.pool.0.handles.iter().all(|w| w.spread.is_none()));
+            all.shutdown();
+        }
         // At least one, at most all.
         for (asked, serving) in [(0, 1), (9, 3)] {
-            let workers = Workers::start(3, asked, 0.1, Duration::ZERO).unwrap();
+            let workers = Workers::start(3, asked, Some(0.1), Duration::ZERO).unwrap();
             assert_eq!(workers.pool.0.socket_workers, serving);
         }
     }
 
     #[test]
     fn at_least_one_worker() {
-        let workers = Workers::start(0, 0, 0.1, Duration::ZERO).unwrap();
+        let workers = Workers::start(0, 0, Some(0.1), Duration::ZERO).unwrap();
         assert_eq!(workers.pool.0.handles.len(), 1);
     }
 }
