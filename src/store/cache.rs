@@ -563,8 +563,8 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_write_on_one_thread_drops_every_threads_copy() {
+    /// A cache whose value "one" two [`Worker`]s have read (one copy each).
+    async fn cached_on_two_workers() -> (Arc<MemStore>, Arc<CachedStore>, SecretPath, [Worker; 2]) {
         let (mem, cache) = setup(60_000, 0);
         let p = sp("acme/a");
         cache.put(&p, req(b"one")).await.unwrap();
@@ -572,6 +572,12 @@ mod tests {
         for w in &workers {
             assert_eq!(w.read(&cache, &p), b"one");
         }
+        (mem, cache, p, workers)
+    }
+
+    #[tokio::test]
+    async fn a_write_on_one_thread_drops_every_threads_copy() {
+        let (mem, cache, p, workers) = cached_on_two_workers().await;
         assert_eq!((cache.entry_count(), mem.gets()), (2, 2));
         // Written from this thread, whose shard holds nothing.
         cache.put(&p, req(b"two")).await.unwrap();
@@ -586,13 +592,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_fresh_read_on_one_thread_refreshes_every_thread() {
-        let (mem, cache) = setup(60_000, 0);
-        let p = sp("acme/a");
-        cache.put(&p, req(b"one")).await.unwrap();
-        let workers = [Worker::start(), Worker::start()];
-        for w in &workers {
-            assert_eq!(w.read(&cache, &p), b"one");
-        }
+        let (mem, cache, p, workers) = cached_on_two_workers().await;
         // Rotated behind the cache's back, then read fresh on one worker.
         mem.put(&p, req(b"two")).await.unwrap();
         let (c, p2) = (Arc::clone(&cache), p.clone());
