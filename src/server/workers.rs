@@ -42,10 +42,11 @@ use super::spread::Spread;
 /// the requests per second under a single-threaded async client; under
 /// one client thread per connection, 0.65-0.76x the requests per second
 /// (the lone worker gets one thread's share of the cores against sixteen
-/// client threads), which is what [`super::spread`] is for: a socket
-/// worker preempted that often moves half its connections to the other
-/// workers. Remote TLS callers bring no load to this machine but the
-/// broker's, so their connections use every worker.
+/// client threads). For such clients `[runtime] spread_preempted` (off by
+/// default, [`super::spread`]) has a socket worker preempted that often
+/// move connections to the other workers until the counts are level.
+/// Remote TLS callers bring no load to this machine but the broker's, so
+/// their connections use every worker.
 pub fn default_socket_count(workers: usize) -> usize {
     workers.div_ceil(2).max(1)
 }
